@@ -1,0 +1,1 @@
+"""Generated from protos/lifebox/v1: do not edit."""

@@ -1,0 +1,1 @@
+"""Passwords, tokens, principals, permissions and the authentication interceptor."""

@@ -1,0 +1,151 @@
+"""The `lifebox` command. Every subcommand is declared in COMMANDS, and only there."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lifebox_grpc.config import Settings, describe_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Handler
+
+
+def _no_args(_: argparse.ArgumentParser) -> None:
+    pass
+
+
+# -- handlers (imports are local so `lifebox --help` stays fast) ------------------------------
+
+
+def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.runtime.dev import run_dev
+
+    return run_dev(settings, with_demo=not args.no_demo)
+
+
+def _configure_dev(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-demo", action="store_true", help="don't add the demo client, users and devices"
+    )
+
+
+def _run_serve(_: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.server import run_server
+
+    return run_server(settings)
+
+
+def _run_ingest(_: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.ingest.worker import run_worker
+
+    return run_worker(settings)
+
+
+def _configure_migrate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--status", action="store_true", help="list applied and pending migrations, change nothing"
+    )
+
+
+def _run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.store.admin import migrate_command
+
+    return asyncio.run(migrate_command(settings, status_only=args.status))
+
+
+def _configure_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--demo", action="store_true", help="also add a demo client, its users and devices"
+    )
+
+
+def _run_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.store.admin import seed_command
+
+    return asyncio.run(seed_command(settings, demo=args.demo))
+
+
+def _configure_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--describe", action="store_true", help="list every setting with default and meaning"
+    )
+
+
+def _run_config(args: argparse.Namespace, settings: Settings) -> int:
+    if args.describe:
+        for env, default, description in describe_settings():
+            print(f"{env:40} {default:28} {description}")
+        return 0
+    values = settings.masked()
+    if args.json:
+        print(json.dumps(values, indent=2, default=str))
+    else:
+        width = max(map(len, values))
+        for name, value in values.items():
+            print(f"{name:{width}}  {value}")
+    problems = settings.production_problems()
+    for problem in problems:
+        print(f"refused in {settings.mode.value} mode: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "dev",
+        "run the whole platform locally: embedded PostgreSQL and mosquitto, migrations, "
+        "seeds, serve and one ingest worker",
+        _configure_dev,
+        _run_dev,
+    ),
+    Command("serve", "run the gRPC API (and the HTTP health/metrics listener)", _no_args, _run_serve),
+    Command("ingest", "run an MQTT ingest worker", _no_args, _run_ingest),
+    Command("migrate", "apply pending database migrations", _configure_migrate, _run_migrate),
+    Command("seed", "insert reference data (idempotent)", _configure_seed, _run_seed),
+    Command(
+        "config", "print the effective settings (secrets masked)", _configure_config, _run_config
+    ),
+)
+
+
+def build_parser(commands: tuple[Command, ...] = COMMANDS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifebox",
+        description="LifeBox IoT platform. Settings come from LIFEBOX_* environment variables "
+        "(`lifebox config --describe` lists them).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.configure(child)
+        child.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    from lifebox_grpc.logs import configure_logging
+
+    configure_logging(settings, args.command)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

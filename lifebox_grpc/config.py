@@ -1,0 +1,209 @@
+"""Every LifeBox setting, in one place.
+
+Settings come from the environment (prefix ``LIFEBOX_``) or a ``.env`` file. In ``dev`` mode
+anything left unset is generated under ``home`` (the embedded PostgreSQL and mosquitto, the
+JWT signing key); in ``prod`` mode an unsafe or missing setting stops the process with a
+clear message instead (see :func:`Settings.production_problems`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    """How strict the process is about its configuration."""
+
+    DEV = "dev"
+    PROD = "prod"
+
+
+class LogFormat(StrEnum):
+    """How log records are written: JSON lines for machines, text for people."""
+
+    JSON = "json"
+    TEXT = "text"
+    AUTO = "auto"
+
+
+class Settings(BaseSettings):
+    """The effective configuration of a LifeBox process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LIFEBOX_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    mode: Mode = Field(
+        Mode.DEV, description="dev generates what is missing; prod refuses unsafe settings."
+    )
+    home: Path = Field(
+        Path(".lifebox"),
+        description="Where dev keeps the embedded cluster, broker, secrets and outbox.",
+    )
+    log_format: LogFormat = Field(
+        LogFormat.AUTO, description="json, text, or auto (text in dev, json in prod)."
+    )
+    log_level: str = Field("INFO", description="Python logging level name.")
+
+    # Database. Unset means: use the embedded cluster under home (dev only).
+    database_url: SecretStr | None = Field(
+        None,
+        description="Application role DSN (not the owner, no BYPASSRLS). Unset: embedded.",
+    )
+    owner_database_url: SecretStr | None = Field(
+        None, description="Owner role DSN used by `lifebox migrate`/`seed`. Unset: embedded."
+    )
+    ingest_database_url: SecretStr | None = Field(
+        None,
+        description="Ingest role DSN (BYPASSRLS, INSERT-only grants: COPY cannot run under "
+        "row-level security). Unset: embedded.",
+    )
+    pg_port: int = Field(0, description="Embedded PostgreSQL port; 0 picks a free one.")
+    db_pool_min: int = Field(1, ge=0, description="Minimum connections per pool.")
+    db_pool_max: int = Field(10, ge=1, description="Maximum connections per pool.")
+    db_statement_timeout_ms: int = Field(
+        30_000, ge=0, description="statement_timeout of application connections."
+    )
+
+    # MQTT. Unset means: the embedded mosquitto (dev only).
+    mqtt_url: SecretStr | None = Field(
+        None, description="mqtt://user:pass@host:port of the broker. Unset: embedded."
+    )
+    mqtt_port: int = Field(0, description="Embedded mosquitto port; 0 picks a free one.")
+    mqtt_max_queued_messages: int = Field(
+        100_000, description="Embedded broker: messages kept per offline persistent session."
+    )
+    mqtt_max_inflight_messages: int = Field(
+        1000, description="Embedded broker: un-acked QoS 1 messages per client."
+    )
+
+    # gRPC / HTTP.
+    grpc_host: str = Field("127.0.0.1", description="gRPC listen address.")
+    grpc_port: int = Field(50051, ge=0, description="gRPC listen port; 0 picks a free one.")
+    grpc_max_message_bytes: int = Field(
+        16 * 1024 * 1024, description="Max gRPC message size, both directions."
+    )
+    grpc_grace_seconds: float = Field(
+        10.0, description="On SIGTERM, in-flight calls get this long to finish."
+    )
+    grpc_max_deadline_seconds: float = Field(
+        60.0, description="Server-side cap on any call's deadline."
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: enables TLS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key for tls_cert_file.")
+    http_host: str = Field("127.0.0.1", description="HTTP listener (health, metrics, webhooks).")
+    http_port: int = Field(8080, ge=0, description="HTTP port of serve; 0 picks a free one.")
+    ingest_metrics_port: int = Field(
+        9108, ge=0, description="Prometheus port of each ingest worker; 0 picks a free one."
+    )
+
+    # Auth.
+    jwt_signing_key: SecretStr | None = Field(
+        None, description="HS256 key for access tokens. Dev generates one; prod requires it."
+    )
+    jwt_key_id: str = Field("k1", description="kid stamped on tokens signed with the key.")
+    jwt_issuer: str = Field("lifebox", description="iss claim of issued tokens.")
+    jwt_audience: str = Field("lifebox-api", description="aud claim of issued tokens.")
+    access_token_ttl_seconds: int = Field(900, ge=60, le=3600, description="Access token life.")
+    refresh_token_ttl_seconds: int = Field(
+        14 * 24 * 3600, ge=3600, description="Refresh token life."
+    )
+    admin_email: str = Field("admin@lifebox.local", description="First platform admin's email.")
+    admin_password: SecretStr | None = Field(
+        None, description="First admin's password. Dev generates one into home/credentials."
+    )
+
+    # Ingest.
+    ingest_batch_readings: int = Field(5000, ge=1, description="Flush a batch at N readings.")
+    ingest_batch_ms: int = Field(50, ge=1, description="...or after T milliseconds.")
+    ingest_receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="MQTT 5 Receive Maximum (un-acked messages)."
+    )
+    ingest_max_payload_bytes: int = Field(256 * 1024, description="Largest accepted payload.")
+    ingest_max_readings_per_message: int = Field(1000, description="Readings per message.")
+    ingest_max_extra_keys: int = Field(64, description="Unknown keys kept per reading.")
+    ingest_max_depth: int = Field(8, description="JSON nesting depth allowed in extra.")
+    ingest_max_string_bytes: int = Field(1024, description="Longest accepted string value.")
+    ingest_max_past_days: int = Field(30, description="Oldest accepted ts, days before now.")
+    ingest_max_future_seconds: int = Field(300, description="ts at most this far ahead.")
+    ingest_reject_raw_cap: int = Field(4096, description="Raw bytes kept per stored reject.")
+
+    # Time series.
+    telemetry_retention_days: int = Field(90, ge=1, description="Telemetry kept this long.")
+    partition_premake_days: int = Field(7, ge=1, description="Partitions made ahead (partman).")
+    maintenance_interval_seconds: int = Field(
+        3600, ge=10, description="How often serve runs partition maintenance."
+    )
+
+    # Outbound mail (password resets): dev writes to home/outbox.
+    public_base_url: str = Field(
+        "http://localhost:8080", description="Base of links sent to users."
+    )
+
+    def production_problems(self) -> list[str]:
+        """What makes this configuration unsafe to run outside dev; empty when fine."""
+        if self.mode is Mode.DEV:
+            return []
+        problems = []
+        for name in ("database_url", "owner_database_url", "ingest_database_url", "mqtt_url"):
+            if getattr(self, name) is None:
+                problems.append(f"LIFEBOX_{name.upper()} is required in prod mode")
+        key = self.jwt_signing_key
+        if key is None:
+            problems.append("LIFEBOX_JWT_SIGNING_KEY is required in prod mode")
+        elif len(key.get_secret_value()) < 32:
+            problems.append("LIFEBOX_JWT_SIGNING_KEY must be at least 32 characters")
+        for name in ("database_url", "owner_database_url", "ingest_database_url", "mqtt_url"):
+            value = getattr(self, name)
+            if value is not None and _has_default_password(value.get_secret_value()):
+                problems.append(f"LIFEBOX_{name.upper()} uses a default password")
+        if (self.tls_cert_file is None) and self.grpc_host not in ("127.0.0.1", "::1", "localhost"):
+            problems.append("gRPC on a non-loopback address needs LIFEBOX_TLS_CERT_FILE")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("LIFEBOX_TLS_CERT_FILE and LIFEBOX_TLS_KEY_FILE go together")
+        return problems
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is LogFormat.AUTO:
+            return LogFormat.TEXT if self.mode is Mode.DEV else LogFormat.JSON
+        return self.log_format
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting with its value, secrets shown as ``**********``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********"
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[name] = value
+        return out
+
+
+_DEFAULT_PASSWORDS = ("password", "postgres", "lifebox", "changeme", "secret", "admin")
+
+
+def _has_default_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    return password is not None and password.lower() in _DEFAULT_PASSWORDS
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) of every setting, for docs and --help."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = default.value if isinstance(default, StrEnum) else default
+        rows.append((f"LIFEBOX_{name.upper()}", repr(shown), field.description or ""))
+    return rows

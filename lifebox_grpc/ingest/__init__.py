@@ -1,0 +1,1 @@
+"""MQTT ingest: consumer, batcher, COPY writer, acknowledgements, post-commit hooks."""

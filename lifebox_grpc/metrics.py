@@ -1,0 +1,40 @@
+"""Every Prometheus metric LifeBox exports, declared once.
+
+The default registry already carries the process collector (CPU, memory, open fds).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+GRPC_REQUESTS = Counter(
+    "lifebox_grpc_requests_total", "gRPC calls handled", ["service", "method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "lifebox_grpc_request_seconds",
+    "gRPC call latency",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DB_UP = Gauge("lifebox_database_up", "1 while the database answers the health probe")
+
+INGEST_MESSAGES = Counter(
+    "lifebox_ingest_messages_total", "MQTT messages received by ingest", ["kind"]
+)
+INGEST_ROWS = Counter("lifebox_ingest_rows_total", "Telemetry rows committed")
+INGEST_REJECTS = Counter(
+    "lifebox_ingest_rejects_total", "Readings or messages rejected, by reason", ["reason"]
+)
+INGEST_BATCHES = Counter("lifebox_ingest_batches_total", "Batches committed", ["path"])
+INGEST_BATCH_SECONDS = Histogram(
+    "lifebox_ingest_batch_seconds",
+    "Time from batch flush to commit",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INGEST_LATENCY = Histogram(
+    "lifebox_ingest_publish_to_commit_seconds",
+    "From a reading's ts to the commit of its row",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+INGEST_INFLIGHT = Gauge("lifebox_ingest_inflight_messages", "Received, not yet acknowledged")
+MQTT_CONNECTED = Gauge("lifebox_mqtt_connected", "1 while connected to the broker")

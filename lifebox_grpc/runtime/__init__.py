@@ -1,0 +1,1 @@
+"""Embedded PostgreSQL and mosquitto for `lifebox dev` and the test suite (one implementation)."""

@@ -1,0 +1,188 @@
+"""`lifebox dev`: the whole platform on one machine, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+
+from lifebox_grpc.auth.passwords import hash_password
+from lifebox_grpc.config import Mode, Settings
+from lifebox_grpc.runtime.endpoints import Endpoints, resolve_endpoints
+from lifebox_grpc.runtime.home import (
+    CREDENTIALS_FILE,
+    DevSecrets,
+    load_or_create_secrets,
+    prepare_home,
+    write_private,
+)
+from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.runtime.ports import free_port, port_is_free
+from lifebox_grpc.runtime.postgres import EmbeddedPostgres, RolePasswords
+from lifebox_grpc.store import migrations, seeds
+
+CHILD_STOP_SECONDS = 20.0
+
+
+def _say(message: str) -> None:
+    print(f"lifebox dev: {message}", flush=True)
+
+
+def _port_or_free(port: int, host: str) -> int:
+    return port if port and port_is_free(port, host) else free_port(host)
+
+
+async def _prepare_database(
+    endpoints: Endpoints, settings: Settings, secrets: DevSecrets, home: Path, demo: bool
+) -> None:
+    conn = await asyncpg.connect(endpoints.owner_dsn)
+    try:
+        applied = await migrations.migrate(conn, progress=lambda line: _say(f"migrate {line}"))
+        _say(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
+        _say(await seeds.seed_reference(conn))
+        if demo:
+            _say(await seeds.seed_demo(conn))
+        password = (
+            settings.admin_password.get_secret_value()
+            if settings.admin_password
+            else secrets.admin_password
+        )
+        created = await seeds.ensure_platform_admin(
+            conn, settings.admin_email, hash_password(password)
+        )
+        credentials = home / CREDENTIALS_FILE
+        if created or not credentials.exists():
+            write_private(
+                credentials,
+                "# First LifeBox platform admin (super_user). Change the password after login.\n"
+                f"email={settings.admin_email}\npassword={password}\n",
+            )
+    finally:
+        await conn.close()
+
+
+class _Children:
+    """The serve and ingest processes; stopped in reverse order of start."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, env: dict[str, str]) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lifebox_grpc.cli", name], env=env, process_group=0
+        )
+        self.procs.append((name, proc))
+
+    def exited(self) -> str | None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                return f"{name} exited with {proc.returncode}"
+        return None
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + CHILD_STOP_SECONDS
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_dev(settings: Settings, *, with_demo: bool) -> int:
+    """Start everything, print what is where, wait for Ctrl-C (or SIGTERM), stop everything."""
+    if settings.mode is not Mode.DEV:
+        print("lifebox dev runs only with LIFEBOX_MODE=dev", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    home = prepare_home(settings.home)
+    secrets = load_or_create_secrets(home)
+    pg: EmbeddedPostgres | None = None
+    broker: EmbeddedMosquitto | None = None
+    children = _Children()
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        if settings.database_url is None:
+            pg = EmbeddedPostgres(
+                home / "pg",
+                RolePasswords(
+                    secrets.pg_superuser_password,
+                    secrets.pg_owner_password,
+                    secrets.pg_app_password,
+                    secrets.pg_ingest_password,
+                ),
+                settings.pg_port,
+            )
+            _say("initialising PostgreSQL 15 cluster" if not pg.initialized else "reusing cluster")
+            pg.start()
+            asyncio.run(pg.bootstrap())
+            _say(f"PostgreSQL listening on 127.0.0.1:{pg.port} (data in {pg.data_dir})")
+        if settings.mqtt_url is None:
+            broker = EmbeddedMosquitto(
+                home / "mqtt",
+                settings.mqtt_port,
+                settings.mqtt_max_queued_messages,
+                settings.mqtt_max_inflight_messages,
+            )
+            broker.start()
+            _say(f"mosquitto listening on 127.0.0.1:{broker.port} (data in {broker.base_dir})")
+        endpoints = resolve_endpoints(settings)
+        asyncio.run(_prepare_database(endpoints, settings, secrets, home, with_demo))
+
+        grpc_port = _port_or_free(settings.grpc_port, settings.grpc_host)
+        http_port = _port_or_free(settings.http_port, settings.http_host)
+        metrics_port = _port_or_free(settings.ingest_metrics_port, settings.http_host)
+        env = {
+            **os.environ,
+            "LIFEBOX_DATABASE_URL": endpoints.app_dsn,
+            "LIFEBOX_OWNER_DATABASE_URL": endpoints.owner_dsn,
+            "LIFEBOX_INGEST_DATABASE_URL": endpoints.ingest_dsn,
+            "LIFEBOX_MQTT_URL": endpoints.mqtt_url,
+            "LIFEBOX_HOME": str(home),
+            "LIFEBOX_GRPC_PORT": str(grpc_port),
+            "LIFEBOX_HTTP_PORT": str(http_port),
+            "LIFEBOX_INGEST_METRICS_PORT": str(metrics_port),
+        }
+        if settings.jwt_signing_key is None:
+            env["LIFEBOX_JWT_SIGNING_KEY"] = secrets.jwt_signing_key
+        children.spawn("serve", env)
+        children.spawn("ingest", env)
+        _say(
+            f"ready in {time.monotonic() - started:.1f}s\n"
+            f"  gRPC          {settings.grpc_host}:{grpc_port}  (health, reflection)\n"
+            f"  HTTP          http://{settings.http_host}:{http_port}/healthz  /metrics\n"
+            f"  ingest        metrics on http://{settings.http_host}:{metrics_port}/metrics\n"
+            f"  MQTT          {endpoints.mqtt_url}  (publish to lifebox/v1/<serial>/telemetry)\n"
+            f"  data          {home}\n"
+            f"  admin login   written to {home / CREDENTIALS_FILE} (mode 0600)\n"
+            "  Ctrl-C stops everything."
+        )
+        while not stop.wait(0.5):
+            problem = children.exited()
+            if problem:
+                _say(f"{problem}; stopping")
+                return 1
+        _say("stopping")
+        return 0
+    finally:
+        children.stop()
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _say("stopped")

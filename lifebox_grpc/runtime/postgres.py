@@ -1,0 +1,318 @@
+"""An embedded PostgreSQL 15 cluster made with Debian's server binaries.
+
+The cluster lives in one folder, listens on loopback only (no Unix socket), authenticates with
+scram-sha-256, and runs as a dedicated system user when we are root (PostgreSQL refuses to run
+as root). Three login roles are made at bootstrap:
+
+* ``lifebox_owner`` owns the database and the schema; migrations run as it.
+* ``lifebox_app`` is what ``serve`` connects as: not the owner, no BYPASSRLS, so row-level
+  security always applies to it.
+* ``lifebox_ingest`` is what ``ingest`` connects as: BYPASSRLS because PostgreSQL refuses
+  ``COPY FROM`` under row-level security, and for that reason granted nothing but the few
+  INSERTs and SELECTs the ingest path needs (see the migrations).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+
+from lifebox_grpc.runtime.ports import free_port, port_is_free
+
+log = logging.getLogger(__name__)
+
+PG_VERSION = "15"
+PG_BIN = Path(os.environ.get("LIFEBOX_PG_BIN", f"/usr/lib/postgresql/{PG_VERSION}/bin"))
+DATABASE = "lifebox"
+SUPERUSER = "postgres"
+OWNER_ROLE = "lifebox_owner"
+APP_ROLE = "lifebox_app"
+INGEST_ROLE = "lifebox_ingest"
+SERVICE_USER = "postgres"  # Debian's postgresql package creates it.
+
+
+class PostgresError(RuntimeError):
+    """The embedded cluster could not be created, started or bootstrapped."""
+
+
+@dataclass(frozen=True)
+class RolePasswords:
+    superuser: str
+    owner: str
+    app: str
+    ingest: str
+
+
+def dsn(port: int, role: str, password: str, database: str = DATABASE) -> str:
+    return f"postgresql://{role}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    """The user the server runs as: ourselves, unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError as exc:
+        raise PostgresError(
+            f"running as root needs the system user {SERVICE_USER!r} "
+            "(apt-get install postgresql-15 creates it)"
+        ) from exc
+
+
+def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
+    if user is None:
+        return
+    os.chown(path, user.pw_uid, user.pw_gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), user.pw_uid, user.pw_gid)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server process that we own: init once, start, stop."""
+
+    def __init__(self, data_dir: Path, passwords: RolePasswords, port: int = 0) -> None:
+        self.data_dir = data_dir.resolve()
+        self.passwords = passwords
+        self.requested_port = port
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user = _service_user()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Run initdb once; a cluster that exists is reused as is."""
+        if self.initialized:
+            return
+        initdb = PG_BIN / "initdb"
+        if not initdb.exists():
+            raise PostgresError(
+                f"{initdb} not found: install PostgreSQL 15 "
+                "(apt-get install postgresql-15 postgresql-15-partman)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        _chown_tree(self.data_dir, self._user)
+        with tempfile.NamedTemporaryFile("w", delete=False, prefix="lifebox-pw-") as pwfile:
+            pwfile.write(self.passwords.superuser + "\n")
+        pw_path = Path(pwfile.name)
+        try:
+            if self._user is not None:
+                os.chown(pw_path, self._user.pw_uid, self._user.pw_gid)
+            self._run(
+                [
+                    str(initdb),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pw_path}",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
+        finally:
+            pw_path.unlink(missing_ok=True)
+        self._write_conf()
+
+    def _write_conf(self) -> None:
+        conf = self.data_dir / "postgresql.auto.conf"
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",
+            "max_connections": "200",
+            "shared_buffers": "'256MB'",
+            "synchronous_commit": "on",
+            "fsync": "on",
+            "wal_level": "replica",
+            "max_wal_size": "'2GB'",
+            "logging_collector": "off",
+            "log_min_messages": "warning",
+            "password_encryption": "'scram-sha-256'",
+            "timezone": "'UTC'",
+        }
+        conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "# Loopback TCP only, passwords always (scram-sha-256).\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        _chown_tree(self.data_dir, self._user)
+
+    def start(self, timeout: float = 60.0) -> int:
+        """Start the server in the foreground as our child; return the port it listens on."""
+        if self._process is not None:
+            return self.port
+        self.init()
+        port = self.requested_port or _remembered_port(self.data_dir)
+        if not port or not port_is_free(port):
+            port = free_port()
+        stale = self.data_dir / "postmaster.pid"
+        if stale.exists() and not _pid_alive(stale):
+            stale.unlink()
+        log_path = self.data_dir.parent / "postgres.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        self._process = subprocess.Popen(
+            [str(PG_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            user=self._user.pw_uid if self._user else None,
+            group=self._user.pw_gid if self._user else None,
+            process_group=0,  # Ctrl-C in the terminal reaches us, and we stop it in order
+        )
+        log_file.close()
+        self.port = port
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise PostgresError(
+                    f"postgres exited with {self._process.returncode}; see {log_path}:\n"
+                    + _tail(log_path)
+                )
+            if self._ready():
+                (self.data_dir.parent / "pg.port").write_text(f"{port}\n")
+                return port
+            time.sleep(0.05)
+        self.stop()
+        raise PostgresError(f"postgres did not accept connections in {timeout}s; see {log_path}")
+
+    def _ready(self) -> bool:
+        result = subprocess.run(
+            [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT): roll back open transactions, checkpoint, exit."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(2)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _run(self, argv: list[str]) -> None:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            check=False,
+            user=self._user.pw_uid if self._user else None,
+            group=self._user.pw_gid if self._user else None,
+            cwd="/",
+        )
+        if result.returncode != 0:
+            raise PostgresError(
+                f"{Path(argv[0]).name} failed: {result.stderr.decode(errors='replace')}"
+            )
+
+    # -- roles and database -------------------------------------------------------------------
+
+    def dsn(self, role: str) -> str:
+        password = {
+            SUPERUSER: self.passwords.superuser,
+            OWNER_ROLE: self.passwords.owner,
+            APP_ROLE: self.passwords.app,
+            INGEST_ROLE: self.passwords.ingest,
+        }[role]
+        database = "postgres" if role == SUPERUSER else DATABASE
+        return dsn(self.port, role, password, database)
+
+    async def bootstrap(self) -> None:
+        """Create the roles, the database and the extensions; safe to run on every start."""
+        conn = await asyncpg.connect(self.dsn(SUPERUSER))
+        try:
+            for role, password, attrs in (
+                (OWNER_ROLE, self.passwords.owner, "NOSUPERUSER NOBYPASSRLS CREATEROLE"),
+                (APP_ROLE, self.passwords.app, "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
+                (INGEST_ROLE, self.passwords.ingest, "NOSUPERUSER BYPASSRLS NOCREATEDB"),
+            ):
+                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+                verb = "ALTER" if exists else "CREATE"
+                # Role names are our constants; the password is passed as a literal because
+                # CREATE ROLE takes no parameters. quote_literal is done by the server.
+                literal = await conn.fetchval("SELECT quote_literal($1)", password)
+                await conn.execute(f"{verb} ROLE {role} LOGIN {attrs} PASSWORD {literal}")
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+                await conn.execute(f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(dsn(self.port, SUPERUSER, self.passwords.superuser, DATABASE))
+        try:
+            # Only the superuser may create these; the migrations find them in place.
+            await conn.execute(
+                f"""
+                REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC;
+                GRANT CONNECT ON DATABASE {DATABASE} TO {APP_ROLE}, {INGEST_ROLE};
+                REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+                ALTER SCHEMA public OWNER TO {OWNER_ROLE};
+                CREATE EXTENSION IF NOT EXISTS pgcrypto;
+                CREATE SCHEMA IF NOT EXISTS partman AUTHORIZATION {OWNER_ROLE};
+                """
+            )
+            if await conn.fetchval(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_partman'"
+            ):
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman")
+                await conn.execute(
+                    f"""
+                    GRANT ALL ON SCHEMA partman TO {OWNER_ROLE};
+                    GRANT ALL ON ALL TABLES IN SCHEMA partman TO {OWNER_ROLE};
+                    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO {OWNER_ROLE};
+                    GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO {OWNER_ROLE};
+                    """
+                )
+        finally:
+            await conn.close()
+
+
+def _remembered_port(data_dir: Path) -> int:
+    path = data_dir.parent / "pg.port"
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def server_binaries_present() -> bool:
+    return (PG_BIN / "postgres").exists() and shutil.which("mosquitto") is not None

@@ -1,0 +1,1 @@
+"""One module per gRPC service: validation and mapping, no SQL."""

@@ -1,0 +1,39 @@
+"""`lifebox migrate` and `lifebox seed`: owner-role operations with progress on stdout."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from lifebox_grpc.config import Settings
+from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.store import migrations, seeds
+
+
+async def migrate_command(settings: Settings, *, status_only: bool) -> int:
+    conn = await asyncpg.connect(resolve_endpoints(settings).owner_dsn)
+    try:
+        if status_only:
+            for row in await migrations.status(conn):
+                state = f"applied {row.applied_at}" if row.applied else "pending"
+                print(f"{row.name:48} {state}")
+            return 0
+        done = await migrations.migrate(conn, progress=lambda line: print(line, flush=True))
+        print(f"{len(done)} migration(s) applied" if done else "database is up to date")
+        return 0
+    except migrations.MigrationError as exc:
+        print(f"error: {exc}")
+        return 1
+    finally:
+        await conn.close()
+
+
+async def seed_command(settings: Settings, *, demo: bool) -> int:
+    conn = await asyncpg.connect(resolve_endpoints(settings).owner_dsn)
+    try:
+        report = await seeds.seed_reference(conn)
+        print(report)
+        if demo:
+            print(await seeds.seed_demo(conn))
+        return 0
+    finally:
+        await conn.close()

@@ -1,0 +1,1 @@
+"""Test helpers: factories and waiting without sleeping blindly."""

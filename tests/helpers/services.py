@@ -1,0 +1,93 @@
+"""Throwaway PostgreSQL clusters and brokers for tests, built on the runtime launchers."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.runtime.postgres import (
+    APP_ROLE,
+    INGEST_ROLE,
+    OWNER_ROLE,
+    SUPERUSER,
+    EmbeddedPostgres,
+    RolePasswords,
+)
+from lifebox_grpc.store import migrations, seeds
+
+
+def private_tmpdir(prefix: str) -> Path:
+    """A temp folder the postgres/mosquitto service users can traverse (pytest's are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
+@dataclass
+class Database:
+    """A running, migrated and seeded cluster and the DSN of each role."""
+
+    server: EmbeddedPostgres
+
+    @property
+    def owner_dsn(self) -> str:
+        return self.server.dsn(OWNER_ROLE)
+
+    @property
+    def app_dsn(self) -> str:
+        return self.server.dsn(APP_ROLE)
+
+    @property
+    def ingest_dsn(self) -> str:
+        return self.server.dsn(INGEST_ROLE)
+
+    @property
+    def superuser_dsn(self) -> str:
+        return self.server.dsn(SUPERUSER)
+
+
+async def _migrate_and_seed(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrations.migrate(conn)
+        await seeds.seed_reference(conn)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def running_database(migrate: bool = True) -> Iterator[Database]:
+    base = private_tmpdir("lifebox-test-pg-")
+    passwords = RolePasswords(*(secrets.token_urlsafe(16) for _ in range(4)))
+    server = EmbeddedPostgres(base / "pg", passwords)
+    try:
+        server.start()
+        asyncio.run(server.bootstrap())
+        db = Database(server)
+        if migrate:
+            asyncio.run(_migrate_and_seed(db.owner_dsn))
+        yield db
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def running_broker() -> Iterator[EmbeddedMosquitto]:
+    base = private_tmpdir("lifebox-test-mqtt-")
+    broker = EmbeddedMosquitto(base / "mqtt")
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(base, ignore_errors=True)
