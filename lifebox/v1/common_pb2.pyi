@@ -17,6 +17,44 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    """Not set."""
+    ROLE_SUPER_USER: _Role.ValueType  # 1
+    """Platform owner: every permission, including editing role permissions."""
+    ROLE_ADMIN: _Role.ValueType  # 2
+    """Platform staff: manages clients and users across tenants."""
+    ROLE_CLIENT: _Role.ValueType  # 3
+    """A client's own administrator: manages the users and devices of that client."""
+    ROLE_OPERATOR: _Role.ValueType  # 4
+    """Operates the devices assigned to them (reads telemetry, sends commands)."""
+    ROLE_VIEWER: _Role.ValueType  # 5
+    """Reads the devices assigned to them."""
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper):
+    """The seeded roles. Platform staff (super_user, admin) belong to no client; the others
+    belong to exactly one client (tenant).
+    """
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+"""Not set."""
+ROLE_SUPER_USER: Role.ValueType  # 1
+"""Platform owner: every permission, including editing role permissions."""
+ROLE_ADMIN: Role.ValueType  # 2
+"""Platform staff: manages clients and users across tenants."""
+ROLE_CLIENT: Role.ValueType  # 3
+"""A client's own administrator: manages the users and devices of that client."""
+ROLE_OPERATOR: Role.ValueType  # 4
+"""Operates the devices assigned to them (reads telemetry, sends commands)."""
+ROLE_VIEWER: Role.ValueType  # 5
+"""Reads the devices assigned to them."""
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
 class _ErrorReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -33,9 +71,33 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Too many attempts; see RetryInfo."""
     ERROR_REASON_CLIENT_SUSPENDED: _ErrorReason.ValueType  # 4
     """The tenant (client) is suspended."""
+    ERROR_REASON_INVALID_CREDENTIALS: _ErrorReason.ValueType  # 5
+    """The email and password do not match an active account."""
+    ERROR_REASON_ACCOUNT_LOCKED: _ErrorReason.ValueType  # 6
+    """The account is locked after repeated failed logins; see RetryInfo."""
+    ERROR_REASON_INVALID_REFRESH_TOKEN: _ErrorReason.ValueType  # 7
+    """The refresh token is unknown, expired, revoked or was already used."""
+    ERROR_REASON_INVALID_RESET_TOKEN: _ErrorReason.ValueType  # 8
+    """The password reset token is unknown, expired or was already used."""
+    ERROR_REASON_WEAK_PASSWORD: _ErrorReason.ValueType  # 9
+    """The new password does not meet the password policy; see BadRequest."""
+    ERROR_REASON_ACCOUNT_DISABLED: _ErrorReason.ValueType  # 10
+    """The account is disabled."""
+    ERROR_REASON_ALREADY_EXISTS: _ErrorReason.ValueType  # 11
+    """The resource already exists (for example an email or a client slug in use)."""
+    ERROR_REASON_NOT_FOUND: _ErrorReason.ValueType  # 12
+    """The resource does not exist or is not visible to the caller."""
+    ERROR_REASON_INVALID_ARGUMENT: _ErrorReason.ValueType  # 13
+    """The request is malformed; see BadRequest."""
+    ERROR_REASON_FAILED_PRECONDITION: _ErrorReason.ValueType  # 14
+    """The request conflicts with the resource's current state."""
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 15
+    """An unexpected server error; the message carries a request id the log also has."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
-    """Machine-readable reasons carried in google.rpc.ErrorInfo.reason by every service."""
+    """Machine-readable reasons carried in google.rpc.ErrorInfo.reason by every service
+    (the enum value name, for example "ERROR_REASON_INVALID_TOKEN"; domain "lifebox.io").
+    """
 
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 """Not set."""
@@ -47,6 +109,28 @@ ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 3
 """Too many attempts; see RetryInfo."""
 ERROR_REASON_CLIENT_SUSPENDED: ErrorReason.ValueType  # 4
 """The tenant (client) is suspended."""
+ERROR_REASON_INVALID_CREDENTIALS: ErrorReason.ValueType  # 5
+"""The email and password do not match an active account."""
+ERROR_REASON_ACCOUNT_LOCKED: ErrorReason.ValueType  # 6
+"""The account is locked after repeated failed logins; see RetryInfo."""
+ERROR_REASON_INVALID_REFRESH_TOKEN: ErrorReason.ValueType  # 7
+"""The refresh token is unknown, expired, revoked or was already used."""
+ERROR_REASON_INVALID_RESET_TOKEN: ErrorReason.ValueType  # 8
+"""The password reset token is unknown, expired or was already used."""
+ERROR_REASON_WEAK_PASSWORD: ErrorReason.ValueType  # 9
+"""The new password does not meet the password policy; see BadRequest."""
+ERROR_REASON_ACCOUNT_DISABLED: ErrorReason.ValueType  # 10
+"""The account is disabled."""
+ERROR_REASON_ALREADY_EXISTS: ErrorReason.ValueType  # 11
+"""The resource already exists (for example an email or a client slug in use)."""
+ERROR_REASON_NOT_FOUND: ErrorReason.ValueType  # 12
+"""The resource does not exist or is not visible to the caller."""
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason.ValueType  # 13
+"""The request is malformed; see BadRequest."""
+ERROR_REASON_FAILED_PRECONDITION: ErrorReason.ValueType  # 14
+"""The request conflicts with the resource's current state."""
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 15
+"""An unexpected server error; the message carries a request id the log also has."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
