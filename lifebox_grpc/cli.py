@@ -110,7 +110,9 @@ COMMANDS: tuple[Command, ...] = (
         _configure_dev,
         _run_dev,
     ),
-    Command("serve", "run the gRPC API (and the HTTP health/metrics listener)", _no_args, _run_serve),
+    Command(
+        "serve", "run the gRPC API (and the HTTP health/metrics listener)", _no_args, _run_serve
+    ),
     Command("ingest", "run an MQTT ingest worker", _no_args, _run_ingest),
     Command("migrate", "apply pending database migrations", _configure_migrate, _run_migrate),
     Command("seed", "insert reference data (idempotent)", _configure_seed, _run_seed),

@@ -14,7 +14,9 @@ def build_http_app(is_healthy: Callable[[], Awaitable[bool]]) -> web.Application
 
     async def healthz(_: web.Request) -> web.Response:
         ok = await is_healthy()
-        return web.json_response({"status": "ok" if ok else "unavailable"}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable"}, status=200 if ok else 503
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -28,6 +30,5 @@ async def start_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
-    bound = server.sockets[0].getsockname()[1] if server and server.sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)

@@ -64,8 +64,8 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
         credentials = grpc.ssl_server_credentials(
             [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
         )
-        return server.add_secure_port(address, credentials)
-    return server.add_insecure_port(address)
+        return int(server.add_secure_port(address, credentials))
+    return int(server.add_insecure_port(address))
 
 
 class DatabaseProbe:
@@ -113,8 +113,11 @@ async def start_server(settings: Settings) -> RunningServer:
     service_names: list[str] = []
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     grpc_port = _bind(server, settings)
@@ -131,7 +134,10 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     log.info(
         "serving",
-        extra={"grpc": f"{settings.grpc_host}:{grpc_port}", "http": f"{settings.http_host}:{http_port}"},
+        extra={
+            "grpc": f"{settings.grpc_host}:{grpc_port}",
+            "http": f"{settings.http_host}:{http_port}",
+        },
     )
     return RunningServer(server, servicer, grpc_port, http_port, pool, runner, probe)
 

@@ -48,7 +48,7 @@ async def _prepare_database(
         _say(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
         _say(await seeds.seed_reference(conn))
         if demo:
-            _say(await seeds.seed_demo(conn))
+            _say(await seeds.seed_demo(conn, hash_password(secrets.demo_password)))
         password = (
             settings.admin_password.get_secret_value()
             if settings.admin_password
@@ -62,7 +62,13 @@ async def _prepare_database(
             write_private(
                 credentials,
                 "# First LifeBox platform admin (super_user). Change the password after login.\n"
-                f"email={settings.admin_email}\npassword={password}\n",
+                f"email={settings.admin_email}\npassword={password}\n"
+                + (
+                    "# Demo tenant users (admin|client|operator|viewer@demo.lifebox.local):\n"
+                    f"demo_password={secrets.demo_password}\n"
+                    if demo
+                    else ""
+                ),
             )
     finally:
         await conn.close()

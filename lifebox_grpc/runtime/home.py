@@ -22,6 +22,7 @@ class DevSecrets:
     pg_ingest_password: str
     jwt_signing_key: str
     admin_password: str
+    demo_password: str
 
 
 def prepare_home(home: Path) -> Path:
@@ -50,6 +51,7 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
         pg_ingest_password=_token(),
         jwt_signing_key=_token(48),
         admin_password=_token(12),
+        demo_password=_token(9),
     )
     write_private(path, json.dumps(asdict(generated), indent=2) + "\n")
     return generated

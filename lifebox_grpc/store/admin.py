@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from lifebox_grpc.auth.passwords import hash_password
 from lifebox_grpc.config import Settings
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.runtime.home import SECRETS_FILE, load_or_create_secrets, prepare_home
 from lifebox_grpc.store import migrations, seeds
 
 
@@ -33,7 +35,11 @@ async def seed_command(settings: Settings, *, demo: bool) -> int:
         report = await seeds.seed_reference(conn)
         print(report)
         if demo:
-            print(await seeds.seed_demo(conn))
+            # The demo users share one generated password, kept with the dev secrets.
+            home = prepare_home(settings.home)
+            password = load_or_create_secrets(home).demo_password
+            print(await seeds.seed_demo(conn, hash_password(password)))
+            print(f"demo users' password: see demo_password in {home / SECRETS_FILE}")
         return 0
     finally:
         await conn.close()

@@ -11,7 +11,7 @@ async def seed_reference(conn: asyncpg.Connection) -> str:
     return "reference data: nothing to seed yet"
 
 
-async def seed_demo(conn: asyncpg.Connection) -> str:
+async def seed_demo(conn: asyncpg.Connection, password_hash: str) -> str:
     """A demo client with one user per role and a handful of devices."""
     return "demo data: nothing to seed yet"
 

@@ -1,0 +1,82 @@
+"""docker-compose.yml and the Dockerfile hang together (Docker itself can't run here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_has_the_platform_services_with_healthchecks() -> None:
+    services = _compose()["services"]
+    for name in ("timescaledb", "mosquitto", "migrate", "serve", "ingest"):
+        assert name in services, name
+    for name in ("timescaledb", "mosquitto", "serve", "ingest"):
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"
+    assert services["ingest"]["deploy"]["replicas"] == 2
+
+
+def test_images_are_pinned_and_timescaledb_matches_postgres_15() -> None:
+    for name, service in _compose()["services"].items():
+        image = service.get("image", "")
+        if "build" in service or image.startswith("lifebox:"):
+            continue
+        assert ":" in image, f"{name}: unpinned {image}"
+        assert not image.endswith(":latest"), f"{name}: unpinned {image}"
+    assert _compose()["services"]["timescaledb"]["image"].endswith("-pg15")
+
+
+def test_dependencies_volumes_and_mounted_files_exist() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+            elif not source.startswith("$"):
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+
+
+def test_published_ports_match_the_settings_each_service_gets() -> None:
+    services = _compose()["services"]
+    serve = services["serve"]
+    published = {p.split(":")[1] for p in serve["ports"]}
+    assert serve["environment"]["LIFEBOX_GRPC_PORT"] in published
+    assert serve["environment"]["LIFEBOX_HTTP_PORT"] in published
+    assert serve["environment"]["LIFEBOX_HTTP_PORT"] in str(serve["healthcheck"]["test"])
+    ingest = services["ingest"]
+    assert ingest["environment"]["LIFEBOX_INGEST_METRICS_PORT"] in str(
+        ingest["healthcheck"]["test"]
+    )
+
+
+def test_production_broker_has_persistence_and_no_anonymous_access() -> None:
+    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    assert re.search(r"^allow_anonymous false$", conf, re.M)
+    assert re.search(r"^persistence true$", conf, re.M)
+    assert re.search(r"^max_queued_messages \d+$", conf, re.M)
+    assert "dev" in _compose()["services"]["mosquitto-dev"]["profiles"]
+    assert "profiles" not in _compose()["services"]["mosquitto"]
+
+
+def test_dockerfile_is_multistage_and_runs_as_non_root() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", dockerfile, re.M)) >= 2
+    assert "maturin build" in dockerfile
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users
+    assert users[-1] not in ("root", "0")
+    for copied in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M):
+        assert (ROOT / copied).exists(), f"Dockerfile copies missing {copied}"

@@ -1,0 +1,121 @@
+"""The embedded PostgreSQL and mosquitto that `lifebox dev` and the tests start."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import asyncpg
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.runtime.postgres import EmbeddedPostgres, RolePasswords
+from tests.helpers.services import Database, private_tmpdir
+
+
+async def test_app_role_is_not_owner_and_cannot_bypass_rls(database: Database) -> None:
+    conn = await asyncpg.connect(database.app_dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles "
+            "WHERE rolname = current_user"
+        )
+        assert tuple(row) == (False, False, False, False)
+        owner = await conn.fetchval(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        )
+        assert owner == "lifebox_owner"
+    finally:
+        await conn.close()
+
+
+async def test_passwords_are_required_and_stored_as_scram(database: Database) -> None:
+    wrong = database.app_dsn.replace("lifebox_app:", "lifebox_app:x")
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(wrong)
+    conn = await asyncpg.connect(database.superuser_dsn)
+    try:
+        hashes = await conn.fetch(
+            "SELECT rolpassword FROM pg_authid WHERE rolname LIKE 'lifebox_%'"
+        )
+        assert len(hashes) == 3
+        assert all(h["rolpassword"].startswith("SCRAM-SHA-256$") for h in hashes)
+    finally:
+        await conn.close()
+
+
+def test_cluster_is_reused_and_data_persists_across_restarts() -> None:
+    base = private_tmpdir("lifebox-test-reuse-")
+    passwords = RolePasswords("s1", "o1", "a1", "i1")
+    first = EmbeddedPostgres(base / "pg", passwords)
+    first.start()
+    try:
+        asyncio.run(first.bootstrap())
+        asyncio.run(_exec(first.dsn("lifebox_owner"), "CREATE TABLE marker AS SELECT 42 AS v"))
+    finally:
+        first.stop()
+    second = EmbeddedPostgres(base / "pg", passwords)
+    assert second.initialized
+    second.start()
+    try:
+        asyncio.run(second.bootstrap())  # idempotent on an existing cluster
+        assert asyncio.run(_fetch(second.dsn("lifebox_owner"), "SELECT v FROM marker")) == 42
+    finally:
+        second.stop()
+
+
+async def _exec(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _fetch(dsn: str, sql: str) -> object:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def test_broker_config_is_loopback_persistent_and_never_1883(broker: EmbeddedMosquitto) -> None:
+    conf = (broker.base_dir / "mosquitto.conf").read_text()
+    assert broker.port != 1883
+    assert f"listener {broker.port} 127.0.0.1" in conf
+    assert "persistence true" in conf
+    assert "max_queued_messages" in conf
+    assert "max_inflight_messages" in conf
+
+
+def test_broker_delivers_qos1_messages(broker: EmbeddedMosquitto) -> None:
+    received = threading.Event()
+    payloads: list[bytes] = []
+    subscribed = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        payloads.append(msg.payload)
+        received.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    try:
+        sub.subscribe("lifebox/v1/runtime-test/telemetry", qos=1)
+        assert subscribed.wait(10)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        pub.publish("lifebox/v1/runtime-test/telemetry", b'{"temperature_c": 21.5}', qos=1)
+        assert received.wait(10)
+        assert payloads == [b'{"temperature_c": 21.5}']
+        pub.loop_stop()
+        pub.disconnect()
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
