@@ -102,6 +102,34 @@ def _run_config(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if problems else 0
 
 
+def _configure_schema_doc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default=None, help="where to write (default docs/schema.md)")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; fail if the file is out of date"
+    )
+
+
+def _run_schema_doc(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from lifebox_grpc.store.schema_doc import DEFAULT_OUTPUT, schema_doc_command
+
+    output = Path(args.output) if args.output else DEFAULT_OUTPUT
+    return asyncio.run(schema_doc_command(settings, output, check=args.check))
+
+
+def _configure_loadgen(parser: argparse.ArgumentParser) -> None:
+    from lifebox_grpc.loadgen.command import configure
+
+    configure(parser)
+
+
+def _run_loadgen(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.loadgen.command import run
+
+    return run(args, settings)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "dev",
@@ -114,10 +142,22 @@ COMMANDS: tuple[Command, ...] = (
         "serve", "run the gRPC API (and the HTTP health/metrics listener)", _no_args, _run_serve
     ),
     Command("ingest", "run an MQTT ingest worker", _no_args, _run_ingest),
+    Command(
+        "loadgen",
+        "simulate devices publishing telemetry (optionally registering them first)",
+        _configure_loadgen,
+        _run_loadgen,
+    ),
     Command("migrate", "apply pending database migrations", _configure_migrate, _run_migrate),
     Command("seed", "insert reference data (idempotent)", _configure_seed, _run_seed),
     Command(
         "config", "print the effective settings (secrets masked)", _configure_config, _run_config
+    ),
+    Command(
+        "schema-doc",
+        "write docs/schema.md (tables, keys, mermaid diagram) from the migrated database",
+        _configure_schema_doc,
+        _run_schema_doc,
     ),
 )
 

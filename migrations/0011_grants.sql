@@ -2,7 +2,8 @@
 --
 -- lifebox_app (serve): SELECT/INSERT/UPDATE/DELETE on what the API manages; append-only
 -- tables (audit trails, the credit ledger, readings) get SELECT and INSERT only; reference
--- tables and ingest rejects are read-only. Never TRUNCATE, REFERENCES, TRIGGER or DDL.
+-- tables and ingest rejects are read-only, except role_permissions and exchange_rates, which
+-- staff edit through the API (their row-level security lets only the staff path write). Never TRUNCATE, REFERENCES, TRIGGER or DDL.
 -- Row-level security applies on top of every grant.
 --
 -- lifebox_ingest (ingest workers) bypasses row-level security (PostgreSQL refuses COPY FROM
@@ -19,7 +20,7 @@ CREATE FUNCTION lifebox_apply_grants() RETURNS text
     AS $$
 DECLARE
     v_crud text[] := ARRAY[
-        'clients', 'users', 'password_reset_tokens', 'refresh_tokens',
+        'clients', 'users', 'password_reset_tokens', 'refresh_tokens', 'role_permissions',
         'devices', 'device_metadata_snapshots', 'user_device_assignments', 'device_alarms',
         'unknown_field_catalog', 'device_data_points',
         'command_templates', 'control_commands', 'user_command_permissions',
@@ -32,8 +33,7 @@ DECLARE
     v_append_only text[] := ARRAY[
         'device_metadata_history', 'command_executions', 'command_acknowledgments',
         'alarm_acknowledgments', 'credit_transactions', 'telemetry_events', 'device_locations'];
-    v_read_only text[] := ARRAY['roles', 'role_permissions', 'command_permissions',
-                                'ingest_rejects'];
+    v_read_only text[] := ARRAY['roles', 'command_permissions', 'ingest_rejects'];
     v_done text[] := '{}';
     v_table text;
 BEGIN
