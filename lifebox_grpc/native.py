@@ -1,0 +1,158 @@
+"""The native ingest core: telemetry decoding and PostgreSQL binary COPY encoding.
+
+This module is the only importer of ``lifebox_grpc._ingest_native``. It turns the plain values
+that cross the boundary (16-byte uuids, epoch microseconds, tuples) into the typed objects the
+ingest service uses; the decoding rules are documented in ``ingest_native/src/decode.rs``.
+Per-row work stays in Rust: Python only touches each message, reject and device.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from lifebox_grpc import _ingest_native
+
+__all__ = [
+    "COLUMNS",
+    "COLUMN_TYPES",
+    "DecodeLimits",
+    "DecodedBatch",
+    "Decoder",
+    "LimitsError",
+    "NativeError",
+    "Reject",
+    "UnknownField",
+    "version",
+]
+
+NativeError = _ingest_native.NativeError
+"""Base of every error the native core raises for a call it refuses."""
+LimitsError = _ingest_native.LimitsError
+"""A decode limit is out of its usable range (a subclass of :class:`NativeError`)."""
+
+COLUMN_TYPES: tuple[tuple[str, str], ...] = tuple(_ingest_native.columns())
+"""``telemetry_events`` columns in COPY order with their PostgreSQL types (as
+``information_schema.columns.data_type`` spells them): the one definition lives in Rust."""
+COLUMNS: tuple[str, ...] = tuple(name for name, _ in COLUMN_TYPES)
+"""``telemetry_events`` column names in COPY order, for ``copy_to_table(columns=...)``."""
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def version() -> str:
+    """The version of the native build that was loaded."""
+    return _ingest_native.version()
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a payload may hold; each limit is an ingest setting. Exceeding one rejects the
+    message (size, readings) or the reading (the others) with the code named here."""
+
+    max_payload_bytes: int = 262_144  # too_large
+    max_readings_per_message: int = 1000  # too_many_readings
+    max_extra_keys: int = 64  # too_many_keys
+    max_depth: int = 8  # too_deep: nesting of an extra value ({} or [] is 1)
+    max_string_bytes: int = 1024  # string_too_long: text values, keys, strings in extra
+    max_past_seconds: int = 30 * 86_400  # ts_out_of_range: oldest accepted reading
+    max_future_seconds: int = 300  # ts_out_of_range: newest accepted reading
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A reading (``reading_index`` set) or a whole message (``None``) that was not accepted.
+
+    ``code`` is a short stable label (for metrics); ``reason`` is precise human text.
+    """
+
+    message_index: int
+    reading_index: int | None
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnknownField:
+    """An unknown key seen in ``count`` accepted readings of a client in one batch; the JSON
+    type and ``example`` (JSON text) are those of the first value seen."""
+
+    client_id: uuid.UUID
+    name: str
+    json_type: str
+    count: int
+    example: str
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """One decoded batch, ready for ``copy_to_table('telemetry_events', source=...,
+    columns=COLUMNS, format='binary')``."""
+
+    copy_data: bytes
+    """Header, one tuple per accepted reading, trailer."""
+    rows: int
+    rejects: list[Reject]
+    unknown_fields: list[UnknownField]
+    latest: dict[uuid.UUID, datetime]
+    """Latest accepted reading time per device (UTC aware)."""
+    row_times_us: bytes
+    """One little-endian i64 per row: its time in Unix epoch microseconds."""
+    rows_per_message: list[int] = field(default_factory=list)
+    """Accepted rows of each input message, in input order."""
+
+
+def _utc(us: int) -> datetime:
+    # datetime.fromtimestamp goes through a float and can be off by a microsecond.
+    return _UNIX_EPOCH + timedelta(microseconds=us)
+
+
+class Decoder:
+    """Decodes batches of telemetry payloads under fixed limits. Thread-safe: the heavy work
+    runs with the GIL released, so several threads decode in parallel."""
+
+    def __init__(self, limits: DecodeLimits = DecodeLimits()) -> None:
+        """Raises :class:`LimitsError` if a limit is out of its usable range."""
+        self.limits = limits
+        self._native = _ingest_native.Decoder(
+            limits.max_payload_bytes,
+            limits.max_readings_per_message,
+            limits.max_extra_keys,
+            limits.max_depth,
+            limits.max_string_bytes,
+            limits.max_past_seconds,
+            limits.max_future_seconds,
+        )
+
+    def decode(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID, int, bytes]],
+        now_us: int | None = None,
+    ) -> DecodedBatch:
+        """Decodes ``(device_id, client_id, received_at_unix_us, payload)`` messages.
+
+        Reading times are judged against ``now_us`` (Unix microseconds; default: the clock).
+        Bad payloads become :class:`Reject` entries, never exceptions; :class:`NativeError`
+        means the call itself was malformed.
+        """
+        if now_us is None:
+            now_us = time.time_ns() // 1000
+        inputs = [(d.bytes, c.bytes, r, p) for d, c, r, p in messages]
+        copy_data, rows, rejects, unknown, latest, row_times_us, per_message = self._native.decode(
+            inputs, now_us
+        )
+        return DecodedBatch(
+            copy_data=copy_data,
+            rows=rows,
+            rejects=[Reject(*r) for r in rejects],
+            unknown_fields=[
+                UnknownField(uuid.UUID(bytes=c), name, json_type, count, example)
+                for c, name, json_type, count, example in unknown
+            ],
+            latest={uuid.UUID(bytes=d): _utc(us) for d, us in latest},
+            row_times_us=row_times_us,
+            rows_per_message=per_message,
+        )
