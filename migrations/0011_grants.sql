@@ -61,6 +61,9 @@ BEGIN
         GRANT USAGE ON SCHEMA public TO lifebox_ingest;
         GRANT INSERT ON public.telemetry_events, public.ingest_rejects, public.device_alarms,
             public.command_acknowledgments, public.command_executions TO lifebox_ingest;
+        -- INSERT ... ON CONFLICT (device_id, time) DO NOTHING must read the conflict target:
+        -- the key columns only, never a value or a tenant.
+        GRANT SELECT (device_id, time) ON public.telemetry_events TO lifebox_ingest;
         -- Resolve a topic's serial to its device and check the device and client may send.
         -- ...and record when it was last seen (a provisioned device turns active with its
         -- first accepted reading).
@@ -75,8 +78,8 @@ BEGIN
             ON public.control_commands TO lifebox_ingest;
         -- Upserted counts of unknown fields (INSERT ... ON CONFLICT DO UPDATE reads the row).
         GRANT SELECT, INSERT, UPDATE ON public.unknown_field_catalog TO lifebox_ingest;
-        -- COPY cannot skip duplicates: a batch is COPied into a session temp table and merged
-        -- with INSERT ... ON CONFLICT DO NOTHING, so redelivered readings are not errors.
+        -- COPY cannot skip duplicates: a redelivered batch is COPied into a session temp table
+        -- and merged with INSERT ... ON CONFLICT DO NOTHING.
         EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO lifebox_ingest', current_database());
         v_done := v_done || 'lifebox_ingest'::text;
     ELSE

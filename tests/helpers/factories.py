@@ -37,7 +37,7 @@ async def make_user(
     *,
     role: str = "client",
     email: str | None = None,
-    password_hash: str = "not-a-real-hash",
+    password_hash: str = "not-a-real-hash",  # noqa: S107 - no password verifies against it
 ) -> uuid.UUID:
     """A user of ``client_id``; staff roles (super_user, admin) take ``client_id=None``."""
     async with tenant_transaction(conn, None, staff=True):
@@ -116,12 +116,11 @@ async def make_reading(
 ) -> datetime:
     """One telemetry row (known fields by keyword); returns its time."""
     time = time or datetime.now(UTC)
-    names = ", ".join(fields)
-    values = ", ".join(f"${i}" for i in range(4, 4 + len(fields)))
+    names = ", ".join(["time", "device_id", "client_id", *fields])
+    values = ", ".join(f"${i}" for i in range(1, 4 + len(fields)))
     async with tenant_transaction(conn, None, staff=True):
         await conn.execute(
-            f"INSERT INTO telemetry_events (time, device_id, client_id"
-            f"{', ' + names if fields else ''}) VALUES ($1, $2, $3{', ' + values if fields else ''})",
+            f"INSERT INTO telemetry_events ({names}) VALUES ({values})",
             time,
             device_id,
             client_id,
