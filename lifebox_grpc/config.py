@@ -113,6 +113,38 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(
         14 * 24 * 3600, ge=3600, description="Refresh token life."
     )
+    jwt_previous_keys: SecretStr | None = Field(
+        None,
+        description="Retired signing keys still accepted while their tokens live, as "
+        "'kid=key,kid=key' (key rotation: move the old key here, set a new kid and key).",
+    )
+    password_min_length: int = Field(
+        12, ge=8, le=128, description="Shortest accepted password (policy; max is 128)."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Consecutive failed logins that lock an account."
+    )
+    login_lock_seconds: int = Field(
+        900, ge=1, description="How long a locked account stays locked."
+    )
+    auth_rate_window_seconds: int = Field(
+        900, ge=1, description="Window of the login and password-reset rate limits."
+    )
+    login_attempts_per_account: int = Field(
+        20, ge=1, description="Login attempts per email per window (any outcome)."
+    )
+    login_attempts_per_address: int = Field(
+        100, ge=1, description="Login attempts per client address per window."
+    )
+    reset_requests_per_account: int = Field(
+        3, ge=1, description="Password reset requests per email per window."
+    )
+    reset_requests_per_address: int = Field(
+        20, ge=1, description="Password reset requests and uses per client address per window."
+    )
+    reset_token_ttl_seconds: int = Field(
+        1800, ge=60, le=86_400, description="Life of a password reset token (single use)."
+    )
     admin_email: str = Field("admin@lifebox.local", description="First platform admin's email.")
     admin_password: SecretStr | None = Field(
         None, description="First admin's password. Dev generates one into home/credentials."
@@ -123,6 +155,11 @@ class Settings(BaseSettings):
     ingest_batch_ms: int = Field(50, ge=1, description="...or after T milliseconds.")
     ingest_receive_maximum: int = Field(
         1000, ge=1, le=65535, description="MQTT 5 Receive Maximum (un-acked messages)."
+    )
+    ingest_client_id: str | None = Field(
+        None,
+        description="MQTT client id of this worker (its persistent session). Unset: "
+        "lifebox-ingest-<hostname>; give each worker on one host its own.",
     )
     ingest_max_payload_bytes: int = Field(256 * 1024, description="Largest accepted payload.")
     ingest_max_readings_per_message: int = Field(1000, description="Readings per message.")

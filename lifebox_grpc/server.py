@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -15,9 +16,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lifebox_grpc import metrics
+from lifebox_grpc.auth.permissions import METHOD_RULES, Rule
+from lifebox_grpc.auth.reset_sender import sender_from_settings
+from lifebox_grpc.auth.sessions import AuthFlows
+from lifebox_grpc.auth.tokens import KeyringError, keyring_from_settings
 from lifebox_grpc.config import Settings
 from lifebox_grpc.http import build_http_app, start_http
+from lifebox_grpc.interceptors import build_interceptors
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.services.registry import Dependencies, register_services
 from lifebox_grpc.store.pool import create_pool
 
 log = logging.getLogger(__name__)
@@ -36,10 +43,13 @@ class RunningServer:
     pool: asyncpg.Pool
     _http_runner: object
     _probe: asyncio.Task[None]
+    auth: AuthFlows | None = None
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.auth is not None:
+            await self.auth.drain()
         self._probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe
@@ -58,8 +68,21 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class PlaintextRefused(RuntimeError):
+    """Plaintext gRPC was asked for on an address other than loopback."""
+
+
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    """Bind TLS when a certificate is configured; plaintext only on loopback."""
     address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if not settings.tls_cert_file and settings.grpc_host not in LOOPBACK_HOSTS:
+        raise PlaintextRefused(
+            f"plaintext gRPC on {settings.grpc_host} refused: set LIFEBOX_TLS_CERT_FILE and "
+            "LIFEBOX_TLS_KEY_FILE, or listen on loopback"
+        )
     if settings.tls_cert_file and settings.tls_key_file:
         credentials = grpc.ssl_server_credentials(
             [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
@@ -103,14 +126,35 @@ class DatabaseProbe:
             await asyncio.sleep(HEALTH_PROBE_SECONDS if self.ok else 0.5)
 
 
-async def start_server(settings: Settings) -> RunningServer:
-    """Build and start everything `serve` runs; return once it listens."""
+async def start_server(
+    settings: Settings,
+    *,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    extra_rules: Mapping[str, Rule] | None = None,
+) -> RunningServer:
+    """Build and start everything `serve` runs; return once it listens.
+
+    ``extra_handlers`` and their ``extra_rules`` let tests mount probe methods behind the
+    same interceptors as the real services.
+    """
+    keyring = keyring_from_settings(settings)
     endpoints = resolve_endpoints(settings)
     pool = await create_pool(endpoints.app_dsn, settings, "lifebox-serve")
-    server = grpc.aio.server(options=_server_options(settings))
+    flows = AuthFlows(pool, settings, keyring, sender_from_settings(settings))
+    server = grpc.aio.server(
+        options=_server_options(settings),
+        interceptors=build_interceptors(
+            keyring=keyring,
+            rules={**METHOD_RULES, **(extra_rules or {})},
+            load_principal=flows.load_principal,
+            max_deadline_seconds=settings.grpc_max_deadline_seconds,
+        ),
+    )
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    service_names: list[str] = []
+    service_names = register_services(server, Dependencies(pool, settings, flows))
+    if extra_handlers:
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         [
@@ -139,7 +183,7 @@ async def start_server(settings: Settings) -> RunningServer:
             "http": f"{settings.http_host}:{http_port}",
         },
     )
-    return RunningServer(server, servicer, grpc_port, http_port, pool, runner, probe)
+    return RunningServer(server, servicer, grpc_port, http_port, pool, runner, probe, flows)
 
 
 async def _serve(settings: Settings) -> None:
@@ -155,6 +199,10 @@ async def _serve(settings: Settings) -> None:
 
 def run_server(settings: Settings) -> int:
     problems = settings.production_problems()
+    try:
+        keyring_from_settings(settings)
+    except KeyringError as exc:
+        problems.append(str(exc))
     if problems:
         for problem in problems:
             print(f"refusing to start: {problem}", file=sys.stderr)

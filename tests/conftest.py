@@ -14,6 +14,9 @@ import pytest
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
 from tests.helpers.services import Database, running_broker, running_database
 
+# The gRPC server fixture (`grpc_server`) lives with its helpers.
+pytest_plugins = ("tests.helpers.grpc",)
+
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[Database]:

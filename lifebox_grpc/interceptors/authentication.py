@@ -1,0 +1,83 @@
+"""Authentication and authorization of every call, from one declarative table.
+
+``authorization: Bearer <access JWT>`` → verified claims → the :class:`Principal` as the
+database knows it now → the permission the method's :class:`Rule` names. A method of our
+API without a rule is refused: forgetting to declare a permission fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from grpc import aio
+
+from lifebox_grpc.auth.permissions import UNGUARDED_PREFIXES, Access, Rule
+from lifebox_grpc.auth.principal import Principal, set_current_principal
+from lifebox_grpc.auth.tokens import AccessClaims, Keyring, verify_access_token
+from lifebox_grpc.errors import PermissionDenied, Unauthenticated
+from lifebox_grpc.interceptors.base import AroundInterceptor, CallInfo
+from lifebox_grpc.interceptors.state import current_call
+
+log = logging.getLogger(__name__)
+
+PrincipalLoader = Callable[[AccessClaims], Awaitable[Principal]]
+
+
+def bearer_token(context: aio.ServicerContext[Any, Any]) -> str | None:
+    """The token of an ``authorization: Bearer …`` header, or None when there is none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization metadata must be `Bearer <access token>`")
+            return token.strip()
+    return None
+
+
+class AuthenticationInterceptor(AroundInterceptor):
+    """Sets the call's principal and enforces :data:`permissions.METHOD_RULES`."""
+
+    def __init__(
+        self, keyring: Keyring, rules: Mapping[str, Rule], load_principal: PrincipalLoader
+    ) -> None:
+        self.keyring = keyring
+        self.rules = rules
+        self.load_principal = load_principal
+
+    async def _authenticate(self, token: str) -> Principal:
+        claims = verify_access_token(self.keyring, token)
+        return await self.load_principal(claims)
+
+    @asynccontextmanager
+    async def around(
+        self, call: CallInfo, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        if call.method.startswith(UNGUARDED_PREFIXES):
+            yield
+            return
+        rule = self.rules.get(call.method)
+        if rule is None:
+            log.error("no permission rule for %s: refused", call.method)
+            raise PermissionDenied("this method is not available")
+        token = bearer_token(context)
+        principal: Principal | None = None
+        if token is not None:
+            try:
+                principal = await self._authenticate(token)
+            except Unauthenticated:
+                # A public method still works for a caller with a stale token.
+                if rule.access is not Access.PUBLIC:
+                    raise
+        elif rule.access is not Access.PUBLIC:
+            raise Unauthenticated("this method needs `authorization: Bearer <access token>`")
+        if principal is not None:
+            state = current_call()
+            if state:
+                state.principal = principal.describe()
+            if rule.permission is not None:
+                principal.require(rule.permission)
+        set_current_principal(principal)
+        yield
