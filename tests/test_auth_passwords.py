@@ -54,7 +54,9 @@ async def test_reset_mail_lands_in_the_outbox_privately_and_never_in_logs(
     caplog.set_level(logging.DEBUG)
     mail, token = await _request_reset(grpc_server, account)
     assert stat.S_IMODE(mail.stat().st_mode) == 0o600
-    assert f"{grpc_server.settings.public_base_url}/reset-password#token={token}" in mail.read_text()
+    assert (
+        f"{grpc_server.settings.public_base_url}/reset-password#token={token}" in mail.read_text()
+    )
     logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     assert token not in logged
     async with owner_conn.transaction():

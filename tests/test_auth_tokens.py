@@ -44,7 +44,9 @@ def _claims(account: Account, **overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _sign(claims: dict[str, Any], key: Any = SIGNING_KEY, alg: str = "HS256", kid: str = "k1") -> str:
+def _sign(
+    claims: dict[str, Any], key: Any = SIGNING_KEY, alg: str = "HS256", kid: str = "k1"
+) -> str:
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
 

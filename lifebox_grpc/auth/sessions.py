@@ -24,6 +24,7 @@ from lifebox_grpc.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     Unauthenticated,
 )
 from lifebox_grpc.store import clients as client_store
@@ -254,6 +255,9 @@ class AuthFlows:
             except Unauthenticated as exc:
                 raise _invalid_refresh() from exc
             found = await token_store.find_refresh_token(conn, tokens.token_hash(refresh_token))
+            if principal is not None and found is not None and found.user_id != principal.user_id:
+                # A signed-in caller may end only their own sessions; another's reads unknown.
+                raise NotFound("session not found")
             if found is None:
                 return  # already pruned: the session is over either way
             async with scoped_transaction(conn, _scope_of(found.client_id)):
