@@ -30,7 +30,7 @@ class StorageError(RuntimeError):
 async def storage_kind(conn: asyncpg.Connection) -> str:
     """'timescaledb' or 'partman': how telemetry_events is actually stored."""
     relkind = await conn.fetchval(
-        "SELECT relkind FROM pg_class WHERE oid = to_regclass('public.telemetry_events')"
+        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('public.telemetry_events')"
     )
     if relkind == "p":
         return PARTMAN

@@ -21,7 +21,7 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 # Ordinary and partitioned tables of schema public, partitions excluded (pg_partman's daily
 # children are storage detail, not model).
 _TABLES = """
-SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
+SELECT c.oid, c.relname, c.relkind::text AS relkind, c.relrowsecurity, c.relforcerowsecurity,
        obj_description(c.oid, 'pg_class') AS comment
 FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
@@ -44,7 +44,8 @@ ORDER BY a.attrelid, a.attnum
 
 # Foreign keys of the parents only (partitions repeat their parent's keys).
 _FOREIGN_KEYS = """
-SELECT k.conrelid AS oid, src.relname AS child, dst.relname AS parent, k.confdeltype,
+SELECT k.conrelid AS oid, src.relname AS child, dst.relname AS parent,
+       k.confdeltype::text AS confdeltype,
        array_agg(a.attname ORDER BY u.ord) AS columns,
        bool_and(a.attnotnull) AS mandatory
 FROM pg_constraint k
