@@ -15,8 +15,8 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from lifebox.v1 import auth_pb2, clients_pb2, common_pb2
 
+from lifebox.v1 import auth_pb2, clients_pb2, common_pb2
 from lifebox_grpc.services.registry import method_names
 from lifebox_grpc.store import clients as client_store
 from lifebox_grpc.store import users as user_store
@@ -47,7 +47,8 @@ def _no_trace_of(b: Tenant, reply: Any) -> None:
     text = str(reply)
     assert str(b.client_id) not in text
     for account in b.users.values():
-        assert str(account.user_id) not in text and account.email not in text
+        assert str(account.user_id) not in text
+        assert account.email not in text
 
 
 async def _login(s: Server, a: Tenant, b: Tenant) -> None:
@@ -253,8 +254,11 @@ async def test_client_a_naming_client_b_gets_not_found_and_no_data(
     async with tenant_transaction(owner_conn, b.client_id):
         client = await client_store.get_client(owner_conn, b.client_id, b.client_id)
         user = await user_store.get_user(owner_conn, b.users["viewer"].user_id, b.client_id)
-    assert client is not None and client.status == "active" and client.name == client.slug
-    assert user is not None and user.display_name is None
+    assert client is not None
+    assert client.status == "active"
+    assert client.name == client.slug
+    assert user is not None
+    assert user.display_name is None
 
 
 async def test_an_unscoped_store_query_still_sees_only_its_tenant(

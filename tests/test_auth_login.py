@@ -7,8 +7,8 @@ import asyncpg
 import grpc
 import pytest
 from argon2 import PasswordHasher
-from lifebox.v1 import auth_pb2, common_pb2
 
+from lifebox.v1 import auth_pb2, common_pb2
 from lifebox_grpc.auth.passwords import HASHER
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
 from lifebox_grpc.store.pool import tenant_transaction
@@ -39,7 +39,8 @@ async def test_login_returns_tokens_and_the_user(
     client_id = await factories.make_client(owner_conn)
     account = await make_account(owner_conn, "operator", client_id)
     reply = await _login(grpc_server, account.email.upper(), PASSWORD)
-    assert reply.tokens.access_token and reply.tokens.refresh_token
+    assert reply.tokens.access_token
+    assert reply.tokens.refresh_token
     assert reply.tokens.token_type == "Bearer"
     assert reply.user.id == str(account.user_id)
     assert reply.user.role == common_pb2.ROLE_OPERATOR

@@ -12,8 +12,8 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from lifebox.v1 import auth_pb2
 
+from lifebox.v1 import auth_pb2
 from lifebox_grpc.auth import tokens
 from lifebox_grpc.config import Settings
 from lifebox_grpc.errors import Unauthenticated

@@ -6,8 +6,8 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from lifebox.v1 import auth_pb2, clients_pb2
 
+from lifebox.v1 import auth_pb2, clients_pb2
 from tests.helpers import factories
 from tests.helpers.grpc import PASSWORD, Server, make_staff, make_tenant, reason
 
@@ -27,7 +27,8 @@ async def test_staff_create_get_list_update_clients(
     )
     client = created.client
     assert client.status == clients_pb2.CLIENT_STATUS_ACTIVE
-    assert client.currency_code == "EGP" and client.balance.amount.startswith("0")
+    assert client.currency_code == "EGP"
+    assert client.balance.amount.startswith("0")
     got = await grpc_server.clients.GetClient(
         clients_pb2.GetClientRequest(id=client.id), metadata=admin.md
     )
@@ -45,7 +46,8 @@ async def test_staff_create_get_list_update_clients(
         ),
         metadata=admin.md,
     )
-    assert updated.client.name == "Acme Ltd" and updated.client.currency_code == "USD"
+    assert updated.client.name == "Acme Ltd"
+    assert updated.client.currency_code == "USD"
     assert updated.client.slug == slug
 
     seen: list[str] = []
@@ -59,7 +61,9 @@ async def test_staff_create_get_list_update_clients(
         token = page.next_page_token
         if not token:
             break
-    assert slug in seen and seen == sorted(seen) and len(seen) == len(set(seen))
+    assert slug in seen
+    assert seen == sorted(seen)
+    assert len(seen) == len(set(seen))
 
 
 async def test_a_client_user_sees_only_their_own_client_and_cannot_change_it(

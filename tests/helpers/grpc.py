@@ -20,8 +20,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from lifebox.v1 import auth_pb2, auth_pb2_grpc, clients_pb2_grpc
 
+from lifebox.v1 import auth_pb2, auth_pb2_grpc, clients_pb2_grpc
 from lifebox_grpc.auth.passwords import hash_password
 from lifebox_grpc.config import Settings
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
