@@ -2,6 +2,7 @@
 # `python -m mypy.stubtest lifebox_grpc._ingest_native`. Only lifebox_grpc.native imports it.
 
 from typing import final
+from uuid import UUID
 
 __all__ = ["Decoder", "LimitsError", "NativeError", "columns", "version"]
 
@@ -30,14 +31,16 @@ class Decoder:
         max_future_seconds: int,
     ) -> Decoder: ...
     def decode(
-        self, messages: list[tuple[bytes, bytes, int, bytes]], now_us: int
+        self, messages: list[tuple[UUID | bytes, UUID | bytes, int, bytes]], now_us: int
     ) -> tuple[
         bytes,  # copy_data
         int,  # rows
         list[tuple[int, int | None, str, str]],  # rejects: message, reading, code, reason
-        list[tuple[bytes, str, str, int, str]],  # unknown: client, name, type, count, example
-        list[tuple[bytes, int]],  # latest: device, unix us
+        # unknown fields: (index of a message of the client, name, json type, count, example)
+        list[tuple[int, str, str, int, str]],
+        list[tuple[int, int]],  # latest: (index of a message of the device, unix us)
         bytes,  # row_times_us: little-endian i64 per row
         list[int],  # rows_per_message
     ]:
-        """Decodes `(device_id, client_id, received_at_us, payload)` messages."""
+        """Decodes `(device_id, client_id, received_at_us, payload)` messages; ids are
+        `uuid.UUID` or their 16 bytes."""

@@ -140,7 +140,9 @@ class Decoder:
         """
         if now_us is None:
             now_us = time.time_ns() // 1000
-        inputs = [(d.bytes, c.bytes, r, p) for d, c, r, p in messages]
+        # The native side reads each uuid's `int` itself, and names devices and clients in
+        # its results by message index: no uuid is converted or built per message here.
+        inputs = messages if isinstance(messages, list) else list(messages)
         copy_data, rows, rejects, unknown, latest, row_times_us, per_message = self._native.decode(
             inputs, now_us
         )
@@ -149,10 +151,10 @@ class Decoder:
             rows=rows,
             rejects=[Reject(*r) for r in rejects],
             unknown_fields=[
-                UnknownField(uuid.UUID(bytes=c), name, json_type, count, example)
-                for c, name, json_type, count, example in unknown
+                UnknownField(inputs[i][1], name, json_type, count, example)
+                for i, name, json_type, count, example in unknown
             ],
-            latest={uuid.UUID(bytes=d): _utc(us) for d, us in latest},
+            latest={inputs[i][0]: _utc(us) for i, us in latest},
             row_times_us=row_times_us,
             rows_per_message=per_message,
         )

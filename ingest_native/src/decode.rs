@@ -64,12 +64,24 @@ pub struct Message<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownField {
     pub client_id: [u8; 16],
+    /// The first message it was seen in (so the caller can reuse its client id object).
+    pub message_index: usize,
     pub name: String,
     /// JSON type of the first value seen: string, number, boolean, null, object, array.
     pub json_type: &'static str,
     pub count: u64,
     /// JSON text of the first value seen.
     pub example: String,
+}
+
+/// The latest accepted reading time of one device in a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeviceLatest {
+    pub device_id: [u8; 16],
+    /// Unix microseconds.
+    pub time_us: i64,
+    /// A message of this device (so the caller can reuse its device id object).
+    pub message_index: usize,
 }
 
 /// Everything the ingest service needs to write and account for one batch.
@@ -79,8 +91,8 @@ pub struct Batch {
     pub copy_data: Vec<u8>,
     pub rejects: Vec<Reject>,
     pub unknown_fields: Vec<UnknownField>,
-    /// Latest accepted reading time (Unix microseconds) per device.
-    pub latest: Vec<([u8; 16], i64)>,
+    /// Latest accepted reading time per device.
+    pub latest: Vec<DeviceLatest>,
     /// Time of each row, in COPY order (Unix microseconds).
     pub row_times_us: Vec<i64>,
     /// Accepted rows of each input message, in input order.
@@ -174,7 +186,7 @@ struct BatchState<'l> {
     row_times: Vec<i64>,
     rejects: Vec<Reject>,
     seen_times: FxHashSet<([u8; 16], i64)>,
-    latest: FxHashMap<[u8; 16], i64>,
+    latest: FxHashMap<[u8; 16], DeviceLatest>,
     unknown: Vec<UnknownField>,
     unknown_index: FxHashMap<[u8; 16], FxHashMap<String, usize>>,
     rows_per_message: Vec<usize>,
@@ -208,7 +220,7 @@ impl<'l> BatchState<'l> {
             copy_data: self.copy.finish(),
             rejects: self.rejects,
             unknown_fields: self.unknown,
-            latest: self.latest.into_iter().collect(),
+            latest: self.latest.into_values().collect(),
             row_times_us: self.row_times,
             rows_per_message: self.rows_per_message,
         }
@@ -297,9 +309,16 @@ impl<'l> BatchState<'l> {
 
     fn commit(&mut self, cursor: &Cursor<'_>) {
         let device = cursor.message.device_id;
-        if let Some(t) = cursor.latest {
-            let latest = self.latest.entry(device).or_insert(t);
-            *latest = (*latest).max(t);
+        if let Some(time_us) = cursor.latest {
+            let latest = DeviceLatest {
+                device_id: device,
+                time_us,
+                message_index: cursor.index,
+            };
+            let kept = self.latest.entry(device).or_insert(latest);
+            if time_us > kept.time_us {
+                *kept = latest;
+            }
         }
         let client = cursor.message.client_id;
         for (name, json_type, example) in self.pending_unknown.drain(..) {
@@ -310,6 +329,7 @@ impl<'l> BatchState<'l> {
                 by_name.insert(name.clone(), self.unknown.len());
                 self.unknown.push(UnknownField {
                     client_id: client,
+                    message_index: cursor.index,
                     name,
                     json_type,
                     count: 1,

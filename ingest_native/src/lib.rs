@@ -17,6 +17,7 @@ pub mod value;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
@@ -99,8 +100,13 @@ impl OwnedBatch {
     }
 }
 
+/// A uuid from a `uuid.UUID` (its `int`) or from its 16 bytes.
 fn uuid_bytes(value: &Bound<'_, PyAny>, what: &str) -> PyResult<[u8; 16]> {
-    let bytes = value.cast::<PyBytes>().map_err(PyErr::from)?;
+    let Ok(bytes) = value.cast::<PyBytes>() else {
+        // `uuid.UUID.int` is a plain slot: far cheaper than its `bytes` property.
+        let int: u128 = value.getattr(intern!(value.py(), "int"))?.extract()?;
+        return Ok(int.to_be_bytes());
+    };
     bytes.as_bytes().try_into().map_err(|_| {
         PyErr::from(NativeError::InvalidInput(format!(
             "{what} must be 16 bytes, got {}",
@@ -173,10 +179,12 @@ impl Decoder {
         Ok(Decoder { limits })
     }
 
-    /// Decodes a list of `(device_id: bytes16, client_id: bytes16, received_at_us, payload)`.
+    /// Decodes a list of `(device_id, client_id, received_at_us, payload)`; ids are
+    /// `uuid.UUID` or 16 bytes.
     ///
     /// Returns `(copy_data, rows, rejects, unknown_fields, latest, row_times_us,
-    /// rows_per_message)`; see `_ingest_native.pyi`.
+    /// rows_per_message)`; see `_ingest_native.pyi`. Ids in `unknown_fields` and `latest` are
+    /// message indexes, so the caller reuses its own id objects instead of building new ones.
     fn decode<'py>(
         &self,
         py: Python<'py>,
@@ -206,7 +214,7 @@ impl Decoder {
             .iter()
             .map(|u| {
                 (
-                    PyBytes::new(py, &u.client_id),
+                    u.message_index,
                     u.name.as_str(),
                     u.json_type,
                     u.count,
@@ -217,7 +225,7 @@ impl Decoder {
         let latest: Vec<_> = batch
             .latest
             .iter()
-            .map(|(device, t)| (PyBytes::new(py, device), *t))
+            .map(|l| (l.message_index, l.time_us))
             .collect();
         let times: Vec<u8> = batch
             .row_times_us

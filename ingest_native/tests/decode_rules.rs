@@ -1,7 +1,7 @@
 //! Every decoding rule and reject code of `decode_batch`, read back through the COPY bytes.
 
 use _ingest_native::copy::HEADER;
-use _ingest_native::decode::{decode_batch, Batch, Message};
+use _ingest_native::decode::{decode_batch, Batch, DeviceLatest, Message};
 use _ingest_native::fields::{field_index, COLUMN_COUNT};
 use _ingest_native::limits::Limits;
 use _ingest_native::reject::RejectCode;
@@ -124,7 +124,14 @@ fn a_reading_with_every_kind_of_field_is_encoded() {
     assert_eq!(t[column("voltage_l2")], None);
     assert_eq!(t[column("extra")], None);
     assert_eq!(batch.row_times_us, vec![1_700_000_000_123_000]);
-    assert_eq!(batch.latest, vec![(DEVICE, 1_700_000_000_123_000)]);
+    assert_eq!(
+        batch.latest,
+        vec![DeviceLatest {
+            device_id: DEVICE,
+            time_us: 1_700_000_000_123_000,
+            message_index: 0
+        }]
+    );
     assert_eq!(batch.rows_per_message, vec![1]);
 }
 
@@ -135,7 +142,7 @@ fn absent_ts_means_the_time_of_receipt_and_rfc3339_offsets_apply() {
     let rows = tuples(&batch.copy_data);
     assert_eq!(time_at(&rows[0]), NOW);
     assert_eq!(time_at(&rows[1]), NOW + 500_000);
-    assert_eq!(batch.latest, vec![(DEVICE, NOW + 500_000)]);
+    assert_eq!(batch.latest[0].time_us, NOW + 500_000);
 }
 
 #[test]
@@ -475,8 +482,16 @@ fn latest_is_per_device_across_messages() {
     assert_eq!(
         latest,
         vec![
-            (DEVICE, 1_700_000_000_000_000),
-            ([7; 16], 1_699_999_999_000_000)
+            DeviceLatest {
+                device_id: DEVICE,
+                time_us: 1_700_000_000_000_000,
+                message_index: 0
+            },
+            DeviceLatest {
+                device_id: [7; 16],
+                time_us: 1_699_999_999_000_000,
+                message_index: 1
+            },
         ]
     );
 }
