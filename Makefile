@@ -49,5 +49,9 @@ pytest: setup ## Python tests against a real PostgreSQL and mosquitto started by
 bench: setup ## run the benchmarks (prints tables; nothing asserts)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+fuzz: ## fuzz the native decoder for FUZZ_SECONDS (needs the nightly toolchain; installs cargo-fuzz)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	mkdir -p fuzz/corpus/decode_batch && cd fuzz && cargo +nightly fuzz run decode_batch corpus/decode_batch seeds -- -max_total_time=$(FUZZ_SECONDS)
+
 clean: ## remove build outputs (not .lifebox data)
 	rm -rf target $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
