@@ -38,3 +38,15 @@ INGEST_LATENCY = Histogram(
 )
 INGEST_INFLIGHT = Gauge("lifebox_ingest_inflight_messages", "Received, not yet acknowledged")
 MQTT_CONNECTED = Gauge("lifebox_mqtt_connected", "1 while connected to the broker")
+MQTT_SUBSCRIBED = Gauge(
+    "lifebox_mqtt_subscribed", "1 once the broker acknowledged our subscriptions"
+)
+INGEST_ROWS_PER_SECOND = Gauge(
+    "lifebox_ingest_rows_per_second", "Committed rows per second over the last 10 s"
+)
+INGEST_LATENCY_P50 = Gauge(
+    "lifebox_ingest_latency_p50_seconds", "Median publish-to-commit latency, last 10 s"
+)
+INGEST_LATENCY_P99 = Gauge(
+    "lifebox_ingest_latency_p99_seconds", "99th percentile publish-to-commit latency, last 10 s"
+)

@@ -1,22 +1,104 @@
-"""`lifebox ingest`: one MQTT ingest worker process."""
+"""`lifebox ingest`: one MQTT ingest worker process.
+
+The paho thread fills the pending batch; this asyncio loop flushes it at
+``ingest_batch_readings`` messages, at half the Receive Maximum (the broker sends no more
+un-acked messages than that, so a larger batch could only ever flush on its timer), or
+``ingest_batch_ms`` after its first message, whichever comes first.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
-import threading
-from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import start_http_server
 
-from lifebox_grpc import metrics
 from lifebox_grpc.config import Settings
+from lifebox_grpc.ingest.consumer import MqttConsumer
+from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
+from lifebox_grpc.ingest.pipeline import Pipeline
+from lifebox_grpc.native import DecodeLimits, Decoder
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.store.pool import create_pool
 
 log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(
+        max_payload_bytes=settings.ingest_max_payload_bytes,
+        max_readings_per_message=settings.ingest_max_readings_per_message,
+        max_extra_keys=settings.ingest_max_extra_keys,
+        max_depth=settings.ingest_max_depth,
+        max_string_bytes=settings.ingest_max_string_bytes,
+        max_past_seconds=settings.ingest_max_past_days * 86400,
+        max_future_seconds=settings.ingest_max_future_seconds,
+    )
+
+
+def client_id(settings: Settings) -> str:
+    """Stable per worker, so a restarted worker resumes its persistent session."""
+    return settings.ingest_client_id or f"lifebox-ingest-{socket.gethostname()}"
+
+
+async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
+    endpoints = resolve_endpoints(settings)
+    loop = asyncio.get_running_loop()
+    pool = await create_pool(endpoints.ingest_dsn, settings, "lifebox-ingest")
+    directory = DeviceDirectory()
+    listener = asyncio.create_task(follow_device_changes(endpoints.ingest_dsn, directory, stop))
+    wake = asyncio.Event()
+    flush_at = max(1, min(settings.ingest_batch_readings, settings.ingest_receive_maximum // 2))
+    consumer = MqttConsumer(
+        endpoints.mqtt_url,
+        client_id(settings),
+        receive_maximum=settings.ingest_receive_maximum,
+        session_expiry_s=SESSION_EXPIRY_S,
+        wake=lambda: loop.call_soon_threadsafe(wake.set),
+        wake_at=flush_at,
+    )
+    pipeline = Pipeline(
+        pool,
+        Decoder(decode_limits(settings)),
+        directory,
+        consumer.ack,
+        settings.ingest_reject_raw_cap,
+    )
+    consumer.start()
+    log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
+    try:
+        while not stop.is_set():
+            if not consumer.pending:
+                wake.clear()
+                stopper = asyncio.ensure_future(stop.wait())
+                waker = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({stopper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                waker.cancel()
+                continue
+            # A batch has started: give it until the deadline or the size threshold.
+            wake.clear()
+            if consumer.pending < flush_at:
+                try:
+                    await asyncio.wait_for(wake.wait(), settings.ingest_batch_ms / 1000)
+                except TimeoutError:
+                    pass
+            batch = consumer.take()
+            if batch:
+                await pipeline.process(batch)
+    finally:
+        # In-flight messages that were not committed stay un-acked: the broker keeps them
+        # for this session and delivers them again.
+        consumer.stop()
+        stop.set()
+        await listener
+        await pool.close()
 
 
 def run_worker(settings: Settings) -> int:
@@ -25,32 +107,16 @@ def run_worker(settings: Settings) -> int:
         for problem in problems:
             print(f"refusing to start: {problem}", file=sys.stderr)
         return 2
-    endpoints = resolve_endpoints(settings)
     server, _thread = start_http_server(settings.ingest_metrics_port, addr=settings.http_host)
-    log.info("metrics listening", extra={"port": server.server_port})
-    url = urlsplit(endpoints.mqtt_url)
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5, manual_ack=True
-    )
-    if url.username:
-        client.username_pw_set(url.username, url.password)
+    log.info("metrics listening", extra={"port": server.server_port, "pid": os.getpid()})
 
-    def on_connect(c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
-        metrics.MQTT_CONNECTED.set(1)
-        log.info("connected to broker", extra={"reason": str(reason)})
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_ingest(settings, stop)
 
-    def on_disconnect(*_: object) -> None:
-        metrics.MQTT_CONNECTED.set(0)
-
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    client.connect(url.hostname or "127.0.0.1", url.port or 1883)
-    client.loop_start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    client.disconnect()
-    client.loop_stop()
+    asyncio.run(main())
     server.shutdown()
     return 0

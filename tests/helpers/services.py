@@ -6,10 +6,12 @@ import asyncio
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -23,6 +25,8 @@ from lifebox_grpc.runtime.postgres import (
     RolePasswords,
 )
 from lifebox_grpc.store import migrations, seeds
+
+T = TypeVar("T")
 
 
 def private_tmpdir(prefix: str) -> Path:
@@ -55,6 +59,12 @@ class Database:
         return self.server.dsn(SUPERUSER)
 
 
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion, also from inside a running event loop (own thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 async def _migrate_and_seed(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -71,10 +81,10 @@ def running_database(migrate: bool = True) -> Iterator[Database]:
     server = EmbeddedPostgres(base / "pg", passwords)
     try:
         server.start()
-        asyncio.run(server.bootstrap())
+        run_blocking(server.bootstrap())
         db = Database(server)
         if migrate:
-            asyncio.run(_migrate_and_seed(db.owner_dsn))
+            run_blocking(_migrate_and_seed(db.owner_dsn))
         yield db
     finally:
         server.stop()

@@ -1,0 +1,165 @@
+"""The MQTT side of ingest: paho-mqtt 2.x, MQTT 5, shared subscription, manual acks.
+
+The paho network thread does as little as possible per message: it appends the message to
+the pending list and, only when the list becomes non-empty or reaches the flush threshold,
+wakes the flusher. Acknowledgements are sent by the flusher after the batch holding a message
+has committed. The broker never has more than *Receive Maximum* of our messages un-acked, so a
+slow database slows delivery instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from lifebox_grpc import metrics
+from lifebox_grpc.ingest.topics import SUBSCRIPTIONS, shared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Received:
+    """One delivered message, as the flusher sees it."""
+
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_us: int
+    generation: int  # the connection it arrived on: acks are only valid on that connection
+
+
+class MqttConsumer:
+    """A persistent MQTT 5 session whose messages are taken in batches and acked on commit."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        *,
+        receive_maximum: int,
+        session_expiry_s: int,
+        wake: Callable[[], None],
+        wake_at: int,
+    ) -> None:
+        self._url = urlsplit(url)
+        self._receive_maximum = receive_maximum
+        self._session_expiry_s = session_expiry_s
+        self._wake = wake
+        self._wake_at = wake_at
+        self._lock = threading.Lock()
+        self._pending: list[Received] = []
+        self._generation = 0
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self._url.username:
+            self.client.username_pw_set(self._url.username, self._url.password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self._session_expiry_s
+        properties.ReceiveMaximum = self._receive_maximum
+        self.client.connect_async(
+            self._url.hostname or "127.0.0.1",
+            self._url.port or 1883,
+            keepalive=30,
+            clean_start=False,  # a restarted worker gets what the broker kept for it
+            properties=properties,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho callbacks (network thread) ------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        _properties: object,
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("broker refused the connection", extra={"reason": str(reason)})
+            return
+        with self._lock:
+            self._generation += 1
+        options = SubscribeOptions(qos=1)
+        client.subscribe([(shared(topic), options) for topic in SUBSCRIPTIONS])
+        metrics.MQTT_CONNECTED.set(1)
+        self.connected.set()
+        log.info("connected to broker", extra={"session_present": bool(flags.session_present)})
+
+    def _on_disconnect(self, *_: object) -> None:
+        metrics.MQTT_CONNECTED.set(0)
+        metrics.MQTT_SUBSCRIBED.set(0)
+        self.connected.clear()
+        self.subscribed.clear()
+        log.warning("disconnected from broker; paho reconnects")
+
+    def _on_subscribe(self, *_: object) -> None:
+        metrics.MQTT_SUBSCRIBED.set(1)
+        self.subscribed.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        item = Received(
+            msg.mid, msg.qos, msg.topic, msg.payload, time.time_ns() // 1000, self._generation
+        )
+        with self._lock:
+            self._pending.append(item)
+            count = len(self._pending)
+        if count == 1 or count == self._wake_at:
+            self._wake()
+
+    # -- flusher side -------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def take(self) -> list[Received]:
+        """Everything received since the last take."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def ack(self, batch: list[Received]) -> int:
+        """PUBACK every QoS 1 message of a committed batch still on its own connection.
+
+        Messages from an earlier connection are left alone: the broker redelivers them, and
+        the database's unique key makes the second copy a no-op.
+        """
+        generation = self._generation
+        acked = 0
+        for item in batch:
+            if item.qos and item.generation == generation:
+                self.client.ack(item.mid, item.qos)
+                acked += 1
+        return acked

@@ -1,0 +1,394 @@
+"""One batch from received messages to committed rows, then acknowledgements.
+
+Per batch: resolve devices from topics, decode telemetry natively (GIL released), then in one
+transaction COPY the rows, store the rejects, alarms and acks. Only after COMMIT are the
+messages acknowledged. A unique violation (a redelivery after a crash) redoes the batch
+through a staging table with ON CONFLICT DO NOTHING; any other database error is retried
+until the database is back, so nothing received is ever lost or acked early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from array import array
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import asyncpg
+
+from lifebox_grpc import metrics
+from lifebox_grpc.ingest.consumer import Received
+from lifebox_grpc.ingest.devices import DeviceDirectory
+from lifebox_grpc.ingest.messages import MessageError, decode_ack, decode_alarm
+from lifebox_grpc.ingest.topics import TopicKind, parse_topic
+from lifebox_grpc.native import COLUMN_TYPES, COLUMNS, DecodedBatch, Decoder
+from lifebox_grpc.store import ingest as store
+from lifebox_grpc.store.ingest import AckRow, AlarmRow, CatalogRow, DeviceRef, RejectRow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors after which the same batch is simply tried again once the database answers.
+RETRYABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+LATENCY_SAMPLES_PER_BATCH = 32
+
+
+def _utc(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+@dataclass
+class PreparedBatch:
+    """Everything a batch writes, computed once and reused by every retry."""
+
+    messages: list[Received]
+    decoded: DecodedBatch | None = None
+    rejects: list[RejectRow] = field(default_factory=list)
+    alarms: list[AlarmRow] = field(default_factory=list)
+    acks: list[AckRow] = field(default_factory=list)
+    telemetry: list[tuple[int, DeviceRef]] = field(default_factory=list)  # (batch index, ref)
+
+
+class RateLimitedLog:
+    """At most one reject log line per reason code per interval, with the count skipped."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = defaultdict(int)
+
+    def reject(self, row: RejectRow) -> None:
+        now = time.monotonic()
+        if now - self._last.get(row.code, 0.0) < self.interval_s:
+            self._skipped[row.code] += 1
+            return
+        self._last[row.code] = now
+        # Serial, topic and reason only: payloads may carry secrets and are stored, not logged.
+        log.warning(
+            "reading rejected",
+            extra={
+                "code": row.code,
+                "reason": row.reason[:200],
+                "serial": row.serial,
+                "suppressed": self._skipped.pop(row.code, 0),
+            },
+        )
+
+
+class Pipeline:
+    """Turns batches of received messages into committed rows; acks through `ack`."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        decoder: Decoder,
+        directory: DeviceDirectory,
+        ack: Callable[[list[Received]], int],
+        raw_cap: int,
+    ) -> None:
+        self.pool = pool
+        self.decoder = decoder
+        self.directory = directory
+        self.ack = ack
+        self.raw_cap = raw_cap
+        self.reject_log = RateLimitedLog()
+        self.stats = WindowStats()
+
+    # -- preparation (no database writes) ----------------------------------------------------
+
+    def _reject(
+        self,
+        batch: PreparedBatch,
+        item: Received,
+        code: str,
+        reason: str,
+        serial: str,
+        client_id: uuid.UUID | None = None,
+        reading_index: int | None = None,
+    ) -> None:
+        row = RejectRow(
+            client_id=client_id,
+            serial=serial,
+            topic=item.topic,
+            received_at=_utc(item.received_us),
+            code=code,
+            reason=reason,
+            raw=item.payload[: self.raw_cap],
+            raw_truncated=len(item.payload) > self.raw_cap,
+            reading_index=reading_index,
+        )
+        batch.rejects.append(row)
+        metrics.INGEST_REJECTS.labels(code).inc()
+        self.reject_log.reject(row)
+
+    async def prepare(self, messages: list[Received]) -> PreparedBatch:
+        batch = PreparedBatch(messages)
+        parsed = [parse_topic(m.topic) for m in messages]
+        serials = {p.serial for p in parsed if p is not None}
+        refs = await self._retrying(lambda conn: self.directory.resolve(conn, serials))
+        for index, (item, topic) in enumerate(zip(messages, parsed, strict=True)):
+            if topic is None:
+                self._reject(batch, item, "unknown_topic", "not a LifeBox device topic", "")
+                continue
+            ref = refs.get(topic.serial)
+            if ref is None:
+                self._reject(
+                    batch, item, "unknown_device", "no device has this serial", topic.serial
+                )
+                continue
+            if not ref.accepts_data:
+                code = "client_suspended" if ref.client_status != "active" else "device_disabled"
+                self._reject(
+                    batch,
+                    item,
+                    code,
+                    f"device is {ref.status}, client is {ref.client_status}",
+                    topic.serial,
+                    ref.client_id,
+                )
+                continue
+            metrics.INGEST_MESSAGES.labels(topic.kind.value).inc()
+            try:
+                if topic.kind is TopicKind.TELEMETRY:
+                    batch.telemetry.append((index, ref))
+                elif topic.kind is TopicKind.ALARM:
+                    alarm = decode_alarm(item.payload, _utc(item.received_us))
+                    batch.alarms.append(AlarmRow(ref.client_id, ref.device_id, **alarm.__dict__))
+                else:
+                    assert topic.command_id is not None
+                    ack = decode_ack(item.payload)
+                    batch.acks.append(
+                        AckRow(
+                            index, ref.client_id, ref.device_id, topic.command_id, **ack.__dict__
+                        )
+                    )
+            except MessageError as exc:
+                self._reject(batch, item, exc.code, exc.reason, topic.serial, ref.client_id)
+        if batch.telemetry:
+            inputs = [
+                (ref.device_id, ref.client_id, messages[i].received_us, messages[i].payload)
+                for i, ref in batch.telemetry
+            ]
+            # The native decoder releases the GIL: the paho thread keeps receiving meanwhile.
+            batch.decoded = await asyncio.to_thread(self.decoder.decode, inputs)
+            for reject in batch.decoded.rejects:
+                index, ref = batch.telemetry[reject.message_index]
+                item = messages[index]
+                serial = parse_topic(item.topic).serial  # type: ignore[union-attr]
+                self._reject(
+                    batch,
+                    item,
+                    reject.code,
+                    reject.reason,
+                    serial,
+                    ref.client_id,
+                    reject.reading_index,
+                )
+        return batch
+
+    # -- the transaction ---------------------------------------------------------------------
+
+    async def _write(self, conn: asyncpg.Connection, batch: PreparedBatch, dedupe: bool) -> int:
+        rows = 0
+        async with conn.transaction():
+            decoded = batch.decoded
+            if decoded is not None and decoded.rows:
+                if dedupe:
+                    rows = await store.copy_telemetry_deduplicated(
+                        conn, decoded.copy_data, COLUMN_TYPES
+                    )
+                else:
+                    await store.copy_telemetry(conn, decoded.copy_data, COLUMNS)
+                    rows = decoded.rows
+            await store.insert_alarms(conn, batch.alarms)
+            stale: list[AckRow] = []
+            for ack in batch.acks:
+                if not await store.apply_ack(conn, ack):
+                    stale.append(ack)
+            rejects = list(batch.rejects)
+            for ack in stale:
+                item = batch.messages[ack.index]
+                rejects.append(
+                    RejectRow(
+                        ack.client_id,
+                        parse_topic(item.topic).serial,  # type: ignore[union-attr]
+                        item.topic,
+                        _utc(item.received_us),
+                        "unknown_command",
+                        "no unfinished command with this id for this device",
+                        item.payload[: self.raw_cap],
+                        len(item.payload) > self.raw_cap,
+                        None,
+                    )
+                )
+            await store.insert_rejects(conn, rejects)
+        return rows
+
+    async def _retrying(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `work` on a pooled connection until it succeeds or fails for good.
+
+        Connection-level failures (the database restarting, the network) are waited out
+        with backoff; anything else from PostgreSQL is raised as BatchRefusedError.
+        """
+        delay = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    return await work(conn)
+            except RETRYABLE as exc:
+                log.warning(
+                    "database unavailable; retrying",
+                    extra={"error": type(exc).__name__, "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except asyncpg.UniqueViolationError:
+                raise
+            except asyncpg.PostgresError as exc:
+                raise BatchRefusedError(exc) from exc
+
+    async def commit(self, batch: PreparedBatch) -> int:
+        """Write the batch, retrying until it commits; return the telemetry rows inserted."""
+        try:
+            return await self._retrying(lambda conn: self._write(conn, batch, False))
+        except asyncpg.UniqueViolationError:
+            # A redelivery after a crash: some rows are already there. Only this batch pays
+            # for deduplication.
+            metrics.INGEST_BATCHES.labels("deduplicated").inc()
+            return await self._retrying(lambda conn: self._write(conn, batch, True))
+
+    # -- after commit ------------------------------------------------------------------------
+
+    async def _after_commit(self, batch: PreparedBatch, committed_at: datetime) -> None:
+        decoded = batch.decoded
+        if decoded is None or not decoded.rows:
+            return
+        catalog = [
+            CatalogRow(u.client_id, u.name, u.json_type, u.count, u.example, committed_at)
+            for u in decoded.unknown_fields
+        ]
+        counts: dict[uuid.UUID, int] = defaultdict(int)
+        clients: dict[uuid.UUID, uuid.UUID] = {}
+        for (_, ref), count in zip(batch.telemetry, decoded.rows_per_message, strict=True):
+            if count:
+                counts[ref.device_id] += count
+                clients[ref.device_id] = ref.client_id
+        notices = [
+            (device, clients[device], decoded.latest[device], count)
+            for device, count in counts.items()
+            if device in decoded.latest
+        ]
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await store.upsert_catalog(conn, catalog)
+                await store.update_last_seen(conn, decoded.latest)
+                await store.notify_committed(conn, notices)
+        except RETRYABLE + (asyncpg.PostgresError,) as exc:
+            # The rows are committed and acked; these are derived facts that the next batch
+            # of the same devices refreshes.
+            log.warning("post-commit update failed", extra={"error": type(exc).__name__})
+
+    async def process(self, messages: list[Received]) -> None:
+        started = time.monotonic()
+        batch = await self.prepare(messages)
+        try:
+            rows = await self.commit(batch)
+        except BatchRefusedError as refused:
+            # The database refused something in this batch for a reason retrying won't fix.
+            # Halve until the culprit is one message, which becomes a stored reject: the
+            # rest of the batch still commits.
+            if len(messages) > 1:
+                middle = len(messages) // 2
+                await self.process(messages[:middle])
+                await self.process(messages[middle:])
+                return
+            await self._refuse(messages[0], refused.cause)
+            return
+        committed_us = time.time_ns() // 1000
+        self.ack(messages)
+        metrics.INGEST_ROWS.inc(rows)
+        metrics.INGEST_BATCHES.labels("copy").inc()
+        metrics.INGEST_BATCH_SECONDS.observe(time.monotonic() - started)
+        if batch.decoded is not None:
+            self.stats.observe(rows, batch.decoded.row_times_us, committed_us)
+        await self._after_commit(batch, _utc(committed_us))
+
+
+    async def _refuse(self, item: Received, cause: asyncpg.PostgresError) -> None:
+        log.error(
+            "database refused a message",
+            extra={"sqlstate": cause.sqlstate, "error": type(cause).__name__},
+        )
+        topic = parse_topic(item.topic)
+        batch = PreparedBatch([item])
+        self._reject(
+            batch,
+            item,
+            "db_refused",
+            f"database refused the message (SQLSTATE {cause.sqlstate})",
+            topic.serial if topic else "",
+        )
+        await self.commit(batch)
+        self.ack([item])
+
+
+class BatchRefusedError(Exception):
+    """The database rejected a batch with a non-transient error."""
+
+    def __init__(self, cause: asyncpg.PostgresError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class WindowStats:
+    """Committed rows/s and publish-to-commit latency percentiles over a sliding window,
+    exported as gauges (at most once a second) so load tests can read them from /metrics."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._rows: deque[tuple[float, int]] = deque()
+        self._latencies: deque[tuple[float, float]] = deque()
+        self._published = 0.0
+
+    def observe(self, rows: int, row_times_us: bytes, committed_us: int) -> None:
+        now = time.monotonic()
+        self._rows.append((now, rows))
+        times = array("q")
+        times.frombytes(row_times_us)
+        step = max(1, len(times) // LATENCY_SAMPLES_PER_BATCH)
+        for ts in times[::step]:
+            latency = max(0.0, (committed_us - ts) / 1_000_000)
+            self._latencies.append((now, latency))
+            metrics.INGEST_LATENCY.observe(latency)
+        if now - self._published >= 1.0:
+            self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        self._published = now
+        cutoff = now - self.window_s
+        while self._rows and self._rows[0][0] < cutoff:
+            self._rows.popleft()
+        while self._latencies and self._latencies[0][0] < cutoff:
+            self._latencies.popleft()
+        span = now - self._rows[0][0] if len(self._rows) > 1 else self.window_s
+        metrics.INGEST_ROWS_PER_SECOND.set(sum(r for _, r in self._rows) / max(span, 1e-3))
+        ordered = sorted(x for _, x in self._latencies)
+        if ordered:
+            metrics.INGEST_LATENCY_P50.set(ordered[len(ordered) // 2])
+            metrics.INGEST_LATENCY_P99.set(ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)])

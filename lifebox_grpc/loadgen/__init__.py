@@ -1,0 +1,1 @@
+"""`lifebox loadgen`: simulated devices publishing realistic telemetry over MQTT."""

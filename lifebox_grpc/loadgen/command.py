@@ -1,0 +1,69 @@
+"""`lifebox loadgen`: register devices if asked, publish, print what was sent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import asyncpg
+
+from lifebox_grpc.config import Settings
+from lifebox_grpc.loadgen.run import LoadPlan, print_progress, run_loadgen
+from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.store.fleet import register_fleet
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=int, default=100, help="simulated devices (D)")
+    parser.add_argument("--per-message", type=int, default=1, help="readings per message (K)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="readings/s per device; 0 = as fast as possible"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds to publish")
+    parser.add_argument("--messages", type=int, default=None, help="stop after N messages")
+    parser.add_argument("--processes", type=int, default=2, help="publisher processes")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="create the tenant 'loadgen' and its devices first (idempotent)",
+    )
+    parser.add_argument("--serial-prefix", default="LG-", help="device serials: <prefix>000001…")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    endpoints = resolve_endpoints(settings)
+    serials = [f"{args.serial_prefix}{i:06d}" for i in range(1, args.devices + 1)]
+    if args.register:
+        serials = asyncio.run(_register(endpoints.owner_dsn, args.serial_prefix, args.devices))
+        print(f"registered {len(serials)} devices ({args.serial_prefix}…) for tenant 'loadgen'")
+    if args.rate == 0 and args.duration and args.per_message and args.devices:
+        print("publishing as fast as the broker acknowledges", flush=True)
+    plan = LoadPlan(
+        mqtt_url=endpoints.mqtt_url,
+        serials=serials,
+        per_message=args.per_message,
+        rate=args.rate,
+        duration_s=args.duration,
+        messages=args.messages,
+        processes=args.processes,
+        qos=args.qos,
+    )
+    report = run_loadgen(plan, print_progress)
+    print(
+        f"sent {report.messages:,} messages / {report.readings:,} readings in "
+        f"{report.seconds:.1f}s: {report.messages_per_s:,.0f} messages/s, "
+        f"{report.readings_per_s:,.0f} readings/s"
+    )
+    return 0
+
+
+async def _register(dsn: str, prefix: str, count: int) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        fleet = await register_fleet(
+            conn, name="Load generator", slug="loadgen", serial_prefix=prefix, count=count
+        )
+    finally:
+        await conn.close()
+    return [serial for _, serial in fleet.devices]

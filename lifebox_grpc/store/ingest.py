@@ -1,0 +1,315 @@
+"""SQL of the ingest path. Runs as ``lifebox_ingest`` (BYPASSRLS, narrow grants), so every
+statement names its tenant and device explicitly: the topic, never the payload, decides them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+TELEMETRY_TABLE = "telemetry_events"
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """What ingest needs to know about the device a topic names."""
+
+    device_id: uuid.UUID
+    client_id: uuid.UUID
+    status: str
+    client_status: str
+
+    @property
+    def accepts_data(self) -> bool:
+        return self.status in ("provisioned", "active") and self.client_status == "active"
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    client_id: uuid.UUID | None
+    serial: str
+    topic: str
+    received_at: datetime
+    code: str
+    reason: str
+    raw: bytes
+    raw_truncated: bool
+    reading_index: int | None
+
+
+@dataclass(frozen=True)
+class AlarmRow:
+    client_id: uuid.UUID
+    device_id: uuid.UUID
+    code: str
+    severity: str
+    message: str | None
+    raised_at: datetime
+    cleared_at: datetime | None
+    payload: str  # JSON text
+
+
+@dataclass(frozen=True)
+class AckRow:
+    index: int  # position in the batch, to reject it when the command doesn't match
+    client_id: uuid.UUID
+    device_id: uuid.UUID
+    command_id: uuid.UUID
+    status: str
+    result: str | None  # JSON text
+    device_time: datetime | None
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    client_id: uuid.UUID
+    name: str
+    json_type: str
+    count: int
+    example: str  # JSON text
+    seen_at: datetime
+
+
+_DEVICES_BY_SERIAL = """
+SELECT d.serial, d.id, d.client_id, d.status, c.status AS client_status
+FROM devices d JOIN clients c ON c.id = d.client_id
+WHERE d.serial = ANY($1::text[])
+"""
+
+
+async def devices_by_serial(
+    conn: asyncpg.Connection, serials: Sequence[str]
+) -> dict[str, DeviceRef]:
+    rows = await conn.fetch(_DEVICES_BY_SERIAL, list(serials))
+    return {
+        r["serial"]: DeviceRef(r["id"], r["client_id"], r["status"], r["client_status"])
+        for r in rows
+    }
+
+
+async def copy_telemetry(conn: asyncpg.Connection, data: bytes, columns: Sequence[str]) -> None:
+    """The fast path: binary COPY straight into the table (no deduplication cost)."""
+    await conn.copy_to_table(
+        TELEMETRY_TABLE, source=_BytesSource(data), columns=list(columns), format="binary"
+    )
+
+
+async def copy_telemetry_deduplicated(
+    conn: asyncpg.Connection, data: bytes, column_types: Sequence[tuple[str, str]]
+) -> int:
+    """The redelivery path: COPY into a staging table, then INSERT … ON CONFLICT DO NOTHING.
+
+    Returns the rows actually inserted (the others were committed before). The staging
+    table is declared from the encoder's own column list (the ingest role may not read
+    telemetry_events, so ``LIKE`` is not an option).
+    """
+    definition = ", ".join(f'"{name}" {pg_type}' for name, pg_type in column_types)
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS telemetry_staging ({definition}) ON COMMIT DELETE ROWS"
+    )
+    columns = [name for name, _ in column_types]
+    await conn.copy_to_table(
+        "telemetry_staging", source=_BytesSource(data), columns=columns, format="binary"
+    )
+    names = ", ".join(columns)
+    status = await conn.execute(
+        f"INSERT INTO telemetry_events ({names}) SELECT {names} FROM telemetry_staging "
+        "ON CONFLICT (device_id, time) DO NOTHING"
+    )
+    return int(status.split()[-1])
+
+
+class _BytesSource:
+    """asyncpg's copy source protocol over one prepared buffer, without copying it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _BytesSource:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+
+_REJECT_COLUMNS = (
+    "client_id",
+    "serial",
+    "topic",
+    "received_at",
+    "code",
+    "reason",
+    "raw",
+    "raw_truncated",
+    "reading_index",
+)
+
+
+async def insert_rejects(conn: asyncpg.Connection, rows: Sequence[RejectRow]) -> None:
+    if not rows:
+        return
+    await conn.copy_records_to_table(
+        "ingest_rejects",
+        records=[
+            (
+                r.client_id,
+                r.serial,
+                r.topic,
+                r.received_at,
+                r.code,
+                r.reason,
+                r.raw,
+                r.raw_truncated,
+                r.reading_index,
+            )
+            for r in rows
+        ],
+        columns=_REJECT_COLUMNS,
+    )
+
+
+async def insert_alarms(conn: asyncpg.Connection, rows: Sequence[AlarmRow]) -> None:
+    if not rows:
+        return
+    await conn.executemany(
+        "INSERT INTO device_alarms (client_id, device_id, code, severity, message, raised_at,"
+        " cleared_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+        [
+            (
+                r.client_id,
+                r.device_id,
+                r.code,
+                r.severity,
+                r.message,
+                r.raised_at,
+                r.cleared_at,
+                r.payload,
+            )
+            for r in rows
+        ],
+    )
+
+
+# An ack is recorded only for a command of the same device that is not finished; the status
+# moves forward only (an earlier stage never overwrites a later one).
+_ACK = """
+WITH target AS (
+    SELECT id, client_id, status FROM control_commands
+    WHERE id = $1 AND device_id = $2 AND client_id = $3
+      AND status NOT IN ('completed', 'failed', 'expired', 'cancelled')
+    FOR UPDATE
+), ack AS (
+    INSERT INTO command_acknowledgments (client_id, command_id, status, result, device_time)
+    SELECT client_id, id, $4, $5::jsonb, $6 FROM target
+    RETURNING command_id
+), moved AS (
+    UPDATE control_commands c SET
+        status = v.next_status,
+        delivered_at = coalesce(c.delivered_at, now()),
+        completed_at = CASE WHEN v.next_status IN ('completed', 'failed')
+                            THEN now() ELSE c.completed_at END,
+        result = coalesce($5::jsonb, c.result),
+        updated_at = now()
+    FROM target t,
+         LATERAL (SELECT CASE $4
+             WHEN 'received' THEN 'delivered'
+             WHEN 'accepted' THEN 'acknowledged'
+             WHEN 'rejected' THEN 'failed'
+             ELSE $4 END AS next_status) v
+    WHERE c.id = t.id
+      AND array_position(ARRAY['pending', 'sent', 'delivered', 'acknowledged', 'completed',
+                               'failed'], v.next_status)
+        > array_position(ARRAY['pending', 'sent', 'delivered', 'acknowledged', 'completed',
+                               'failed'], c.status)
+    RETURNING c.id, c.status
+), audit AS (
+    INSERT INTO command_executions (client_id, command_id, from_status, to_status, actor_kind,
+                                    detail)
+    SELECT t.client_id, m.id, t.status, m.status, 'device', jsonb_build_object('ack', $4::text)
+    FROM moved m JOIN target t ON t.id = m.id
+)
+SELECT count(*) FROM ack
+"""
+
+
+async def apply_ack(conn: asyncpg.Connection, ack: AckRow) -> bool:
+    """Record a device's ack; False when the command is unknown, another device's or finished."""
+    count = await conn.fetchval(
+        _ACK,
+        ack.command_id,
+        ack.device_id,
+        ack.client_id,
+        ack.status,
+        ack.result,
+        ack.device_time,
+    )
+    return bool(count)
+
+
+_CATALOG_UPSERT = """
+INSERT INTO unknown_field_catalog AS c
+    (client_id, field_name, inferred_type, first_seen_at, last_seen_at, seen_count, example_value)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $4::timestamptz[],
+                     $5::bigint[], $6::jsonb[])
+ON CONFLICT (client_id, field_name) DO UPDATE SET
+    inferred_type = CASE WHEN c.inferred_type = EXCLUDED.inferred_type THEN c.inferred_type
+                         ELSE 'mixed' END,
+    last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at),
+    seen_count = c.seen_count + EXCLUDED.seen_count
+"""
+
+
+async def upsert_catalog(conn: asyncpg.Connection, rows: Sequence[CatalogRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        _CATALOG_UPSERT,
+        [r.client_id for r in rows],
+        [r.name for r in rows],
+        [r.json_type for r in rows],
+        [r.seen_at for r in rows],
+        [r.count for r in rows],
+        [r.example for r in rows],
+    )
+
+
+# A provisioned device becomes active with its first accepted reading.
+_LAST_SEEN = """
+UPDATE devices d SET
+    last_seen_at = greatest(d.last_seen_at, v.seen),
+    status = CASE WHEN d.status = 'provisioned' THEN 'active' ELSE d.status END
+FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, seen)
+WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.seen
+                       OR d.status = 'provisioned')
+"""
+
+
+async def update_last_seen(conn: asyncpg.Connection, latest: dict[uuid.UUID, datetime]) -> None:
+    if latest:
+        await conn.execute(_LAST_SEEN, list(latest), list(latest.values()))
+
+
+TELEMETRY_CHANNEL = "lifebox_telemetry"
+
+
+async def notify_committed(
+    conn: asyncpg.Connection, per_device: Sequence[tuple[uuid.UUID, uuid.UUID, datetime, int]]
+) -> None:
+    """Tell live streams which devices got rows: one NOTIFY per device and batch."""
+    if not per_device:
+        return
+    payloads = [
+        json.dumps({"device_id": str(d), "client_id": str(c), "latest": t.isoformat(), "rows": n})
+        for d, c, t, n in per_device
+    ]
+    await conn.execute(
+        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", TELEMETRY_CHANNEL, payloads
+    )

@@ -1,0 +1,161 @@
+"""Run `lifebox ingest` as a real subprocess and publish to it like devices do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from lifebox_grpc.runtime.ports import free_port
+from lifebox_grpc.store.fleet import Fleet
+from lifebox_grpc.store.fleet import register_fleet as store_register_fleet
+from tests.helpers.services import Database
+from tests.helpers.wait import wait_until
+
+
+def _metrics(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
+def metric_value(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class IngestProcess:
+    """One worker subprocess with its own MQTT session id and metrics port."""
+
+    database: Database
+    mqtt_url: str
+    client_id: str = field(default_factory=lambda: f"test-ingest-{uuid.uuid4().hex[:8]}")
+    metrics_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "LIFEBOX_DATABASE_URL": self.database.app_dsn,
+            "LIFEBOX_OWNER_DATABASE_URL": self.database.owner_dsn,
+            "LIFEBOX_INGEST_DATABASE_URL": self.database.ingest_dsn,
+            "LIFEBOX_MQTT_URL": self.mqtt_url,
+            "LIFEBOX_INGEST_CLIENT_ID": self.client_id,
+            "LIFEBOX_INGEST_METRICS_PORT": str(self.metrics_port),
+            "LIFEBOX_LOG_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+        self.proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "ingest"], env=env)
+        wait_until(
+            lambda: (
+                self.proc is not None
+                and (self.proc.poll() is not None or self.metric("lifebox_mqtt_subscribed") == 1)
+            ),
+            60,
+            "ingest subscribed",
+        )
+        assert self.proc.poll() is None, "ingest worker exited"
+
+    def metric(self, name: str) -> float:
+        text = _metrics(self.metrics_port)
+        return metric_value(text, name) if text else float("nan")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def forget_session(self, port: int) -> None:
+        """Drop the broker's persistent session of this worker (clean start, no expiry)."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, self.client_id, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", port, clean_start=True)
+        client.disconnect()
+
+
+@contextmanager
+def running_ingest(
+    database: Database, broker_url: str, broker_port: int, **env: str
+) -> Iterator[IngestProcess]:
+    worker = IngestProcess(database, broker_url, extra_env=env)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        worker.forget_session(broker_port)
+
+
+class Publisher:
+    """A device-side MQTT 5 client publishing QoS 1 and waiting for every PUBACK."""
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *_: self._connected.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._connected.wait(10)
+
+    def publish_all(self, messages: Sequence[tuple[str, bytes]], timeout: float = 120) -> None:
+        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextmanager
+def publisher(port: int) -> Iterator[Publisher]:
+    pub = Publisher(port)
+    try:
+        yield pub
+    finally:
+        pub.close()
+
+
+async def register_fleet(dsn: str, count: int, status: str = "active") -> Fleet:
+    """A new tenant with `count` devices in the given status."""
+    tag = uuid.uuid4().hex[:10]
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await store_register_fleet(
+            conn,
+            name=f"Ingest test {tag}",
+            slug=f"t-{tag}",
+            serial_prefix=f"T{tag}-",
+            count=count,
+            status=status,
+        )
+    finally:
+        await conn.close()

@@ -1,0 +1,201 @@
+"""MQTT ingest end to end: a real broker, a real `lifebox ingest` process, a real database."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.store.pool import tenant_transaction
+from tests.helpers.ingest import publisher, register_fleet, running_ingest
+from tests.helpers.services import Database
+from tests.helpers.wait import async_wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+async def staff(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database.owner_dsn)
+    yield conn
+    await conn.close()
+
+
+async def staff_fetch(conn: asyncpg.Connection, sql: str, *args: object) -> list[asyncpg.Record]:
+    async with tenant_transaction(conn, None, staff=True):
+        return list(await conn.fetch(sql, *args))
+
+
+async def wait_rows(conn: asyncpg.Connection, sql: str, expected: int, *args: object) -> int:
+    async def reached() -> int | None:
+        rows = await staff_fetch(conn, sql, *args)
+        count = int(rows[0][0])
+        return count if count >= expected else None
+
+    return await async_wait_until(reached, 90, f"{expected} rows for {sql}")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_readings_land_with_values_extra_catalog_and_last_seen(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    device_id, serial = fleet.devices[0]
+    base = now_ms() - 10_000
+    single = {"ts": base, "voltage_l1": 230.5, "relay_on": True, "uptime_s": 42, "mood": "ok"}
+    array = [
+        {"ts": base + 1000, "temperature_c": 21, "status": "fine"},
+        {"ts": base + 2000, "temperature_c": 22.5, "nested": {"a": [1, 2]}},
+    ]
+    with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
+        pub.publish_all(
+            [
+                (f"lifebox/v1/{serial}/telemetry", json.dumps(single).encode()),
+                (f"lifebox/v1/{serial}/telemetry", json.dumps(array).encode()),
+            ]
+        )
+        await wait_rows(
+            staff, "SELECT count(*) FROM telemetry_events WHERE device_id = $1", 3, device_id
+        )
+        rows = await staff_fetch(
+            staff,
+            "SELECT time, client_id, voltage_l1, relay_on, uptime_s, temperature_c, status, extra "
+            "FROM telemetry_events WHERE device_id = $1 ORDER BY time",
+            device_id,
+        )
+        assert [r["client_id"] for r in rows] == [fleet.client_id] * 3
+        assert rows[0]["voltage_l1"] == 230.5
+        assert rows[0]["relay_on"] is True
+        assert rows[0]["uptime_s"] == 42
+        assert json.loads(rows[0]["extra"]) == {"mood": "ok"}
+        assert rows[1]["temperature_c"] == 21.0
+        assert rows[1]["status"] == "fine"
+        assert rows[1]["extra"] is None
+        assert json.loads(rows[2]["extra"]) == {"nested": {"a": [1, 2]}}
+        assert int(rows[2]["time"].timestamp() * 1000) == base + 2000
+
+        async def catalogued() -> list[asyncpg.Record] | None:
+            found = await staff_fetch(
+                staff,
+                "SELECT field_name, inferred_type, seen_count FROM unknown_field_catalog "
+                "WHERE client_id = $1 ORDER BY field_name",
+                fleet.client_id,
+            )
+            return found if len(found) == 2 else None
+
+        catalog = await async_wait_until(catalogued, 30, "catalog")
+        assert [(r["field_name"], r["inferred_type"]) for r in catalog] == [
+            ("mood", "string"),
+            ("nested", "object"),
+        ]
+        seen = await staff_fetch(staff, "SELECT last_seen_at FROM devices WHERE id = $1", device_id)
+        assert seen[0]["last_seen_at"] is not None
+        assert int(seen[0]["last_seen_at"].timestamp() * 1000) == base + 2000
+
+
+async def test_bad_messages_are_rejected_and_stored_without_losing_good_ones(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 2)
+    (dev_a, serial_a), (_dev_b, serial_b) = fleet.devices
+    disabled = await register_fleet(database.owner_dsn, 1, status="disabled")
+    base = now_ms() - 60_000
+    good = [
+        (f"lifebox/v1/{serial_a}/telemetry", json.dumps({"ts": base + i, "voltage_l1": i}).encode())
+        for i in range(200)
+    ]
+    poison = [
+        (f"lifebox/v1/{serial_a}/telemetry", b"{not json"),
+        (f"lifebox/v1/{serial_a}/telemetry", b"\xff\xfe\x00"),
+        (f"lifebox/v1/{serial_a}/telemetry", json.dumps({"voltage_l1": "high"}).encode()),
+        (f"lifebox/v1/{serial_a}/telemetry", json.dumps({"ts": "1999-01-01T00:00:00Z"}).encode()),
+        ("lifebox/v1/NO-SUCH-DEVICE/telemetry", json.dumps({"voltage_l1": 1}).encode()),
+        (
+            f"lifebox/v1/{disabled.devices[0][1]}/telemetry",
+            json.dumps({"voltage_l1": 1}).encode(),
+        ),
+        # Device A's topic naming device B in the body: lands as A or is rejected, never as B.
+        (
+            f"lifebox/v1/{serial_a}/telemetry",
+            json.dumps({"ts": base + 500, "device_id": str(_dev_b), "voltage_l1": 7777.5}).encode(),
+        ),
+    ]
+    mixed = good[:100] + poison + good[100:]
+    with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
+        pub.publish_all(mixed)
+        await wait_rows(
+            staff, "SELECT count(*) FROM ingest_rejects WHERE serial = ANY($1)", 7,
+            [serial_a, "NO-SUCH-DEVICE", disabled.devices[0][1]],
+        )
+        await wait_rows(
+            staff, "SELECT count(*) FROM telemetry_events WHERE device_id = $1", 200, dev_a
+        )
+    rows = await staff_fetch(
+        staff,
+        "SELECT count(*) FROM telemetry_events WHERE client_id = $1 AND device_id <> $2",
+        fleet.client_id,
+        dev_a,
+    )
+    assert rows[0][0] == 0, "a reading landed on a device its topic did not name"
+    values = await staff_fetch(
+        staff, "SELECT count(*) FROM telemetry_events WHERE device_id = $1 AND voltage_l1 = 7777.5",
+        dev_a,
+    )
+    assert values[0][0] <= 1
+    assert (
+        await staff_fetch(
+            staff, "SELECT count(*) FROM telemetry_events WHERE device_id = $1", dev_a
+        )
+    )[0][0] == 200 + values[0][0]
+    rejects = await staff_fetch(
+        staff,
+        "SELECT serial, code, reason, client_id, raw FROM ingest_rejects "
+        "WHERE serial = ANY($1) ORDER BY received_at",
+        [serial_a, "NO-SUCH-DEVICE", disabled.devices[0][1]],
+    )
+    codes = {r["code"] for r in rejects}
+    assert {"invalid_json", "invalid_utf8", "type_error", "ts_out_of_range"} <= codes
+    assert {"unknown_device", "device_disabled"} <= codes
+    type_error = next(r for r in rejects if r["code"] == "type_error")
+    assert "voltage_l1" in type_error["reason"]
+    assert type_error["client_id"] == fleet.client_id
+    assert bytes(type_error["raw"]) == json.dumps({"voltage_l1": "high"}).encode()
+    unknown = next(r for r in rejects if r["code"] == "unknown_device")
+    assert unknown["client_id"] is None
+
+
+async def test_alarms_become_device_alarms_and_bad_ones_are_rejected(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    device_id, serial = fleet.devices[0]
+    alarm = {"code": "OVERHEAT", "severity": "major", "message": "board at 90C"}
+    with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
+        pub.publish_all(
+            [
+                (f"lifebox/v1/{serial}/alarms", json.dumps(alarm).encode()),
+                (f"lifebox/v1/{serial}/alarms", json.dumps({"severity": "major"}).encode()),
+            ]
+        )
+        await wait_rows(
+            staff, "SELECT count(*) FROM ingest_rejects WHERE serial = $1", 1, serial
+        )
+        await wait_rows(
+            staff, "SELECT count(*) FROM device_alarms WHERE device_id = $1", 1, device_id
+        )
+    rows = await staff_fetch(
+        staff, "SELECT code, severity, message, client_id FROM device_alarms WHERE device_id = $1",
+        device_id,
+    )
+    assert [(r["code"], r["severity"], r["message"], r["client_id"]) for r in rows] == [
+        ("OVERHEAT", "major", "board at 90C", fleet.client_id)
+    ]
+    reject = await staff_fetch(staff, "SELECT code FROM ingest_rejects WHERE serial = $1", serial)
+    assert reject[0]["code"] == "missing_field"
