@@ -61,7 +61,10 @@ async def test_sigkilled_worker_loses_and_duplicates_nothing(
             sender.start()
             for _ in range(3):
                 # Kill at a random moment while rows are flowing, then restart the same session.
-                target = rng.randint(1000, total // 4) + (await count_rows(database.owner_dsn, fleet.client_id))[0]
+                target = (
+                    rng.randint(1000, total // 4)
+                    + (await count_rows(database.owner_dsn, fleet.client_id))[0]
+                )
                 await async_wait_until(
                     lambda t=target: _at_least(database.owner_dsn, fleet.client_id, min(t, total)),
                     120,
@@ -116,7 +119,8 @@ async def test_database_outage_loses_nothing_and_worker_recovers(
                 )
             rows, distinct = await count_rows(db.owner_dsn, fleet.client_id)
             assert (rows, distinct) == (total, total)
-            assert worker.proc is not None and worker.proc.poll() is None
+            assert worker.proc is not None
+            assert worker.proc.poll() is None
         finally:
             worker.stop()
             worker.forget_session(broker.port)

@@ -80,7 +80,7 @@ class MqttConsumer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self._session_expiry_s
         properties.ReceiveMaximum = self._receive_maximum
         self.client.connect_async(
@@ -130,7 +130,12 @@ class MqttConsumer:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         item = Received(
-            msg.mid, msg.qos, msg.topic, msg.payload, time.time_ns() // 1000, self._generation
+            msg.mid,
+            msg.qos,
+            msg.topic,
+            bytes(msg.payload),
+            time.time_ns() // 1000,
+            self._generation,
         )
         with self._lock:
             self._pending.append(item)

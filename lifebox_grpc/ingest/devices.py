@@ -76,7 +76,7 @@ async def follow_device_changes(dsn: str, directory: DeviceDirectory, stop: asyn
             continue
         delay = 0.5
         lost = asyncio.Event()
-        conn.add_termination_listener(lambda _c: lost.set())
+        conn.add_termination_listener(lambda _c, lost=lost: lost.set())
         try:
             await conn.add_listener(DEVICE_CHANNEL, directory.on_notify)
             directory.invalidate()

@@ -98,7 +98,8 @@ def decode_alarm(payload: bytes, received_at: datetime) -> Alarm:
     cleared = body.get("cleared", False)
     if not isinstance(cleared, bool):
         raise MessageError("type_error", "field cleared: expected boolean")
-    assert code is not None and raised_at is not None
+    assert code is not None
+    assert raised_at is not None
     return Alarm(
         code=code,
         severity=str(severity),

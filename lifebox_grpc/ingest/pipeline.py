@@ -299,7 +299,7 @@ class Pipeline:
                 await store.upsert_catalog(conn, catalog)
                 await store.update_last_seen(conn, decoded.latest)
                 await store.notify_committed(conn, notices)
-        except RETRYABLE + (asyncpg.PostgresError,) as exc:
+        except (*RETRYABLE, asyncpg.PostgresError) as exc:
             # The rows are committed and acked; these are derived facts that the next batch
             # of the same devices refreshes.
             log.warning("post-commit update failed", extra={"error": type(exc).__name__})
@@ -328,7 +328,6 @@ class Pipeline:
         if batch.decoded is not None:
             self.stats.observe(rows, batch.decoded.row_times_us, committed_us)
         await self._after_commit(batch, _utc(committed_us))
-
 
     async def _refuse(self, item: Received, cause: asyncpg.PostgresError) -> None:
         log.error(

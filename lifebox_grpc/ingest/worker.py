@@ -9,11 +9,13 @@ un-acked messages than that, so a larger batch could only ever flush on its time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from prometheus_client import start_http_server
 
@@ -47,6 +49,10 @@ def client_id(settings: Settings) -> str:
     return settings.ingest_client_id or f"lifebox-ingest-{socket.gethostname()}"
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(callback)
+
+
 async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     endpoints = resolve_endpoints(settings)
     loop = asyncio.get_running_loop()
@@ -60,7 +66,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         client_id(settings),
         receive_maximum=settings.ingest_receive_maximum,
         session_expiry_s=SESSION_EXPIRY_S,
-        wake=lambda: loop.call_soon_threadsafe(wake.set),
+        wake=lambda: _call_soon(loop, wake.set),
         wake_at=flush_at,
     )
     pipeline = Pipeline(
@@ -85,10 +91,8 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
             # A batch has started: give it until the deadline or the size threshold.
             wake.clear()
             if consumer.pending < flush_at:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), settings.ingest_batch_ms / 1000)
-                except TimeoutError:
-                    pass
             batch = consumer.take()
             if batch:
                 await pipeline.process(batch)

@@ -145,7 +145,9 @@ def run_loadgen(plan: LoadPlan, progress: Callable[[str], None] | None = None) -
     processes = max(1, min(plan.processes, len(plan.serials)))
     slices = [plan.serials[i::processes] for i in range(processes)]
     quotas: list[int | None] = [
-        None if plan.messages is None else plan.messages // processes + (i < plan.messages % processes)
+        None
+        if plan.messages is None
+        else plan.messages // processes + (i < plan.messages % processes)
         for i in range(processes)
     ]
     ctx = mp.get_context("spawn")

@@ -26,7 +26,7 @@ from tests.helpers.wait import wait_until
 
 def _metrics(port: int) -> str | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             return str(r.read().decode())
     except OSError:
         return None
