@@ -107,7 +107,7 @@ class DecodedBatch:
 
 def _utc(us: int) -> datetime:
     # datetime.fromtimestamp goes through a float and can be off by a microsecond.
-    return _UNIX_EPOCH + timedelta(microseconds=us)
+    return _UNIX_EPOCH + timedelta(0, 0, us)
 
 
 class Decoder:

@@ -1,15 +1,16 @@
 //! Decodes a batch of MQTT telemetry payloads into one binary COPY buffer.
 //!
-//! The parser's events stream straight into a per-reading scratch row (no JSON tree is built),
-//! and an accepted reading is appended to the COPY buffer as soon as its object closes.
+//! A strict JSON scanner ([`crate::json`]) feeds each key and value straight into a
+//! per-reading scratch row (no JSON tree is built), and an accepted reading is appended to
+//! the COPY buffer as soon as its object closes.
 //!
 //! # Rules (ARCHITECTURE.md's MQTT contract, plus the cases it leaves open)
 //!
 //! Whole message rejected (`reading_index` is `None`), nothing of it kept:
 //! - payload over `max_payload_bytes` → `too_large`; not UTF-8 → `invalid_utf8`;
 //! - not JSON → `invalid_json`: syntax errors, trailing bytes, `NaN`/`Infinity` literals, a
-//!   lone surrogate escape, a known field's number beyond f64 range. A parse error anywhere
-//!   rejects the whole message, because nothing after it can be trusted;
+//!   lone surrogate escape, nesting deeper than 128. A syntax error anywhere rejects the
+//!   whole message, because nothing after it can be trusted;
 //! - neither an object nor an array → `not_object`;
 //! - an array of more than `max_readings_per_message` elements → `too_many_readings`.
 //!
@@ -28,7 +29,8 @@
 //! - a string (text value, key, or string inside `extra`) over `max_string_bytes` →
 //!   `string_too_long`; one containing U+0000 → `invalid_string` (PostgreSQL refuses it);
 //! - more than `max_extra_keys` unknown keys → `too_many_keys`; an `extra` value nested deeper
-//!   than `max_depth` → `too_deep`; a number in `extra` beyond f64 range → `non_finite`;
+//!   than `max_depth` → `too_deep`; a number beyond f64 range (in a known field or inside
+//!   `extra`; PostgreSQL would refuse it) → `non_finite`;
 //! - a second reading of the same device and time in one batch → `duplicate_ts` (the first is
 //!   kept; the table's unique key would otherwise fail the whole COPY).
 //!
@@ -39,17 +41,15 @@
 
 use std::ops::Range;
 
-use rustc_hash::{FxHashMap, FxHashSet};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
-
 use crate::copy::{CopyWriter, Row, Value};
-use crate::extra::{self, ExtraLimits, KeySeed};
+use crate::extra::{self, ExtraLimits};
 use crate::fields::{field_index, FIELDS, FIELD_COUNT, RESERVED_KEYS, TS_KEY};
+use crate::json::{self, Scanner};
 use crate::limits::Limits;
 use crate::reject::{quoted, Fault, Reject, RejectCode};
 use crate::ts::format_rfc3339;
-use crate::value::{json_type, FieldSeed, TsSeed};
+use crate::value::{json_type, ts_value, type_of, FieldSeed};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// One MQTT message: the device and client the topic resolved to, when it arrived, its bytes.
 #[derive(Clone, Copy, Debug)]
@@ -275,13 +275,10 @@ impl<'l> BatchState<'l> {
             rows: 0,
             latest: None,
         };
-        let mut de = serde_json::Deserializer::from_str(text);
-        let shape = MessageSeed {
-            state: self,
-            cursor: &mut cursor,
-        }
-        .deserialize(&mut de)
-        .and_then(|shape| de.end().map(|()| shape));
+        let mut scanner = Scanner::new(text);
+        let shape = self
+            .top_level(&mut scanner, &mut cursor)
+            .and_then(|shape| scanner.end().map(|()| shape));
         let fault = match shape {
             Ok(Shape::Readings) => {
                 self.commit(&cursor);
@@ -359,21 +356,67 @@ impl<'l> BatchState<'l> {
         });
     }
 
+    /// Parses the payload's top-level value: one reading or an array of them.
+    fn top_level(&mut self, p: &mut Scanner<'_>, cursor: &mut Cursor<'_>) -> json::Result<Shape> {
+        match p.peek() {
+            Some(b'{') => {
+                self.reading(p, cursor, 0)?;
+                Ok(Shape::Readings)
+            }
+            Some(b'[') => {
+                let max = self.limits.max_readings_per_message;
+                let mut count = 0;
+                if !p.open(b'[', b']')? {
+                    loop {
+                        if count >= max {
+                            p.skip()?;
+                        } else if p.peek() == Some(b'{') {
+                            self.reading(p, cursor, count)?;
+                        } else {
+                            let got = type_of(&p.scalar()?);
+                            let fault = Fault::new(
+                                RejectCode::NotObject,
+                                format!("reading is {}; expected an object", article(got)),
+                            );
+                            self.reject_reading(cursor, count, fault);
+                        }
+                        count += 1;
+                        if !p.more(b']')? {
+                            break;
+                        }
+                    }
+                }
+                Ok(if count > max {
+                    Shape::TooManyReadings(count)
+                } else {
+                    Shape::Readings
+                })
+            }
+            _ => Ok(Shape::NotObject(type_of(&p.scalar()?))),
+        }
+    }
+
     /// Parses one reading object into the scratch row, then accepts or rejects it.
-    fn reading<'de, A: MapAccess<'de>>(
+    fn reading(
         &mut self,
-        mut map: A,
+        p: &mut Scanner<'_>,
         cursor: &mut Cursor<'_>,
         reading: usize,
-    ) -> Result<(), A::Error> {
+    ) -> json::Result<()> {
         self.reading.reset();
         let mut fault = None;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if fault.is_some() {
-                map.next_value::<IgnoredAny>()?;
-                continue;
+        if !p.open(b'{', b'}')? {
+            loop {
+                let key = p.key()?;
+                if fault.is_some() {
+                    p.skip()?;
+                } else {
+                    fault = self.entry(p, &key)?.err();
+                }
+                if !p.more(b'}')? {
+                    break;
+                }
             }
-            fault = self.entry(&mut map, &key)?.err();
         }
         match fault {
             Some(fault) => self.reject_reading(cursor, reading, fault),
@@ -383,15 +426,11 @@ impl<'l> BatchState<'l> {
     }
 
     /// Reads the value of `key` into the scratch row.
-    fn entry<'de, A: MapAccess<'de>>(
-        &mut self,
-        map: &mut A,
-        key: &str,
-    ) -> Result<Result<(), Fault>, A::Error> {
+    fn entry(&mut self, p: &mut Scanner<'_>, key: &str) -> json::Result<Result<(), Fault>> {
         let r = &mut self.reading;
         if let Some(i) = field_index(key) {
             if r.seen & (1 << i) != 0 {
-                map.next_value::<IgnoredAny>()?;
+                p.skip()?;
                 return Ok(Err(duplicate(key)));
             }
             r.seen |= 1 << i;
@@ -402,25 +441,25 @@ impl<'l> BatchState<'l> {
                 max_string_bytes: self.limits.max_string_bytes,
                 text: &mut r.text,
             };
-            return Ok(map.next_value_seed(seed)?.map(|v| r.values[i] = v));
+            return Ok(seed.read(p)?.map(|v| r.values[i] = v));
         }
         if key == TS_KEY {
             if r.seen & TS_BIT != 0 {
-                map.next_value::<IgnoredAny>()?;
+                p.skip()?;
                 return Ok(Err(duplicate(key)));
             }
             r.seen |= TS_BIT;
-            return Ok(map.next_value_seed(TsSeed)?.map(|t| r.ts_us = Some(t)));
+            return Ok(ts_value(p.scalar()?).map(|t| r.ts_us = Some(t)));
         }
         if RESERVED_KEYS.contains(&key) {
-            map.next_value::<IgnoredAny>()?;
+            p.skip()?;
             return Ok(Err(Fault::new(
                 RejectCode::ReservedKey,
                 format!("key {key} is reserved: the topic names the device"),
             )));
         }
-        let raw: &RawValue = map.next_value()?;
-        Ok(self.unknown_key(key, raw.get()))
+        let raw = p.raw()?;
+        Ok(self.unknown_key(key, raw))
     }
 
     /// Appends an unknown key and its raw value to the scratch `extra` object.
@@ -554,154 +593,4 @@ fn article(json_type: &str) -> String {
 fn write_json_string(out: &mut Vec<u8>, s: &str) {
     // Writing to a Vec cannot fail, and a &str always serializes.
     serde_json::to_writer(&mut *out, s).unwrap_or_default();
-}
-
-/// The top-level value: one reading, or an array of them.
-struct MessageSeed<'s, 'l, 'c, 'm> {
-    state: &'s mut BatchState<'l>,
-    cursor: &'c mut Cursor<'m>,
-}
-
-impl<'de> DeserializeSeed<'de> for MessageSeed<'_, '_, '_, '_> {
-    type Value = Shape;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MessageSeed<'_, '_, '_, '_> {
-    type Value = Shape;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object or an array of objects")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shape, A::Error> {
-        self.state.reading(map, self.cursor, 0)?;
-        Ok(Shape::Readings)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-        let max = self.state.limits.max_readings_per_message;
-        let mut count = 0;
-        loop {
-            let more = if count < max {
-                let seed = ReadingSeed {
-                    state: self.state,
-                    cursor: self.cursor,
-                    reading: count,
-                };
-                seq.next_element_seed(seed)?.is_some()
-            } else {
-                seq.next_element::<IgnoredAny>()?.is_some()
-            };
-            if !more {
-                break;
-            }
-            count += 1;
-        }
-        Ok(if count > max {
-            Shape::TooManyReadings(count)
-        } else {
-            Shape::Readings
-        })
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
-        Ok(Shape::NotObject(json_type::BOOLEAN))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape, E> {
-        Ok(Shape::NotObject(json_type::NUMBER))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape, E> {
-        Ok(Shape::NotObject(json_type::NUMBER))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape, E> {
-        Ok(Shape::NotObject(json_type::NUMBER))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Shape, E> {
-        Ok(Shape::NotObject(json_type::STRING))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Shape, E> {
-        Ok(Shape::NotObject(json_type::NULL))
-    }
-}
-
-/// One element of an array payload.
-struct ReadingSeed<'s, 'l, 'c, 'm> {
-    state: &'s mut BatchState<'l>,
-    cursor: &'c mut Cursor<'m>,
-    reading: usize,
-}
-
-impl ReadingSeed<'_, '_, '_, '_> {
-    fn not_object(self, got: &str) {
-        let fault = Fault::new(
-            RejectCode::NotObject,
-            format!("reading is {}; expected an object", article(got)),
-        );
-        self.state.reject_reading(self.cursor, self.reading, fault);
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for ReadingSeed<'_, '_, '_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ReadingSeed<'_, '_, '_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a reading object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.state.reading(map, self.cursor, self.reading)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        self.not_object(json_type::ARRAY);
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.not_object(json_type::BOOLEAN);
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.not_object(json_type::NUMBER);
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.not_object(json_type::NUMBER);
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.not_object(json_type::NUMBER);
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.not_object(json_type::STRING);
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.not_object(json_type::NULL);
-        Ok(())
-    }
 }

@@ -3,8 +3,8 @@
 /// A stable, short label for metrics; [`RejectCode::as_str`] is what Python sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectCode {
-    /// The payload is not JSON (syntax, NaN/Infinity literals, a known-field number beyond
-    /// f64 range, trailing bytes, a lone surrogate escape). Whole message.
+    /// The payload is not JSON (syntax, NaN/Infinity literals, trailing bytes, a lone
+    /// surrogate escape, nesting deeper than 128). Whole message.
     InvalidJson,
     /// The payload is not UTF-8. Whole message.
     InvalidUtf8,
@@ -32,7 +32,7 @@ pub enum RejectCode {
     DuplicateKey,
     /// The reading names a column the platform fills: `time`, `device_id`, `client_id`, `extra`.
     ReservedKey,
-    /// A number inside `extra` is beyond f64 range, which PostgreSQL would refuse.
+    /// A number (known field or inside `extra`) is beyond f64 range.
     NonFinite,
     /// An earlier reading of the same batch has the same device and time.
     DuplicateTs,

@@ -1,14 +1,11 @@
-//! Typed decoding of one known field or `ts` value, straight from the parser's events.
+//! Typed decoding of one known field or `ts` value from a scanned JSON scalar.
 //!
-//! A wrong type is not a parse error: the visitor returns `Ok(Err(fault))` so the parser
-//! goes on and only the reading is rejected.
-
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+//! A wrong type is a [`Fault`] for the reading, never a parse error: the scanner has already
+//! consumed the value, so the rest of the message goes on.
 
 use crate::copy::Value;
 use crate::fields::Kind;
+use crate::json::{self, Number, Scalar, Scanner};
 use crate::reject::{quoted, Fault, RejectCode};
 use crate::ts;
 
@@ -22,6 +19,18 @@ pub mod json_type {
     pub const ARRAY: &str = "array";
 }
 
+/// The JSON type name of a scalar.
+pub fn type_of(v: &Scalar<'_>) -> &'static str {
+    match v {
+        Scalar::Null => json_type::NULL,
+        Scalar::Bool(_) => json_type::BOOLEAN,
+        Scalar::Str(_) => json_type::STRING,
+        Scalar::Num(_) => json_type::NUMBER,
+        Scalar::Object => json_type::OBJECT,
+        Scalar::Array => json_type::ARRAY,
+    }
+}
+
 /// 2^63 as f64: the first float beyond `i64` range.
 const I64_END: f64 = 9_223_372_036_854_775_808.0;
 
@@ -30,7 +39,7 @@ fn integral(x: f64) -> Option<i64> {
     (x.fract() == 0.0 && (-I64_END..I64_END).contains(&x)).then_some(x as i64)
 }
 
-/// Decodes one known field's value into a [`Value`], appending text to `text`.
+/// How one known field's value is decoded; text goes to `text`.
 pub struct FieldSeed<'a> {
     pub name: &'static str,
     pub kind: Kind,
@@ -39,126 +48,106 @@ pub struct FieldSeed<'a> {
 }
 
 impl FieldSeed<'_> {
+    fn fault(&self, code: RejectCode, what: &str) -> Fault {
+        Fault::new(code, format!("field {}: {what}", self.name))
+    }
+
     fn wrong(&self, got: &str) -> Fault {
-        Fault::new(
+        self.fault(
             RejectCode::TypeError,
-            format!(
-                "field {}: expected {}, got {got}",
-                self.name,
-                self.kind.expected()
-            ),
+            &format!("expected {}, got {got}", self.kind.expected()),
         )
     }
 
-    fn int(&self, v: i64) -> Result<Value, Fault> {
-        match self.kind {
-            Kind::Float => Ok(Value::Float(v as f64)),
-            Kind::Int => Ok(Value::Int(v)),
-            _ => Err(self.wrong(json_type::NUMBER)),
+    /// Reads the next value from `p` as this field's column value, or says why the reading
+    /// is rejected. The common shapes are decoded in place (a known field is almost always
+    /// of its own type); everything else goes through the general [`Scalar`].
+    #[inline]
+    pub fn read(self, p: &mut Scanner<'_>) -> json::Result<Result<Value, Fault>> {
+        match (self.kind, p.peek()) {
+            (Kind::Float, Some(b'-' | b'0'..=b'9')) => {
+                let n = p.number()?;
+                let v = n.as_f64();
+                if v.is_finite() {
+                    return Ok(Ok(Value::Float(v)));
+                }
+                Ok(self.float(&n).map(Value::Float))
+            }
+            (Kind::Int, Some(b'-' | b'0'..=b'9')) => {
+                let n = p.number()?;
+                if let Some(v) = n.as_i64() {
+                    return Ok(Ok(Value::Int(v)));
+                }
+                Ok(self.int(&n).map(Value::Int))
+            }
+            (Kind::Text, Some(b'"')) => {
+                let s = p.string()?;
+                Ok(self.string(&s))
+            }
+            _ => Ok(self.decode(p.scalar()?)),
         }
     }
-}
 
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
-    type Value = Result<Value, Fault>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldSeed<'_> {
-    type Value = Result<Value, Fault>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a JSON value for field {}", self.name)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(match self.kind {
-            Kind::Bool => Ok(Value::Bool(v)),
-            _ => Err(self.wrong(json_type::BOOLEAN)),
-        })
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(self.int(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(match (self.kind, i64::try_from(v)) {
-            (Kind::Float, _) => Ok(Value::Float(v as f64)),
-            (Kind::Int, Ok(v)) => Ok(Value::Int(v)),
-            (Kind::Int, Err(_)) => Err(Fault::new(
-                RejectCode::TypeError,
-                format!("field {}: integer {v} is out of bigint range", self.name),
-            )),
-            _ => Err(self.wrong(json_type::NUMBER)),
-        })
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(match self.kind {
-            Kind::Float => Ok(Value::Float(v)),
-            Kind::Int => integral(v).map(Value::Int).ok_or_else(|| {
-                Fault::new(
-                    RejectCode::TypeError,
-                    format!(
-                        "field {}: expected integer, got non-integral number {v}",
-                        self.name
-                    ),
-                )
-            }),
-            _ => Err(self.wrong(json_type::NUMBER)),
-        })
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        if self.kind != Kind::Text {
-            return Ok(Err(self.wrong(json_type::STRING)));
+    /// The column value of `v`, or why the reading is rejected.
+    pub fn decode(self, v: Scalar<'_>) -> Result<Value, Fault> {
+        match (self.kind, v) {
+            (_, Scalar::Null) => Ok(Value::Null),
+            (Kind::Float, Scalar::Num(n)) => self.float(&n).map(Value::Float),
+            (Kind::Int, Scalar::Num(n)) => self.int(&n).map(Value::Int),
+            (Kind::Bool, Scalar::Bool(b)) => Ok(Value::Bool(b)),
+            (Kind::Text, Scalar::Str(s)) => self.string(&s),
+            (_, other) => Err(self.wrong(type_of(&other))),
         }
+    }
+
+    fn float(&self, n: &Number<'_>) -> Result<f64, Fault> {
+        let v = n.as_f64();
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            let what = format!("number {} is out of double precision range", quoted(n.text));
+            Err(self.fault(RejectCode::NonFinite, &what))
+        }
+    }
+
+    fn int(&self, n: &Number<'_>) -> Result<i64, Fault> {
+        if let Some(v) = n.as_i64() {
+            return Ok(v);
+        }
+        if n.integer {
+            let what = format!("integer {} is out of bigint range", n.text);
+            return Err(self.fault(RejectCode::TypeError, &what));
+        }
+        let v = self.float(n)?;
+        integral(v).ok_or_else(|| {
+            let what = if v.fract() == 0.0 {
+                "out of bigint range"
+            } else {
+                "non-integral"
+            };
+            let what = format!("expected integer, got {what} number {}", n.text);
+            self.fault(RejectCode::TypeError, &what)
+        })
+    }
+
+    fn string(self, v: &str) -> Result<Value, Fault> {
         if v.len() > self.max_string_bytes {
-            return Ok(Err(Fault::new(
-                RejectCode::StringTooLong,
-                format!(
-                    "field {}: string of {} bytes exceeds the limit of {}",
-                    self.name,
-                    v.len(),
-                    self.max_string_bytes
-                ),
-            )));
+            let what = format!(
+                "string of {} bytes exceeds the limit of {}",
+                v.len(),
+                self.max_string_bytes
+            );
+            return Err(self.fault(RejectCode::StringTooLong, &what));
         }
         if v.contains('\0') {
-            return Ok(Err(Fault::new(
-                RejectCode::InvalidString,
-                format!(
-                    "field {}: string contains U+0000, which PostgreSQL cannot store",
-                    self.name
-                ),
-            )));
+            let what = "string contains U+0000, which PostgreSQL cannot store";
+            return Err(self.fault(RejectCode::InvalidString, what));
         }
         let start = self.text.len() as u32;
         self.text.extend_from_slice(v.as_bytes());
-        Ok(Ok(Value::Text(start, self.text.len() as u32)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Ok(Value::Null))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Err(self.wrong(json_type::OBJECT)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err(self.wrong(json_type::ARRAY)))
+        Ok(Value::Text(start, self.text.len() as u32))
     }
 }
-
-/// Decodes `ts` into Unix microseconds: integral epoch milliseconds or RFC 3339 with offset.
-pub struct TsSeed;
 
 fn ts_wrong(got: &str) -> Fault {
     Fault::new(
@@ -167,85 +156,40 @@ fn ts_wrong(got: &str) -> Fault {
     )
 }
 
-fn ts_from_ms(ms: i64) -> Result<i64, Fault> {
-    ts::from_epoch_ms(ms).ok_or_else(|| {
-        Fault::new(
-            RejectCode::TsOutOfRange,
-            format!("ts {ms} ms since the Unix epoch out of range"),
-        )
-    })
+fn ts_out_of_range(text: &str) -> Fault {
+    Fault::new(
+        RejectCode::TsOutOfRange,
+        format!("ts {text} ms since the Unix epoch out of range"),
+    )
 }
 
-impl<'de> DeserializeSeed<'de> for TsSeed {
-    type Value = Result<i64, Fault>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TsSeed {
-    type Value = Result<i64, Fault>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("epoch milliseconds or an RFC 3339 string")
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(ts_wrong(json_type::BOOLEAN)))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(ts_from_ms(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v)
-            .map_err(|_| ())
-            .and_then(|ms| ts_from_ms(ms).map_err(|_| ()))
-            .map_err(|()| {
-                Fault::new(
-                    RejectCode::TsOutOfRange,
-                    format!("ts {v} ms since the Unix epoch out of range"),
-                )
-            }))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(match integral(v) {
-            Some(ms) => ts_from_ms(ms),
-            None if v.fract() != 0.0 => Err(Fault::new(
-                RejectCode::TsInvalid,
-                format!("ts {v}: epoch milliseconds must be an integer"),
-            )),
-            None => Err(Fault::new(
-                RejectCode::TsOutOfRange,
-                format!("ts {v} ms since the Unix epoch out of range"),
-            )),
-        })
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(ts::parse_rfc3339(v).ok_or_else(|| {
+/// Decodes `ts` into Unix microseconds: integral epoch milliseconds or RFC 3339 with offset.
+pub fn ts_value(v: Scalar<'_>) -> Result<i64, Fault> {
+    match v {
+        Scalar::Num(n) => {
+            let ms = match n.as_i64() {
+                Some(ms) => ms,
+                None if n.integer => return Err(ts_out_of_range(n.text)),
+                None => {
+                    let f = n.as_f64();
+                    if f.fract() != 0.0 {
+                        return Err(Fault::new(
+                            RejectCode::TsInvalid,
+                            format!("ts {}: epoch milliseconds must be an integer", n.text),
+                        ));
+                    }
+                    integral(f).ok_or_else(|| ts_out_of_range(n.text))?
+                }
+            };
+            ts::from_epoch_ms(ms).ok_or_else(|| ts_out_of_range(n.text))
+        }
+        Scalar::Str(s) => ts::parse_rfc3339(&s).ok_or_else(|| {
             Fault::new(
                 RejectCode::TsInvalid,
-                format!("ts {} is not an RFC 3339 date-time with offset", quoted(v)),
+                format!("ts {} is not an RFC 3339 date-time with offset", quoted(&s)),
             )
-        }))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(ts_wrong(json_type::NULL)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Err(ts_wrong(json_type::OBJECT)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err(ts_wrong(json_type::ARRAY)))
+        }),
+        other => Err(ts_wrong(type_of(&other))),
     }
 }
 
@@ -261,14 +205,11 @@ mod tests {
             max_string_bytes: 8,
             text: &mut text,
         };
-        let mut de = serde_json::Deserializer::from_str(json);
-        seed.deserialize(&mut de).unwrap()
+        seed.decode(Scanner::new(json).scalar().unwrap())
     }
 
     fn ts(json: &str) -> Result<i64, Fault> {
-        TsSeed
-            .deserialize(&mut serde_json::Deserializer::from_str(json))
-            .unwrap()
+        ts_value(Scanner::new(json).scalar().unwrap())
     }
 
     #[test]

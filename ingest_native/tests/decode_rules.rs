@@ -240,10 +240,9 @@ fn a_message_that_is_not_json_is_rejected_whole_and_leaves_no_rows() {
 
 #[test]
 fn whole_message_rejects_have_their_codes() {
-    let cases: [(&str, &str); 10] = [
+    let cases: [(&str, &str); 9] = [
         ("{\"voltage_l1\": NaN}", "invalid_json"),
         ("{\"voltage_l1\": Infinity}", "invalid_json"),
-        ("{\"voltage_l1\": 1e400}", "invalid_json"),
         ("{} {}", "invalid_json"),
         ("", "invalid_json"),
         ("\"\\ud800\"", "invalid_json"),
