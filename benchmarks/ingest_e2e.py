@@ -1,0 +1,313 @@
+"""End-to-end ingest throughput on this machine, in one run, one table. Asserts nothing.
+
+    .venv/bin/python benchmarks/ingest_e2e.py [--messages 60000] [--devices 200]
+
+Everything runs here: a fresh PostgreSQL cluster and mosquitto (the runtime launchers), one
+`lifebox ingest` worker process, and the multi-process load generator.
+
+(a) server-side ``COPY telemetry_events FROM '<file>' (FORMAT binary)``: the database's ceiling
+(b) ``copy_to_table`` of the same pre-encoded bytes from Python (asyncpg)
+(c) the full MQTT path, 1 reading per message
+(d) the full MQTT path, 50 readings per message
+(e) the MQTT leg alone: the same broker and load generator feeding a paho-mqtt subscriber
+    that only counts (MQTT 5, QoS 1)
+then publish-to-commit latency at half of (c)'s rate, and the worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import asyncpg
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from lifebox_grpc.loadgen.readings import corpus
+from lifebox_grpc.loadgen.run import LoadPlan, run_loadgen
+from lifebox_grpc.native import COLUMNS, Decoder
+from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.runtime.ports import free_port
+from lifebox_grpc.runtime.postgres import (
+    INGEST_ROLE,
+    OWNER_ROLE,
+    SUPERUSER,
+    EmbeddedPostgres,
+    RolePasswords,
+    dsn,
+)
+from lifebox_grpc.store import migrations, seeds
+from lifebox_grpc.store.fleet import register_fleet
+from lifebox_grpc.store.pool import tenant_transaction
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+class Bench:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.pg = EmbeddedPostgres(
+            base / "pg", RolePasswords("s-bench", "o-bench", "a-bench", "i-bench")
+        )
+        self.broker = EmbeddedMosquitto(base / "mqtt", max_inflight_messages=2000)
+
+    async def setup(self, devices: int) -> list[tuple[uuid.UUID, str]]:
+        self.pg.start()
+        await self.pg.bootstrap()
+        self.broker.start()
+        conn = await asyncpg.connect(self.pg.dsn(OWNER_ROLE))
+        try:
+            await migrations.migrate(conn)
+            await seeds.seed_reference(conn)
+            fleet = await register_fleet(
+                conn, name="bench", slug="bench", serial_prefix="BENCH-", count=devices
+            )
+        finally:
+            await conn.close()
+        self.client_id = fleet.client_id
+        return fleet.devices
+
+    async def count(self) -> int:
+        conn = await asyncpg.connect(self.pg.dsn(OWNER_ROLE))
+        try:
+            async with tenant_transaction(conn, None, staff=True):
+                return int(await conn.fetchval("SELECT count(*) FROM telemetry_events"))
+        finally:
+            await conn.close()
+
+    async def truncate(self) -> None:
+        conn = await asyncpg.connect(self.superuser_dsn)
+        try:
+            await conn.execute("TRUNCATE telemetry_events")
+            await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+
+    @property
+    def superuser_dsn(self) -> str:
+        return dsn(self.pg.port, SUPERUSER, self.pg.passwords.superuser)
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.pg.stop()
+
+
+def encoded_rows(devices: list[tuple[uuid.UUID, str]], client_id: uuid.UUID, n: int) -> bytes:
+    """n realistic readings spread over the devices, encoded once by the native core."""
+    now_ms = int(time.time() * 1000) - 3_600_000
+    payloads = corpus(n, base_ts_ms=now_ms)
+    received = time.time_ns() // 1000
+    messages = [(devices[i % len(devices)][0], client_id, received, payloads[i]) for i in range(n)]
+    batch = Decoder().decode(messages)
+    assert batch.rows == n, batch.rejects[:3]
+    return batch.copy_data
+
+
+async def server_side_copy(bench: Bench, data: bytes, rows: int) -> float:
+    path = bench.base / "rows.copy"
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
+    conn = await asyncpg.connect(bench.superuser_dsn)
+    try:
+        started = time.perf_counter()
+        await conn.execute(
+            f"COPY telemetry_events ({', '.join(COLUMNS)}) FROM '{path}' WITH (FORMAT binary)"
+        )
+        return rows / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def client_copy(bench: Bench, data: bytes, rows: int) -> float:
+    conn = await asyncpg.connect(bench.pg.dsn(INGEST_ROLE))
+
+    async def source():  # type: ignore[no-untyped-def]
+        yield data
+
+    try:
+        started = time.perf_counter()
+        await conn.copy_to_table(
+            "telemetry_events", source=source(), columns=list(COLUMNS), format="binary"
+        )
+        return rows / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+class Worker:
+    """`lifebox ingest` as a subprocess."""
+
+    def __init__(self, bench: Bench) -> None:
+        import subprocess
+        import sys
+
+        self.metrics_port = free_port()
+        env = {
+            **os.environ,
+            "LIFEBOX_DATABASE_URL": bench.pg.dsn("lifebox_app"),
+            "LIFEBOX_OWNER_DATABASE_URL": bench.pg.dsn(OWNER_ROLE),
+            "LIFEBOX_INGEST_DATABASE_URL": bench.pg.dsn(INGEST_ROLE),
+            "LIFEBOX_MQTT_URL": bench.broker.url,
+            "LIFEBOX_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "LIFEBOX_INGEST_METRICS_PORT": str(self.metrics_port),
+            "LIFEBOX_LOG_LEVEL": "ERROR",
+        }
+        self.proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "ingest"], env=env)
+        deadline = time.monotonic() + 60
+        while self.metric("lifebox_mqtt_subscribed") != 1:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("ingest worker did not subscribe")
+            time.sleep(0.1)
+
+    def metric(self, name: str) -> float:
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                text = response.read().decode()
+        except OSError:
+            return float("nan")
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return float("nan")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+async def mqtt_path(
+    bench: Bench, serials: list[str], messages: int, per_message: int, rate: float = 0.0
+) -> tuple[float, float, float]:
+    """Rows/s committed from first publish to last commit; worker's p50/p99 latency."""
+    before = await bench.count()
+    expected = before + messages * per_message
+    plan = LoadPlan(
+        bench.broker.url,
+        serials,
+        per_message=per_message,
+        rate=rate,
+        duration_s=None if rate == 0 else messages / (rate * len(serials)) * per_message,
+        messages=messages,
+        processes=2,
+    )
+    started = time.time()
+    report = await asyncio.to_thread(run_loadgen, plan)
+    committed = report.messages * per_message
+    expected = before + committed
+    while await bench.count() < expected:
+        await asyncio.sleep(0.05)
+    elapsed = time.time() - (started + 1.5)  # the load generator starts its clock 1.5 s in
+    return (
+        committed / elapsed,
+        bench.worker.metric("lifebox_ingest_latency_p50_seconds"),
+        bench.worker.metric("lifebox_ingest_latency_p99_seconds"),
+    )
+
+
+def receive_ceiling(bench: Bench, serials: list[str], messages: int) -> float:
+    """A paho-mqtt MQTT 5 subscriber that only counts, fed by the same load generator."""
+    got = {"n": 0, "first": 0.0, "last": 0.0}
+    subscribed = threading.Event()
+
+    def on_message(*_: object) -> None:
+        if not got["n"]:
+            got["first"] = time.time()
+        got["n"] += 1
+        got["last"] = time.time()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", bench.broker.port)
+    client.loop_start()
+    client.subscribe("$share/ceiling/lifebox/v1/+/telemetry", qos=1)
+    subscribed.wait(10)
+    report = run_loadgen(LoadPlan(bench.broker.url, serials, messages=messages, duration_s=None))
+    deadline = time.time() + 60
+    while got["n"] < report.messages and time.time() < deadline:
+        time.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    return got["n"] / max(1e-3, got["last"] - got["first"])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--copy-rows", type=int, default=200_000)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="lifebox-bench-"))
+    base.chmod(0o711)
+    bench = Bench(base)
+    try:
+        devices = await bench.setup(args.devices)
+        serials = [s for _, s in devices]
+        say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        data = encoded_rows(devices, bench.client_id, args.copy_rows)
+        a = await server_side_copy(bench, data, args.copy_rows)
+        await bench.truncate()
+        b = await client_copy(bench, data, args.copy_rows)
+        await bench.truncate()
+        say(f"(a) {a:,.0f} rows/s   (b) {b:,.0f} rows/s")
+
+        bench.worker = Worker(bench)
+        c, _, _ = await mqtt_path(bench, serials, args.messages, 1)
+        say(f"(c) {c:,.0f} rows/s")
+        await bench.truncate()
+        d, _, _ = await mqtt_path(bench, serials, max(1, args.messages // 25), 50)
+        say(f"(d) {d:,.0f} rows/s")
+        await bench.truncate()
+        half = c / 2
+        _, p50, p99 = await mqtt_path(bench, serials, int(half * 10), 1, rate=half / len(serials))
+        rss = bench.worker.peak_rss_mb()
+        bench.worker.stop()
+        e = receive_ceiling(bench, serials, args.messages)
+
+        say("")
+        say(f"{'path':58} {'rows/s':>10} {'ratio':>22}")
+        say(f"{'(a) server-side COPY FROM file (database ceiling)':58} {a:>10,.0f}")
+        say(
+            f"{'(b) asyncpg copy_to_table of pre-encoded bytes':58} {b:>10,.0f} {b / a:>8.0%} of (a)"
+        )
+        say(
+            f"{'(c) MQTT -> ingest -> commit, 1 reading/message':58} {c:>10,.0f} {c / a:>8.0%} of (a), {c / e:.0%} of (e)"
+        )
+        say(
+            f"{'(d) MQTT -> ingest -> commit, 50 readings/message':58} {d:>10,.0f} {d / a:>8.0%} of (a)"
+        )
+        say(f"{'(e) MQTT receive ceiling (paho subscriber, counts only)':58} {e:>10,.0f}")
+        say(
+            f"publish-to-commit latency at {half:,.0f} readings/s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        )
+        say(f"ingest worker peak RSS: {rss:.0f} MB")
+        say(
+            "targets: (c) >= 70% of (e) and >= 8,000 rows/s; (d) >= 60% of (a); p99 < 1 s; RSS <= 300 MB"
+        )
+    finally:
+        if getattr(bench, "worker", None) and bench.worker.proc.poll() is None:
+            bench.worker.stop()
+        bench.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
