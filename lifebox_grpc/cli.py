@@ -118,6 +118,18 @@ def _run_schema_doc(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(schema_doc_command(settings, output, check=args.check))
 
 
+def _configure_maintain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--once", action="store_true", help="one pass, then exit (for cron or a job)"
+    )
+
+
+def _run_maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.store.maintenance import run_maintain_command
+
+    return asyncio.run(run_maintain_command(settings, once=args.once))
+
+
 def _configure_loadgen(parser: argparse.ArgumentParser) -> None:
     from lifebox_grpc.loadgen.command import configure
 
@@ -150,6 +162,12 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("migrate", "apply pending database migrations", _configure_migrate, _run_migrate),
     Command("seed", "insert reference data (idempotent)", _configure_seed, _run_seed),
+    Command(
+        "maintain",
+        "partition maintenance (premake, retention) every LIFEBOX_MAINTENANCE_INTERVAL_SECONDS",
+        _configure_maintain,
+        _run_maintain,
+    ),
     Command(
         "config", "print the effective settings (secrets masked)", _configure_config, _run_config
     ),

@@ -82,6 +82,16 @@ class Settings(BaseSettings):
         1000, description="Embedded broker: un-acked QoS 1 messages per client."
     )
 
+    # Devices.
+    device_type_intervals: dict[str, int] = Field(
+        default_factory=dict,
+        description="Expected reporting interval in seconds per device type, as a JSON object "
+        '(for example {"meter": 900}): the default of new devices of that type.',
+    )
+    device_default_interval_seconds: int = Field(
+        60, ge=1, description="Expected reporting interval of new devices of any other type."
+    )
+
     # gRPC / HTTP.
     grpc_host: str = Field("127.0.0.1", description="gRPC listen address.")
     grpc_port: int = Field(50051, ge=0, description="gRPC listen port; 0 picks a free one.")
@@ -174,7 +184,9 @@ class Settings(BaseSettings):
     telemetry_retention_days: int = Field(90, ge=1, description="Telemetry kept this long.")
     partition_premake_days: int = Field(7, ge=1, description="Partitions made ahead (partman).")
     maintenance_interval_seconds: int = Field(
-        3600, ge=10, description="How often serve runs partition maintenance."
+        3600,
+        ge=10,
+        description="How often `lifebox maintain` (and dev) runs partition maintenance.",
     )
 
     # Outbound mail (password resets): dev writes to home/outbox.

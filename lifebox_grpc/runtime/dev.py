@@ -166,11 +166,13 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
             env["LIFEBOX_JWT_SIGNING_KEY"] = secrets.jwt_signing_key
         children.spawn("serve", env)
         children.spawn("ingest", env)
+        children.spawn("maintain", env)
         _say(
             f"ready in {time.monotonic() - started:.1f}s\n"
             f"  gRPC          {settings.grpc_host}:{grpc_port}  (health, reflection)\n"
             f"  HTTP          http://{settings.http_host}:{http_port}/healthz  /metrics\n"
             f"  ingest        metrics on http://{settings.http_host}:{metrics_port}/metrics\n"
+            "  maintain      partitions made ahead / dropped past retention, hourly\n"
             f"  MQTT          {endpoints.mqtt_url}  (publish to lifebox/v1/<serial>/telemetry)\n"
             f"  data          {home}\n"
             f"  admin login   written to {home / CREDENTIALS_FILE} (mode 0600)\n"
