@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -180,3 +182,14 @@ def test_two_threads_decode_the_same_decoder_concurrently() -> None:
         t.join()
     assert len(results) == 2
     assert all(r.copy_data == expected.copy_data for r in results)
+
+
+def test_the_hand_written_stub_matches_the_extension() -> None:
+    """`_ingest_native.pyi` is written by hand: mypy's stubtest checks it against the build."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "lifebox_grpc._ingest_native"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
