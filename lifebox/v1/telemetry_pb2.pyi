@@ -259,8 +259,8 @@ class QueryTelemetryResponse(_message.Message):
     """Token of the next page; empty on the last page."""
     @_builtins.property
     def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___Series]:
-        """The readings of this page, device by device in device id order (a device may continue
-        on the next page).
+        """The readings of this page, device by device in device id order (reversed when
+        descending); a device may continue on the next page.
         """
 
     def __init__(

@@ -41,6 +41,11 @@ ROLES_WRITE = "roles.write"
 CLIENTS_READ = "clients.read"
 CLIENTS_CREATE = "clients.create"
 CLIENTS_WRITE = "clients.write"
+DEVICES_READ = "devices.read"
+DEVICES_WRITE = "devices.write"
+TELEMETRY_READ = "telemetry.read"
+ALARMS_READ = "alarms.read"
+ALARMS_ACK = "alarms.ack"
 
 # Every permission the auth and client APIs check, with what it allows (ListPermissions).
 CATALOGUE: dict[str, str] = {
@@ -51,6 +56,11 @@ CATALOGUE: dict[str, str] = {
     CLIENTS_READ: "Read clients (one's own; staff: every client).",
     CLIENTS_CREATE: "Create clients.",
     CLIENTS_WRITE: "Update, suspend and resume clients.",
+    DEVICES_READ: "Read devices (all of one's client's; operators and viewers: assigned ones).",
+    DEVICES_WRITE: "Register, update, delete and assign devices; record their locations.",
+    TELEMETRY_READ: "Read the telemetry of the devices one may read.",
+    ALARMS_READ: "Read alarms, including devices' hardware alarms.",
+    ALARMS_ACK: "Acknowledge and clear alarms.",
 }
 
 _PUBLIC = Rule(Access.PUBLIC)
@@ -58,6 +68,13 @@ _SIGNED_IN = Rule(Access.AUTHENTICATED)
 
 _AUTH = "/lifebox.v1.AuthService/"
 _CLIENTS = "/lifebox.v1.ClientService/"
+_DEVICES = "/lifebox.v1.DeviceService/"
+_TELEMETRY = "/lifebox.v1.TelemetryService/"
+_DEVICE_READ = Rule(Access.AUTHENTICATED, DEVICES_READ)
+# Changes to one device: found in the caller's scope first, so another tenant's device
+# reads NOT_FOUND, then devices.write is checked.
+_DEVICE_CHANGE = Rule(Access.AUTHENTICATED, DEVICES_READ, after_lookup=DEVICES_WRITE)
+_TELEMETRY_READ = Rule(Access.AUTHENTICATED, TELEMETRY_READ)
 
 METHOD_RULES: dict[str, Rule] = {
     _AUTH + "Login": _PUBLIC,
@@ -83,6 +100,29 @@ METHOD_RULES: dict[str, Rule] = {
         Access.AUTHENTICATED, CLIENTS_READ, after_lookup=CLIENTS_WRITE
     ),
     _CLIENTS + "ResumeClient": Rule(Access.AUTHENTICATED, CLIENTS_READ, after_lookup=CLIENTS_WRITE),
+    _DEVICES + "CreateDevice": Rule(Access.AUTHENTICATED, DEVICES_WRITE),
+    _DEVICES + "BatchCreateDevices": Rule(Access.AUTHENTICATED, DEVICES_WRITE),
+    _DEVICES + "GetDevice": _DEVICE_READ,
+    _DEVICES + "ListDevices": _DEVICE_READ,
+    _DEVICES + "UpdateDevice": _DEVICE_CHANGE,
+    _DEVICES + "DeleteDevice": _DEVICE_CHANGE,
+    _DEVICES + "ListDeviceHistory": _DEVICE_READ,
+    _DEVICES + "CreateDeviceSnapshot": _DEVICE_CHANGE,
+    _DEVICES + "ListDeviceSnapshots": _DEVICE_READ,
+    _DEVICES + "RestoreDeviceSnapshot": _DEVICE_CHANGE,
+    _DEVICES + "RecordDeviceLocation": _DEVICE_CHANGE,
+    _DEVICES + "ListDeviceLocations": _DEVICE_READ,
+    _DEVICES + "AssignDevice": _DEVICE_CHANGE,
+    _DEVICES + "UnassignDevice": _DEVICE_CHANGE,
+    _DEVICES + "ListDeviceAssignments": _DEVICE_READ,
+    _DEVICES + "ListDeviceAlarms": Rule(Access.AUTHENTICATED, ALARMS_READ),
+    _DEVICES + "ClearDeviceAlarm": Rule(Access.AUTHENTICATED, ALARMS_READ, after_lookup=ALARMS_ACK),
+    _TELEMETRY + "QueryTelemetry": _TELEMETRY_READ,
+    _TELEMETRY + "AggregateTelemetry": _TELEMETRY_READ,
+    _TELEMETRY + "GetLatestTelemetry": _TELEMETRY_READ,
+    _TELEMETRY + "StreamTelemetry": _TELEMETRY_READ,
+    _TELEMETRY + "ListUnknownFields": _TELEMETRY_READ,
+    _TELEMETRY + "ListDataPoints": _TELEMETRY_READ,
 }
 
 # Services outside our API (health, reflection) need no token.

@@ -12,11 +12,24 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 
-from lifebox.v1 import auth_pb2, auth_pb2_grpc, clients_pb2, clients_pb2_grpc
+from lifebox.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    clients_pb2,
+    clients_pb2_grpc,
+    devices_pb2,
+    devices_pb2_grpc,
+    telemetry_pb2,
+    telemetry_pb2_grpc,
+)
 from lifebox_grpc.auth.sessions import AuthFlows
 from lifebox_grpc.config import Settings
+from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.services.auth import AuthServicer
 from lifebox_grpc.services.clients import ClientServicer
+from lifebox_grpc.services.devices import DeviceServicer
+from lifebox_grpc.services.telemetry import TelemetryServicer
+from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,27 @@ def _add_clients(server: grpc.aio.Server, deps: Dependencies) -> None:
     clients_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(deps.pool), server)
 
 
+def _add_devices(server: grpc.aio.Server, deps: Dependencies) -> None:
+    devices_pb2_grpc.add_DeviceServiceServicer_to_server(
+        DeviceServicer(deps.pool, deps.settings), server
+    )
+
+
+def _add_telemetry(server: grpc.aio.Server, deps: Dependencies) -> None:
+    # One LISTEN hub per server (process), shared by every StreamTelemetry call.
+    fanout = TelemetryFanout(resolve_endpoints(deps.settings).app_dsn)
+    telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(
+        TelemetryServicer(deps.pool, fanout), server
+    )
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, _add_auth),
     ServiceSpec(clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name, _add_clients),
+    ServiceSpec(devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name, _add_devices),
+    ServiceSpec(
+        telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name, _add_telemetry
+    ),
 )
 
 

@@ -1,0 +1,460 @@
+"""TelemetryService: raw, aggregated, latest and live readings of visible devices.
+
+Validation and mapping only; the SQL is in ``store/telemetry.py``. Results are
+column-shaped (:class:`Series`): building a few long repeated fields is far cheaper than
+one message per reading, and it is what a plotting client wants anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from lifebox.v1 import telemetry_pb2, telemetry_pb2_grpc
+from lifebox_grpc.auth.principal import require_principal
+from lifebox_grpc.errors import ErrorCollector
+from lifebox_grpc.services.common import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    parse_uuid,
+    scoped,
+    timestamp,
+)
+from lifebox_grpc.services.device_access import parse_device_ids, require_device, require_devices
+from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
+from lifebox_grpc.store import partitions
+from lifebox_grpc.store import telemetry as store
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_DEVICES = 100
+MAX_LATEST_DEVICES = 5_000
+MAX_STREAM_DEVICES = 1_000
+DEFAULT_TELEMETRY_PAGE = 1_000
+MAX_TELEMETRY_PAGE = 10_000
+MAX_AGGREGATIONS = 50
+MAX_BUCKETS = 10_000
+MIN_BUCKET = timedelta(minutes=1)
+MAX_BUCKET = timedelta(days=31)
+# A stream reads at most this many rows per device per read, and this many devices per read.
+STREAM_ROWS = 1_000
+STREAM_DEVICES_PER_READ = 100
+STREAM_POLL_SECONDS = 15.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_KIND_TO_PB = {
+    store.DOUBLE: telemetry_pb2.FIELD_TYPE_DOUBLE,
+    store.INT64: telemetry_pb2.FIELD_TYPE_INT64,
+    store.BOOL: telemetry_pb2.FIELD_TYPE_BOOL,
+    store.STRING: telemetry_pb2.FIELD_TYPE_STRING,
+}
+_FUNCTION_FROM_PB = {
+    telemetry_pb2.AGGREGATE_FUNCTION_AVG: store.AVG,
+    telemetry_pb2.AGGREGATE_FUNCTION_MIN: store.MIN,
+    telemetry_pb2.AGGREGATE_FUNCTION_MAX: store.MAX,
+    telemetry_pb2.AGGREGATE_FUNCTION_SUM: store.SUM,
+    telemetry_pb2.AGGREGATE_FUNCTION_COUNT: store.COUNT,
+    telemetry_pb2.AGGREGATE_FUNCTION_FIRST: store.FIRST,
+    telemetry_pb2.AGGREGATE_FUNCTION_LAST: store.LAST,
+}
+_FUNCTION_TO_PB = {v: k for k, v in _FUNCTION_FROM_PB.items()}
+_ZERO = {store.DOUBLE: 0.0, store.INT64: 0, store.BOOL: False, store.STRING: ""}
+
+
+# -- mapping ------------------------------------------------------------------------------
+
+
+def _column(
+    field: str, kind: str, values: list[Any], function: str | None = None
+) -> telemetry_pb2.Column:
+    column = telemetry_pb2.Column(
+        field=field,
+        type=_KIND_TO_PB[kind],
+        function=(
+            _FUNCTION_TO_PB[function] if function else telemetry_pb2.AGGREGATE_FUNCTION_UNSPECIFIED
+        ),
+    )
+    nulls = [i for i, v in enumerate(values) if v is None]
+    if nulls:
+        zero = _ZERO[kind]
+        values = [zero if v is None else v for v in values]
+        column.null_indexes.extend(nulls)
+    if kind == store.DOUBLE:
+        column.doubles.extend(values)
+    elif kind == store.INT64:
+        column.ints.extend(values)
+    elif kind == store.BOOL:
+        column.bools.extend(values)
+    else:
+        column.strings.extend(values)
+    return column
+
+
+def series_of(
+    rows: Sequence[asyncpg.Record],
+    columns: Sequence[tuple[str, str, str | None]],
+    first_value: int,
+) -> list[telemetry_pb2.Series]:
+    """One Series per run of rows of the same device. Each row is (device_id, t micros,
+    ..., values from position ``first_value``); ``columns`` is (field, kind, function)."""
+    out: list[telemetry_pb2.Series] = []
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end < len(rows) and rows[end][0] == rows[start][0]:
+            continue
+        run = rows[start:end]
+        series = telemetry_pb2.Series(device_id=str(run[0][0]))
+        series.time_micros.extend([r[1] for r in run])
+        series.columns.extend(
+            _column(field, kind, [r[first_value + i] for r in run], function)
+            for i, (field, kind, function) in enumerate(columns)
+        )
+        out.append(series)
+        start = end
+    return out
+
+
+def _raw_columns(fields: Sequence[str]) -> list[tuple[str, str, str | None]]:
+    return [(f, store.FIELD_KINDS[f], None) for f in fields]
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def parse_fields(errors: ErrorCollector, values: Sequence[str]) -> list[str]:
+    """Known field names, in request order without repeats; empty means every known field."""
+    if not values:
+        return list(store.KNOWN_FIELDS)
+    fields: dict[str, None] = {}
+    for i, name in enumerate(values):
+        if name in store.FIELD_KINDS:
+            fields[name] = None
+        else:
+            errors.add(f"fields[{i}]", f"unknown field {name[:80]!r}: see ListUnknownFields")
+    return list(fields)
+
+
+def parse_range(
+    errors: ErrorCollector, request: Any, *, required: bool = True
+) -> tuple[datetime, datetime]:
+    """[start_time, end_time) of a request; both required, end after start."""
+    start = end = _EPOCH
+    if request.HasField("start_time"):
+        start = request.start_time.ToDatetime(UTC)
+    elif required:
+        errors.add("start_time", "required")
+    if request.HasField("end_time"):
+        end = request.end_time.ToDatetime(UTC)
+    elif required:
+        errors.add("end_time", "required")
+    if request.HasField("start_time") and request.HasField("end_time") and end <= start:
+        errors.add("end_time", "must be after start_time")
+    return start, end
+
+
+def _telemetry_page_size(errors: ErrorCollector, value: int) -> int:
+    if value < 0:
+        errors.add("page_size", "must not be negative")
+    elif value > MAX_TELEMETRY_PAGE:
+        errors.add("page_size", f"must be at most {MAX_TELEMETRY_PAGE}")
+    return value or DEFAULT_TELEMETRY_PAGE
+
+
+def _months_between(start: datetime, end: datetime) -> int:
+    return (end.year - start.year) * 12 + end.month - start.month + 1
+
+
+def _describe(width: timedelta) -> str:
+    seconds = int(width.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def parse_bucket(
+    errors: ErrorCollector,
+    request: telemetry_pb2.AggregateTelemetryRequest,
+    start: datetime,
+    end: datetime,
+) -> timedelta | None:
+    """The bucket width (None: calendar months), with the buckets-per-call cap."""
+    has_width = request.HasField("bucket_width")
+    if request.calendar_month:
+        if has_width:
+            errors.add("bucket_width", "leave unset when calendar_month is set")
+        elif end > start and _months_between(start, end) > MAX_BUCKETS:
+            errors.add("start_time", f"at most {MAX_BUCKETS} monthly buckets per call")
+        return None
+    if not has_width:
+        errors.add("bucket_width", "required (or set calendar_month)")
+        return None
+    width = request.bucket_width.ToTimedelta()
+    if request.bucket_width.nanos or not MIN_BUCKET <= width <= MAX_BUCKET:
+        errors.add(
+            "bucket_width",
+            "must be whole seconds from 1 minute to 31 days (calendar_month for months)",
+        )
+        return None
+    if end > start:
+        buckets = math.ceil((end - start) / width)
+        if buckets > MAX_BUCKETS:
+            wider = timedelta(seconds=math.ceil((end - start).total_seconds() / MAX_BUCKETS))
+            errors.add(
+                "bucket_width",
+                f"this range holds {buckets} buckets of {_describe(width)}, more than the "
+                f"{MAX_BUCKETS} a call may return: ask for buckets of at least "
+                f"{int(wider.total_seconds())}s, or split the range into calls of at most "
+                f"{_describe(width * MAX_BUCKETS)}",
+            )
+    return width
+
+
+def parse_aggregations(
+    errors: ErrorCollector, values: Sequence[telemetry_pb2.Aggregation]
+) -> list[store.Aggregate]:
+    if not values:
+        errors.add("aggregations", "name at least one aggregation")
+    elif len(values) > MAX_AGGREGATIONS:
+        errors.add("aggregations", f"at most {MAX_AGGREGATIONS} per call")
+    out: list[store.Aggregate] = []
+    for i, agg in enumerate(values[:MAX_AGGREGATIONS]):
+        kind = store.FIELD_KINDS.get(agg.field)
+        function = _FUNCTION_FROM_PB.get(agg.function)
+        if kind is None:
+            errors.add(f"aggregations[{i}].field", f"unknown field {agg.field[:80]!r}")
+        if function is None:
+            errors.add(f"aggregations[{i}].function", "required")
+        elif (
+            kind is not None and function in store.NUMERIC_ONLY and kind not in store.NUMERIC_KINDS
+        ):
+            errors.add(
+                f"aggregations[{i}].function",
+                f"{function} needs a numeric field; {agg.field} is {kind}",
+            )
+        if kind is not None and function is not None:
+            out.append(store.Aggregate(agg.field, function))
+    return out
+
+
+def _query_cursor(errors: ErrorCollector, token: str) -> tuple[uuid.UUID, datetime] | None:
+    key = decode_page_token(errors, token, 2)
+    if key is None:
+        return None
+    try:
+        device_id, when = uuid.UUID(key[0]), datetime.fromisoformat(key[1])
+    except ValueError:
+        errors.add("page_token", "is not a token this API returned")
+        return None
+    return device_id, when
+
+
+class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
+    """The TelemetryService handlers."""
+
+    def __init__(self, pool: asyncpg.Pool, fanout: TelemetryFanout) -> None:
+        self.pool = pool
+        self.fanout = fanout
+        self._storage: str | None = None
+
+    async def _storage_kind(self, conn: asyncpg.Connection) -> str:
+        if self._storage is None:
+            self._storage = await partitions.storage_kind(conn)
+        return self._storage
+
+    async def QueryTelemetry(
+        self, request: telemetry_pb2.QueryTelemetryRequest, context: Any
+    ) -> telemetry_pb2.QueryTelemetryResponse:
+        principal = require_principal()
+        errors = ErrorCollector()
+        device_ids = parse_device_ids(
+            errors, "device_ids", request.device_ids, most=MAX_QUERY_DEVICES
+        )
+        start, end = parse_range(errors, request)
+        fields = parse_fields(errors, request.fields)
+        size = _telemetry_page_size(errors, request.page_size)
+        after = _query_cursor(errors, request.page_token)
+        errors.raise_if_any()
+        async with scoped(self.pool, principal) as conn:
+            await require_devices(conn, principal, device_ids)
+            rows = await store.query(
+                conn,
+                device_ids,
+                start,
+                end,
+                fields,
+                descending=request.descending,
+                after=after,
+                limit=size + 1,
+            )
+        page, more = rows[:size], len(rows) > size
+        token = encode_page_token([str(page[-1][0]), page[-1][2].isoformat()]) if more else ""
+        return telemetry_pb2.QueryTelemetryResponse(
+            series=series_of(page, _raw_columns(fields), 3), next_page_token=token
+        )
+
+    async def AggregateTelemetry(
+        self, request: telemetry_pb2.AggregateTelemetryRequest, context: Any
+    ) -> telemetry_pb2.AggregateTelemetryResponse:
+        principal = require_principal()
+        errors = ErrorCollector()
+        device_ids = parse_device_ids(
+            errors, "device_ids", request.device_ids, most=MAX_QUERY_DEVICES
+        )
+        start, end = parse_range(errors, request)
+        width = parse_bucket(errors, request, start, end)
+        aggregates = parse_aggregations(errors, request.aggregations)
+        errors.raise_if_any()
+        async with scoped(self.pool, principal) as conn:
+            await require_devices(conn, principal, device_ids)
+            storage = await self._storage_kind(conn)
+            rows = await store.aggregate(
+                conn, storage, device_ids, start, end, aggregates, width=width
+            )
+        columns = [(a.field, a.kind, a.function) for a in aggregates]
+        return telemetry_pb2.AggregateTelemetryResponse(series=series_of(rows, columns, 2))
+
+    async def GetLatestTelemetry(
+        self, request: telemetry_pb2.GetLatestTelemetryRequest, context: Any
+    ) -> telemetry_pb2.GetLatestTelemetryResponse:
+        principal = require_principal()
+        errors = ErrorCollector()
+        device_ids = parse_device_ids(
+            errors, "device_ids", request.device_ids, most=MAX_LATEST_DEVICES
+        )
+        fields = parse_fields(errors, request.fields)
+        errors.raise_if_any()
+        async with scoped(self.pool, principal) as conn:
+            await require_devices(conn, principal, device_ids)
+            rows = await store.latest(conn, device_ids, fields)
+        return telemetry_pb2.GetLatestTelemetryResponse(
+            series=series_of(rows, _raw_columns(fields), 3)
+        )
+
+    async def StreamTelemetry(
+        self, request: telemetry_pb2.StreamTelemetryRequest, context: Any
+    ) -> AsyncIterator[telemetry_pb2.StreamTelemetryResponse]:
+        principal = require_principal()
+        errors = ErrorCollector()
+        device_ids = parse_device_ids(
+            errors, "device_ids", request.device_ids, most=MAX_STREAM_DEVICES
+        )
+        fields = parse_fields(errors, request.fields)
+        errors.raise_if_any()
+        columns = _raw_columns(fields)
+        async with scoped(self.pool, principal) as conn:
+            await require_devices(conn, principal, device_ids)
+        # Subscribe first: a row committed after this is either read below or notified.
+        async with self.fanout.subscribe(device_ids) as subscription:
+            if request.HasField("start_time"):
+                since = request.start_time.ToDatetime(UTC) - timedelta(microseconds=1)
+                cursors = dict.fromkeys(device_ids, since)
+                pending = set(device_ids)
+            else:
+                async with scoped(self.pool, principal) as conn:
+                    latest = await store.latest_times(conn, device_ids)
+                cursors = {d: latest.get(d) or _EPOCH for d in device_ids}
+                pending = set()
+            while True:
+                if not pending:
+                    pending = await subscription.wait(STREAM_POLL_SECONDS)
+                    if not self.fanout.listening:
+                        await self.fanout.ensure_listening()
+                order = [d for d in device_ids if d in pending]
+                pending = set()
+                for i in range(0, len(order), STREAM_DEVICES_PER_READ):
+                    chunk = [(d, cursors[d]) for d in order[i : i + STREAM_DEVICES_PER_READ]]
+                    async with scoped(self.pool, principal) as conn:
+                        rows = await store.rows_after(conn, chunk, fields, STREAM_ROWS)
+                    for series in series_of(rows, columns, 3):
+                        device_id = uuid.UUID(series.device_id)
+                        count = len(series.time_micros)
+                        cursors[device_id] = _EPOCH + timedelta(microseconds=series.time_micros[-1])
+                        if count >= STREAM_ROWS:
+                            pending.add(device_id)
+                        yield telemetry_pb2.StreamTelemetryResponse(series=series)
+
+    async def ListUnknownFields(
+        self, request: telemetry_pb2.ListUnknownFieldsRequest, context: Any
+    ) -> telemetry_pb2.ListUnknownFieldsResponse:
+        principal = require_principal()
+        errors = ErrorCollector()
+        size = page_size(errors, request.page_size)
+        client_filter = principal.client_id
+        if request.client_id:
+            wanted = parse_uuid(errors, "client_id", request.client_id)
+            if principal.client_id is None:
+                client_filter = wanted
+            elif wanted is not None and wanted != principal.client_id:
+                errors.add("client_id", "only platform staff choose the client")
+        key = decode_page_token(errors, request.page_token, 2)
+        after = None
+        if key:
+            client = parse_uuid(errors, "page_token", key[0])
+            after = (client, key[1]) if client else None
+        errors.raise_if_any()
+        async with scoped(self.pool, principal) as conn:
+            rows = await store.list_unknown_fields(conn, client_filter, after=after, limit=size + 1)
+        page, more = rows[:size], len(rows) > size
+        token = encode_page_token([str(page[-1].client_id), page[-1].field_name]) if more else ""
+        return telemetry_pb2.ListUnknownFieldsResponse(
+            fields=[
+                telemetry_pb2.UnknownField(
+                    client_id=str(f.client_id),
+                    field=f.field_name,
+                    inferred_type=f.inferred_type,
+                    seen_count=f.seen_count,
+                    example_json=f.example_json or "",
+                    first_seen_time=timestamp(f.first_seen_at),
+                    last_seen_time=timestamp(f.last_seen_at),
+                )
+                for f in page
+            ],
+            next_page_token=token,
+        )
+
+    async def ListDataPoints(
+        self, request: telemetry_pb2.ListDataPointsRequest, context: Any
+    ) -> telemetry_pb2.ListDataPointsResponse:
+        principal = require_principal()
+        errors = ErrorCollector()
+        device_id = parse_uuid(errors, "device_id", request.device_id)
+        start, end = parse_range(errors, request)
+        size = page_size(errors, request.page_size)
+        if len(request.metric) > 128:
+            errors.add("metric", "must be at most 128 characters")
+        key = decode_page_token(errors, request.page_token, 2)
+        after = None
+        if key:
+            try:
+                after = (key[0], datetime.fromisoformat(key[1]))
+            except ValueError:
+                errors.add("page_token", "is not a token this API returned")
+        errors.raise_if_any()
+        async with scoped(self.pool, principal) as conn:
+            await require_device(conn, principal, device_id)
+            rows = await store.list_data_points(
+                conn, device_id, request.metric or None, start, end, after=after, limit=size + 1
+            )
+        page, more = rows[:size], len(rows) > size
+        token = encode_page_token([page[-1].metric, page[-1].time.isoformat()]) if more else ""
+        return telemetry_pb2.ListDataPointsResponse(
+            points=[
+                telemetry_pb2.DataPoint(
+                    metric=p.metric,
+                    time=timestamp(p.time),
+                    value=p.value,
+                    unit=p.unit or "",
+                    formula_id=str(p.formula_id) if p.formula_id else "",
+                )
+                for p in page
+            ],
+            next_page_token=token,
+        )

@@ -1,0 +1,286 @@
+"""Telemetry reads: raw pages, time buckets, latest per device, rows after a time.
+
+Field names come from :data:`FIELD_KINDS`, derived from the one column definition
+(:data:`lifebox_grpc.native.COLUMN_TYPES`); a name that is not a key there never reaches
+SQL (:func:`field_sql` refuses it), and every name is quoted besides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from lifebox_grpc.native import COLUMN_TYPES
+from lifebox_grpc.store.partitions import TIMESCALEDB
+
+# Value kinds as the API reports them.
+DOUBLE, INT64, BOOL, STRING = "double", "int64", "bool", "string"
+_KIND_OF_TYPE = {
+    "double precision": DOUBLE,
+    "bigint": INT64,
+    "boolean": BOOL,
+    "text": STRING,
+    "jsonb": STRING,  # "extra", as JSON text
+}
+_KEY_COLUMNS = frozenset({"time", "device_id", "client_id"})
+FIELD_KINDS: dict[str, str] = {
+    name: _KIND_OF_TYPE[pg_type] for name, pg_type in COLUMN_TYPES if name not in _KEY_COLUMNS
+}
+"""Every readable field and its kind, in column order."""
+KNOWN_FIELDS: tuple[str, ...] = tuple(name for name in FIELD_KINDS if name != "extra")
+NUMERIC_KINDS = frozenset({DOUBLE, INT64})
+
+AVG, MIN, MAX, SUM, COUNT, FIRST, LAST = "avg", "min", "max", "sum", "count", "first", "last"
+NUMERIC_ONLY = frozenset({AVG, MIN, MAX, SUM})
+# Microseconds since the Unix epoch, computed by PostgreSQL (cheaper than per-row Python).
+_MICROS = "(extract(epoch FROM {0}) * 1000000)::int8"
+_EPOCH = "'1970-01-01 00:00:00+00'::timestamptz"
+
+
+def field_sql(name: str) -> str:
+    """The select expression of a known field; KeyError for anything else."""
+    kind = FIELD_KINDS[name]
+    if name == "extra":
+        return 'e."extra"::text AS "extra"'
+    assert kind
+    return f'e."{name}"'
+
+
+def _fields_sql(fields: Sequence[str]) -> str:
+    return "".join(", " + field_sql(f) for f in fields)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate column: a known field and a function (validated by the caller)."""
+
+    field: str
+    function: str
+
+    @property
+    def kind(self) -> str:
+        """The kind of the result values."""
+        if self.function == COUNT:
+            return INT64
+        if self.function in NUMERIC_ONLY:
+            return DOUBLE
+        return FIELD_KINDS[self.field]
+
+    def sql(self) -> str:
+        field_kind = FIELD_KINDS[self.field]  # KeyError for unknown names
+        column = 'e."extra"::text' if self.field == "extra" else f'e."{self.field}"'
+        if self.function in NUMERIC_ONLY:
+            assert field_kind in NUMERIC_KINDS
+            return f"{self.function}({column})::float8"
+        if self.function == COUNT:
+            return f"count({column})"
+        order = "" if self.function == FIRST else " DESC"
+        assert self.function in (FIRST, LAST)
+        return (
+            f"(array_agg({column} ORDER BY e.time{order}) FILTER (WHERE {column} IS NOT NULL))[1]"
+        )
+
+
+def query_sql(fields: Sequence[str], *, descending: bool, after: bool) -> str:
+    """Raw readings of devices $1 in [$2, $3), device by device, $4 rows at most; with
+    ``after``, only those past the cursor ($5 device, $6 time). The cursor is an index
+    condition on (device_id, time), so every page costs the same."""
+    op, order = ("<", " DESC") if descending else (">", "")
+    cursor = f" AND (e.device_id, e.time) {op} ($5::uuid, $6::timestamptz)" if after else ""
+    return (
+        f"SELECT e.device_id, {_MICROS.format('e.time')} AS t, e.time{_fields_sql(fields)} "
+        f"FROM telemetry_events e "
+        f"WHERE e.device_id = ANY($1::uuid[]) AND e.time >= $2 AND e.time < $3{cursor} "
+        f"ORDER BY e.device_id{order}, e.time{order} LIMIT $4"
+    )
+
+
+async def query(
+    conn: asyncpg.Connection,
+    device_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    fields: Sequence[str],
+    *,
+    descending: bool,
+    after: tuple[uuid.UUID, datetime] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Rows of (device_id, t micros, time, *fields)."""
+    sql = query_sql(fields, descending=descending, after=after is not None)
+    args: list[object] = [list(device_ids), start, end, limit]
+    if after is not None:
+        args += [after[0], after[1]]
+    return list(await conn.fetch(sql, *args))
+
+
+def bucket_sql(storage: str, *, calendar_month: bool) -> str:
+    """The bucket of ``e.time``: $4 is the width (an interval) unless calendar months."""
+    if calendar_month:
+        return "date_trunc('month', e.time, 'UTC')"
+    if storage == TIMESCALEDB:
+        return f"time_bucket($4::interval, e.time, {_EPOCH})"
+    return f"date_bin($4::interval, e.time, {_EPOCH})"
+
+
+def aggregate_sql(storage: str, aggregates: Sequence[Aggregate], *, calendar_month: bool) -> str:
+    columns = "".join(f", {a.sql()} AS a{i}" for i, a in enumerate(aggregates))
+    bucket = bucket_sql(storage, calendar_month=calendar_month)
+    return (
+        f"SELECT e.device_id, {_MICROS.format(bucket)} AS t{columns} "
+        f"FROM telemetry_events e "
+        f"WHERE e.device_id = ANY($1::uuid[]) AND e.time >= $2 AND e.time < $3 "
+        f"GROUP BY e.device_id, {bucket} ORDER BY e.device_id, {bucket}"
+    )
+
+
+async def aggregate(
+    conn: asyncpg.Connection,
+    storage: str,
+    device_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    aggregates: Sequence[Aggregate],
+    *,
+    width: timedelta | None,
+) -> list[asyncpg.Record]:
+    """Rows of (device_id, t bucket start micros, a0, a1, ...); ``width`` None: months."""
+    sql = aggregate_sql(storage, aggregates, calendar_month=width is None)
+    args: list[object] = [list(device_ids), start, end]
+    if width is not None:
+        args.append(width)
+    return list(await conn.fetch(sql, *args))
+
+
+def latest_sql(fields: Sequence[str]) -> str:
+    """One LIMIT 1 probe of the (device_id, time) key per device: an index, not a scan."""
+    return (
+        f"SELECT d.id AS device_id, l.* FROM unnest($1::uuid[]) WITH ORDINALITY AS d(id, n) "
+        f"CROSS JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
+        f"{_fields_sql(fields)} FROM telemetry_events e WHERE e.device_id = d.id "
+        f"ORDER BY e.time DESC LIMIT 1) l ORDER BY d.n"
+    )
+
+
+async def latest(
+    conn: asyncpg.Connection, device_ids: Sequence[uuid.UUID], fields: Sequence[str]
+) -> list[asyncpg.Record]:
+    """The newest row of each device that has one, in request order."""
+    return list(await conn.fetch(latest_sql(fields), list(device_ids)))
+
+
+async def latest_times(
+    conn: asyncpg.Connection, device_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime | None]:
+    rows = await conn.fetch(
+        "SELECT d.id, (SELECT max(e.time) FROM telemetry_events e WHERE e.device_id = d.id) "
+        "AS latest FROM unnest($1::uuid[]) AS d(id)",
+        list(device_ids),
+    )
+    return {row["id"]: row["latest"] for row in rows}
+
+
+async def rows_after(
+    conn: asyncpg.Connection,
+    cursors: Sequence[tuple[uuid.UUID, datetime]],
+    fields: Sequence[str],
+    limit: int,
+) -> list[asyncpg.Record]:
+    """For each (device, time): up to ``limit`` of its rows after that time, oldest first."""
+    return list(
+        await conn.fetch(
+            f"SELECT c.id AS device_id, r.* "
+            f"FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS c(id, after, n) "
+            f"CROSS JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
+            f"{_fields_sql(fields)} FROM telemetry_events e "
+            f"WHERE e.device_id = c.id AND e.time > c.after ORDER BY e.time LIMIT $3) r "
+            f"ORDER BY c.n, r.time",
+            [c[0] for c in cursors],
+            [c[1] for c in cursors],
+            limit,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class UnknownField:
+    """A catalogue entry."""
+
+    client_id: uuid.UUID
+    field_name: str
+    inferred_type: str
+    seen_count: int
+    example_json: str | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+async def list_unknown_fields(
+    conn: asyncpg.Connection,
+    client_filter: uuid.UUID | None,
+    *,
+    after: tuple[uuid.UUID, str] | None,
+    limit: int,
+) -> list[UnknownField]:
+    rows = await conn.fetch(
+        """
+        SELECT client_id, field_name, inferred_type, seen_count,
+               example_value::text AS example_json, first_seen_at, last_seen_at
+        FROM unknown_field_catalog
+        WHERE ($1::uuid IS NULL OR client_id = $1)
+          AND ($2::uuid IS NULL OR (client_id, field_name) > ($2, $3))
+        ORDER BY client_id, field_name
+        LIMIT $4
+        """,
+        client_filter,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [UnknownField(*(r[n] for n in UnknownField.__dataclass_fields__)) for r in rows]
+
+
+@dataclass(frozen=True)
+class DataPoint:
+    """A processed metric value."""
+
+    metric: str
+    time: datetime
+    value: float
+    unit: str | None
+    formula_id: uuid.UUID | None
+
+
+async def list_data_points(
+    conn: asyncpg.Connection,
+    device_id: uuid.UUID,
+    metric: str | None,
+    start: datetime,
+    end: datetime,
+    *,
+    after: tuple[str, datetime] | None,
+    limit: int,
+) -> list[DataPoint]:
+    """Points by (metric, time), the table's key order."""
+    rows = await conn.fetch(
+        """
+        SELECT metric, time, value, unit, formula_id FROM device_data_points
+        WHERE device_id = $1 AND ($2::text IS NULL OR metric = $2)
+          AND time >= $3 AND time < $4
+          AND ($5::text IS NULL OR (metric, time) > ($5, $6))
+        ORDER BY metric, time
+        LIMIT $7
+        """,
+        device_id,
+        metric,
+        start,
+        end,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [DataPoint(*(r[n] for n in DataPoint.__dataclass_fields__)) for r in rows]
