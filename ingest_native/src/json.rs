@@ -230,28 +230,19 @@ impl<'a> Scanner<'a> {
         let mut stack: Vec<u8> = Vec::new();
         loop {
             match self.peek() {
-                Some(b'{') => {
+                Some(open @ (b'{' | b'[')) => {
+                    let close = if open == b'{' { b'}' } else { b']' };
                     self.pos += 1;
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(close) {
                         self.pos += 1;
                     } else {
                         if stack.len() == MAX_NESTING {
                             return self.error("nested too deeply");
                         }
-                        stack.push(b'}');
-                        self.key()?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                    } else {
-                        if stack.len() == MAX_NESTING {
-                            return self.error("nested too deeply");
+                        stack.push(close);
+                        if close == b'}' {
+                            self.key()?;
                         }
-                        stack.push(b']');
                         continue;
                     }
                 }
