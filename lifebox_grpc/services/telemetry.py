@@ -351,17 +351,16 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         columns = _raw_columns(fields)
         async with scoped(self.pool, principal) as conn:
             await require_devices(conn, principal, device_ids)
-        # Subscribe first: a row committed after this is either read below or notified.
-        async with self.fanout.subscribe(device_ids) as subscription:
             if request.HasField("start_time"):
                 since = request.start_time.ToDatetime(UTC) - timedelta(microseconds=1)
                 cursors = dict.fromkeys(device_ids, since)
-                pending = set(device_ids)
             else:
-                async with scoped(self.pool, principal) as conn:
-                    latest = await store.latest_times(conn, device_ids)
+                latest = await store.latest_times(conn, device_ids)
                 cursors = {d: latest.get(d) or _EPOCH for d in device_ids}
-                pending = set()
+        # Cursors first, then subscribe, then read every device once: a row committed after
+        # the cursors were taken is found by that read or announced by a notification.
+        async with self.fanout.subscribe(device_ids) as subscription:
+            pending = set(device_ids)
             while True:
                 if not pending:
                     pending = await subscription.wait(STREAM_POLL_SECONDS)
