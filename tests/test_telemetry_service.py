@@ -256,11 +256,11 @@ async def test_latest_of_many_devices_in_request_order(grpc_server: Server, flee
         ),
         metadata=tenant.users["client"].md,
     )
-    assert [s.device_id for s in reply.series] == [str(devices[1]), str(devices[0])]
-    for s in reply.series:
-        assert list(s.time_micros) == [micros(start + timedelta(minutes=359))]
-        assert column(s, "uptime_s") == [359]
-        assert column(s, "status") == ["s359"]
+    assert list(reply.device_ids) == [str(devices[1]), str(devices[0])]
+    assert list(reply.time_micros) == [micros(start + timedelta(minutes=359))] * 2
+    rows = T.Series(columns=reply.columns)
+    assert column(rows, "uptime_s") == [359, 359]
+    assert column(rows, "status") == ["s359", "s359"]
 
 
 async def test_bad_telemetry_requests_are_invalid_with_field_violations(

@@ -415,23 +415,37 @@ Global___GetLatestTelemetryRequest: _TypeAlias = GetLatestTelemetryRequest  # no
 
 @_typing.final
 class GetLatestTelemetryResponse(_message.Message):
-    """Response of GetLatestTelemetry."""
+    """Response of GetLatestTelemetry: one row per device that has any reading, in the order
+    of the request; device_ids, time_micros and every column are parallel lists.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERIES_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    TIME_MICROS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___Series]:
-        """One series with one reading per device that has any (in device order of the request)."""
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The device of each row."""
+
+    @_builtins.property
+    def time_micros(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Microseconds since the Unix epoch (UTC) of each device's latest reading."""
+
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Column]:
+        """One column per requested field."""
 
     def __init__(
         self,
         *,
-        series: _abc.Iterable[Global___Series] | None = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+        time_micros: _abc.Iterable[_builtins.int] | None = ...,
+        columns: _abc.Iterable[Global___Column] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["series", b"series"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "device_ids", b"device_ids", "time_micros", b"time_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,7 +81,7 @@ def _column(
             _FUNCTION_TO_PB[function] if function else telemetry_pb2.AGGREGATE_FUNCTION_UNSPECIFIED
         ),
     )
-    nulls = [i for i, v in enumerate(values) if v is None]
+    nulls = [i for i, v in enumerate(values) if v is None] if None in values else []
     if nulls:
         zero = _ZERO[kind]
         values = [zero if v is None else v for v in values]
@@ -294,10 +294,31 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                 after=after,
                 limit=size + 1,
             )
-        page, more = rows[:size], len(rows) > size
-        token = encode_page_token([str(page[-1][0]), page[-1][2].isoformat()]) if more else ""
+        groups = [list(row) for row in rows]
+        more = sum(len(g[1]) for g in groups) > size
+        token = ""
+        if more:
+            # size + 1 readings came back: drop the last, and continue after the one before.
+            for values in groups[-1][1:]:
+                values.pop()
+            if not groups[-1][1]:
+                groups.pop()
+            last_time = _EPOCH + timedelta(microseconds=groups[-1][1][-1])
+            token = encode_page_token([str(groups[-1][0]), last_time.isoformat()])
+        kinds = [store.FIELD_KINDS[f] for f in fields]
         return telemetry_pb2.QueryTelemetryResponse(
-            series=series_of(page, _raw_columns(fields), 3), next_page_token=token
+            series=[
+                telemetry_pb2.Series(
+                    device_id=str(g[0]),
+                    time_micros=g[1],
+                    columns=[
+                        _column(f, kind, g[2 + i])
+                        for i, (f, kind) in enumerate(zip(fields, kinds, strict=True))
+                    ],
+                )
+                for g in groups
+            ],
+            next_page_token=token,
         )
 
     async def AggregateTelemetry(
@@ -334,8 +355,14 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         async with scoped(self.pool, principal) as conn:
             await require_devices(conn, principal, device_ids)
             rows = await store.latest(conn, device_ids, fields)
+        # One row per device: parallel lists, not a Series per device (5,000 tiny messages).
         return telemetry_pb2.GetLatestTelemetryResponse(
-            series=series_of(rows, _raw_columns(fields), 3)
+            device_ids=[str(r[0]) for r in rows],
+            time_micros=[r[1] for r in rows],
+            columns=[
+                _column(field, store.FIELD_KINDS[field], [r[3 + i] for r in rows])
+                for i, field in enumerate(fields)
+            ],
         )
 
     async def StreamTelemetry(

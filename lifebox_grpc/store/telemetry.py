@@ -88,14 +88,20 @@ class Aggregate:
 def query_sql(fields: Sequence[str], *, descending: bool, after: bool) -> str:
     """Raw readings of devices $1 in [$2, $3), device by device, $4 rows at most; with
     ``after``, only those past the cursor ($5 device, $6 time). The cursor is an index
-    condition on (device_id, time), so every page costs the same."""
+    condition on (device_id, time), so every page costs the same. One row per device comes
+    back, each column an array: asyncpg decodes arrays in C, far cheaper than per-row
+    records."""
     op, order = ("<", " DESC") if descending else (">", "")
     cursor = f" AND (e.device_id, e.time) {op} ($5::uuid, $6::timestamptz)" if after else ""
-    return (
-        f"SELECT e.device_id, {_MICROS.format('e.time')} AS t, e.time{_fields_sql(fields)} "
-        f"FROM telemetry_events e "
+    page = (
+        f"SELECT e.device_id, e.time{_fields_sql(fields)} FROM telemetry_events e "
         f"WHERE e.device_id = ANY($1::uuid[]) AND e.time >= $2 AND e.time < $3{cursor} "
         f"ORDER BY e.device_id{order}, e.time{order} LIMIT $4"
+    )
+    arrays = "".join(f', array_agg(p."{f}" ORDER BY p.time{order})' for f in fields)
+    return (
+        f"SELECT p.device_id, array_agg({_MICROS.format('p.time')} ORDER BY p.time{order}) "
+        f"AS t{arrays} FROM ({page}) p GROUP BY p.device_id ORDER BY p.device_id{order}"
     )
 
 
@@ -110,7 +116,8 @@ async def query(
     after: tuple[uuid.UUID, datetime] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Rows of (device_id, t micros, time, *fields)."""
+    """One row per device: (device_id, [t micros], [field 1 values], ...), ``limit`` readings
+    in all."""
     sql = query_sql(fields, descending=descending, after=after is not None)
     args: list[object] = [list(device_ids), start, end, limit]
     if after is not None:
