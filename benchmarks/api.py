@@ -476,6 +476,13 @@ def report(
         "\nMedian of repeated runs; SQL = the store's statement through asyncpg in the same "
         "tenant transaction (RLS on), no gRPC, no protobuf, no auth."
     )
+    print(
+        "Multi-process: serve binds with SO_REUSEPORT, so N `serve` processes (or replicas "
+        "behind a balancer) on one port split the connections, and each holds one LISTEN "
+        "connection for its streams. Unary rates are CPU-bound in Python (the per-call "
+        "principal load is the floor: compare GetMe), so they grow with processes only "
+        "while cores are free; on this 2-core machine the load client already takes one."
+    )
 
 
 if __name__ == "__main__":
