@@ -201,3 +201,67 @@ async def test_alarms_become_device_alarms_and_bad_ones_are_rejected(
     ]
     reject = await staff_fetch(staff, "SELECT code FROM ingest_rejects WHERE serial = $1", serial)
     assert reject[0]["code"] == "missing_field"
+
+
+async def _issue_command(conn: asyncpg.Connection, client_id: object, device_id: object) -> object:
+    async with tenant_transaction(conn, None, staff=True):
+        return await conn.fetchval(
+            "INSERT INTO control_commands (client_id, device_id, template_id, command_type, "
+            "status, expires_at) SELECT $1, $2, id, code, 'sent', now() + interval '1 hour' "
+            "FROM command_templates WHERE code = 'reboot' AND client_id IS NULL RETURNING id",
+            client_id,
+            device_id,
+        )
+
+
+async def test_command_acks_move_status_forward_only_and_foreign_acks_are_rejected(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 2)
+    (dev_a, serial_a), (dev_b, serial_b) = fleet.devices
+    command = await _issue_command(staff, fleet.client_id, dev_a)
+    other = await _issue_command(staff, fleet.client_id, dev_b)
+    ack = f"lifebox/v1/{serial_a}/commands/{command}/ack"
+    with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
+        pub.publish_all([(ack, json.dumps({"status": "completed", "result": {"ok": 1}}).encode())])
+        await wait_rows(
+            staff,
+            "SELECT count(*) FROM control_commands WHERE id = $1 AND status = 'completed'",
+            1,
+            command,
+        )
+        # A late "received" must not move a completed command back; an ack naming another
+        # device's command on this device's topic is a reject.
+        pub.publish_all(
+            [
+                (ack, json.dumps({"status": "received"}).encode()),
+                (
+                    f"lifebox/v1/{serial_a}/commands/{other}/ack",
+                    json.dumps({"status": "completed"}).encode(),
+                ),
+            ]
+        )
+        await wait_rows(
+            staff,
+            "SELECT count(*) FROM ingest_rejects WHERE serial = $1 AND code = 'unknown_command'",
+            2,
+            serial_a,
+        )
+    status = await staff_fetch(
+        staff, "SELECT id, status, result FROM control_commands WHERE id = ANY($1)",
+        [command, other],
+    )
+    by_id = {r["id"]: r for r in status}
+    assert by_id[command]["status"] == "completed"
+    assert json.loads(by_id[command]["result"]) == {"ok": 1}
+    assert by_id[other]["status"] == "sent"
+    acks = await staff_fetch(
+        staff, "SELECT status FROM command_acknowledgments WHERE command_id = $1", command
+    )
+    assert [r["status"] for r in acks] == ["completed"]
+    trail = await staff_fetch(
+        staff,
+        "SELECT from_status, to_status, actor_kind FROM command_executions WHERE command_id = $1",
+        command,
+    )
+    assert [tuple(r) for r in trail] == [("sent", "completed", "device")]

@@ -208,8 +208,8 @@ WITH target AS (
     FOR UPDATE
 ), ack AS (
     INSERT INTO command_acknowledgments (client_id, command_id, status, result, device_time)
+    -- No RETURNING: the ingest role may insert acks but not read them back.
     SELECT client_id, id, $4, $5::jsonb, $6 FROM target
-    RETURNING command_id
 ), moved AS (
     UPDATE control_commands c SET
         status = v.next_status,
@@ -236,7 +236,7 @@ WITH target AS (
     SELECT t.client_id, m.id, t.status, m.status, 'device', jsonb_build_object('ack', $4::text)
     FROM moved m JOIN target t ON t.id = m.id
 )
-SELECT count(*) FROM ack
+SELECT count(*) FROM target
 """
 
 
