@@ -1,7 +1,8 @@
 """Decode + COPY-encode throughput: pure Python vs the native core. Prints a table; asserts nothing.
 
-Corpus: realistic single-reading MQTT payloads of about 900 bytes with all 37 known fields,
-10 % of them with unknown keys (``extra``). No database: only the work a batch costs before
+Corpus: the project's realistic readings (``lifebox_grpc.loadgen.readings.corpus``), single-reading
+MQTT payloads of about 900 bytes with all 37 known fields, 10 % of them with unknown keys
+(``extra``). No database: only the work a batch costs before
 ``copy_to_table``.
 
     .venv/bin/python benchmarks/native_decode.py [--readings N]
@@ -32,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from lifebox_grpc.loadgen.readings import corpus as readings_corpus
 from lifebox_grpc.native import COLUMN_TYPES, Decoder
 
 Message = tuple[uuid.UUID, uuid.UUID, int, bytes]
@@ -43,37 +45,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NOW_US = 1_700_000_000_000_000
 
 
-def reading(rng: random.Random, ts_ms: int, with_extra: bool) -> dict[str, Any]:
-    r: dict[str, Any] = {"ts": ts_ms}
-    for name, pg_type in FIELDS:
-        if pg_type == "double precision":
-            r[name] = round(rng.uniform(-1000, 10_000), rng.choice((1, 2, 3, 6)))
-        elif pg_type == "bigint":
-            r[name] = rng.randrange(0, 2**40)
-        elif pg_type == "boolean":
-            r[name] = rng.random() < 0.5
-        else:
-            r[name] = rng.choice(("ok", "degraded", "v2.14.3-rc1", "maintenance window"))
-    if with_extra:
-        r["gateway"] = {
-            "id": f"gw-{rng.randrange(10**6)}",
-            "hops": rng.randrange(5),
-            "rssi": [-71, -80],
-        }
-        r["note"] = "door sensor recalibrated"
-    return r
-
-
 def corpus(readings: int, seed: int = 7) -> list[Message]:
+    """The project's realistic readings (``loadgen.readings.corpus``), spread over 200 devices
+    of one client, with reading times an hour before ``NOW_US``."""
     rng = random.Random(seed)
     client = uuid.UUID(int=rng.getrandbits(128))
     devices = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(200)]
-    base_ms = NOW_US // 1000 - 3_600_000
-    out = []
-    for i in range(readings):
-        payload = json.dumps(reading(rng, base_ms + i, rng.random() < 0.1)).encode()
-        out.append((devices[i % len(devices)], client, NOW_US, payload))
-    return out
+    payloads = readings_corpus(readings, seed=seed, base_ts_ms=NOW_US // 1000 - 3_600_000)
+    return [(devices[i % len(devices)], client, NOW_US, p) for i, p in enumerate(payloads)]
 
 
 def batches(messages: Sequence[Message]) -> list[Sequence[Message]]:

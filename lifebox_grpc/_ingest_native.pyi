@@ -38,7 +38,7 @@ class Decoder:
         list[tuple[int, int | None, str, str]],  # rejects: message, reading, code, reason
         # unknown fields: (index of a message of the client, name, json type, count, example)
         list[tuple[int, str, str, int, str]],
-        list[tuple[int, int]],  # latest: (index of a message of the device, unix us)
+        dict[UUID | bytes, int],  # latest_us: the caller's device id object -> unix us
         bytes,  # row_times_us: little-endian i64 per row
         list[int],  # rows_per_message
     ]:

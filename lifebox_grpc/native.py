@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from lifebox_grpc import _ingest_native
 
@@ -39,8 +39,6 @@ COLUMN_TYPES: tuple[tuple[str, str], ...] = tuple(_ingest_native.columns())
 ``information_schema.columns.data_type`` spells them): the one definition lives in Rust."""
 COLUMNS: tuple[str, ...] = tuple(name for name, _ in COLUMN_TYPES)
 """``telemetry_events`` column names in COPY order, for ``copy_to_table(columns=...)``."""
-
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def version() -> str:
@@ -97,17 +95,13 @@ class DecodedBatch:
     rows: int
     rejects: list[Reject]
     unknown_fields: list[UnknownField]
-    latest: dict[uuid.UUID, datetime]
-    """Latest accepted reading time per device (UTC aware)."""
+    latest_us: dict[uuid.UUID, int]
+    """Latest accepted reading time per device, in Unix epoch microseconds (keyed by the
+    caller's own device id objects)."""
     row_times_us: bytes
     """One little-endian i64 per row: its time in Unix epoch microseconds."""
     rows_per_message: list[int] = field(default_factory=list)
     """Accepted rows of each input message, in input order."""
-
-
-def _utc(us: int) -> datetime:
-    # datetime.fromtimestamp goes through a float and can be off by a microsecond.
-    return _UNIX_EPOCH + timedelta(0, 0, us)
 
 
 class Decoder:
@@ -140,11 +134,12 @@ class Decoder:
         """
         if now_us is None:
             now_us = time.time_ns() // 1000
-        # The native side reads each uuid's `int` itself, and names devices and clients in
-        # its results by message index: no uuid is converted or built per message here.
+        # The native side reads each uuid's `int` itself (once per distinct object), and names
+        # devices and clients in its results by message index or by the caller's own objects:
+        # no uuid is converted or built per message here.
         inputs = messages if isinstance(messages, list) else list(messages)
-        copy_data, rows, rejects, unknown, latest, row_times_us, per_message = self._native.decode(
-            inputs, now_us
+        copy_data, rows, rejects, unknown, latest_us, row_times_us, per_message = (
+            self._native.decode(inputs, now_us)
         )
         return DecodedBatch(
             copy_data=copy_data,
@@ -154,7 +149,8 @@ class Decoder:
                 UnknownField(inputs[i][1], name, json_type, count, example)
                 for i, name, json_type, count, example in unknown
             ],
-            latest={inputs[i][0]: _utc(us) for i, us in latest},
+            # Keys are the device objects of `inputs`, uuid.UUID as typed above.
+            latest_us=cast("dict[uuid.UUID, int]", latest_us),
             row_times_us=row_times_us,
             rows_per_message=per_message,
         )

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 
@@ -60,11 +59,36 @@ def test_a_batch_comes_back_as_typed_python_values() -> None:
         Reject(2, None, "invalid_json", "invalid JSON at byte 0: expected a value"),
     ]
     assert batch.unknown_fields == [UnknownField(CLIENT, "mood", "string", 1, '"ok"')]
-    assert batch.latest == {DEVICE: datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)}
+    assert batch.latest_us == {DEVICE: 1_700_000_000_000_000}
+    assert next(iter(batch.latest_us)) is DEVICE, "keyed by the caller's own object"
     assert struct.unpack("<2q", batch.row_times_us) == (
         1_700_000_000_000_000,
         1_699_999_999_000_000,
     )
+
+
+def test_ids_are_read_per_object_whatever_their_form() -> None:
+    """Equal ids in distinct objects, bytes ids, and objects repeated across a batch all land
+    in the right rows (the boundary reads each distinct object once)."""
+    other = uuid.UUID("33333333-3333-4333-8333-333333333333")
+    twin = uuid.UUID(str(DEVICE))  # equal to DEVICE, another object
+    ids = [DEVICE, other, twin, DEVICE.bytes, other.bytes, DEVICE, other]
+    base_ms = NOW_US // 1000 - 60_000
+    messages = [
+        (device, CLIENT if i % 2 else CLIENT.bytes, NOW_US, b'{"ts": %d}' % (base_ms + i))
+        for i, device in enumerate(ids)
+    ]
+    batch = Decoder().decode(messages, now_us=NOW_US)  # type: ignore[arg-type]
+    assert batch.rejects == []
+    # All-NULL readings make fixed-size tuples after the 19-byte header: field count, time,
+    # device and client ids (length + value each), then 38 NULLs.
+    size = 2 + (4 + 8) + 2 * (4 + 16) + 38 * 4
+    device_at = [19 + row * size + 2 + 12 + 4 for row in range(batch.rows)]
+    client_at = [at + 20 for at in device_at]
+    expected = [d if isinstance(d, bytes) else d.bytes for d in ids]
+    assert [batch.copy_data[at : at + 16] for at in device_at] == expected
+    assert {batch.copy_data[at : at + 16] for at in client_at} == {CLIENT.bytes}
+    assert batch.latest_us == {DEVICE: (base_ms + 5) * 1000, other: (base_ms + 6) * 1000}
 
 
 def test_now_defaults_to_the_clock() -> None:

@@ -204,9 +204,9 @@ async def test_edge_values_round_trip_through_postgresql(
         for reading in sent:
             row = stored[(dev, expected_time(reading, received))]
             assert_row_matches(row, reading, dev, fleet.client_id)
-    assert batch.latest == {
-        device: utc((base_ms + 10_999) * 1000),
-        other: utc((base_ms + 10_999) * 1000),
+    assert batch.latest_us == {
+        device: (base_ms + 10_999) * 1000,
+        other: (base_ms + 10_999) * 1000,
     }
 
 

@@ -43,7 +43,9 @@ use std::ops::Range;
 
 use crate::copy::{CopyWriter, Row, Value};
 use crate::extra::{self, ExtraLimits};
-use crate::fields::{field_index, FIELDS, FIELD_COUNT, RESERVED_KEYS, TS_KEY};
+use crate::fields::{
+    field_index, FIELDS, FIELD_COUNT, KEY_PATTERNS, RESERVED_KEYS, TS_KEY, TS_SLOT,
+};
 use crate::json::{self, Scanner};
 use crate::limits::Limits;
 use crate::reject::{quoted, Fault, Reject, RejectCode};
@@ -406,12 +408,32 @@ impl<'l> BatchState<'l> {
         self.reading.reset();
         let mut fault = None;
         if !p.open(b'{', b'}')? {
+            // The slot in KEY_PATTERNS of the key expected next: devices send the same keys
+            // in the same order every time, usually `ts` then the fields in column order.
+            let mut guess = TS_SLOT;
             loop {
-                let key = p.key()?;
-                if fault.is_some() {
-                    p.skip()?;
+                let slot = if guess < KEY_PATTERNS.len() && p.take_key(&KEY_PATTERNS[guess]) {
+                    Some(guess)
                 } else {
-                    fault = self.entry(p, &key)?.err();
+                    None
+                };
+                if let Some(slot) = slot {
+                    guess = next_guess(slot);
+                    if fault.is_some() {
+                        p.skip()?;
+                    } else {
+                        fault = self.slot(p, slot)?.err();
+                    }
+                } else {
+                    let key = p.key()?;
+                    if let Some(slot) = key_slot(&key) {
+                        guess = next_guess(slot);
+                    }
+                    if fault.is_some() {
+                        p.skip()?;
+                    } else {
+                        fault = self.entry(p, &key)?.err();
+                    }
                 }
                 if !p.more(b'}')? {
                     break;
@@ -425,31 +447,37 @@ impl<'l> BatchState<'l> {
         Ok(())
     }
 
-    /// Reads the value of `key` into the scratch row.
-    fn entry(&mut self, p: &mut Scanner<'_>, key: &str) -> json::Result<Result<(), Fault>> {
+    /// Reads the value of the known field or `ts` in `slot` of [`KEY_PATTERNS`].
+    #[inline]
+    fn slot(&mut self, p: &mut Scanner<'_>, slot: usize) -> json::Result<Result<(), Fault>> {
         let r = &mut self.reading;
-        if let Some(i) = field_index(key) {
-            if r.seen & (1 << i) != 0 {
-                p.skip()?;
-                return Ok(Err(duplicate(key)));
-            }
-            r.seen |= 1 << i;
-            let field = FIELDS[i];
-            let seed = FieldSeed {
-                name: field.name,
-                kind: field.kind,
-                max_string_bytes: self.limits.max_string_bytes,
-                text: &mut r.text,
-            };
-            return Ok(seed.read(p)?.map(|v| r.values[i] = v));
-        }
-        if key == TS_KEY {
+        if slot == TS_SLOT {
             if r.seen & TS_BIT != 0 {
                 p.skip()?;
-                return Ok(Err(duplicate(key)));
+                return Ok(Err(duplicate(TS_KEY)));
             }
             r.seen |= TS_BIT;
             return Ok(ts_value(p.scalar()?).map(|t| r.ts_us = Some(t)));
+        }
+        let field = FIELDS[slot];
+        if r.seen & (1 << slot) != 0 {
+            p.skip()?;
+            return Ok(Err(duplicate(field.name)));
+        }
+        r.seen |= 1 << slot;
+        let seed = FieldSeed {
+            name: field.name,
+            kind: field.kind,
+            max_string_bytes: self.limits.max_string_bytes,
+            text: &mut r.text,
+        };
+        seed.read(p, &mut r.values[slot])
+    }
+
+    /// Reads the value of `key` into the scratch row.
+    fn entry(&mut self, p: &mut Scanner<'_>, key: &str) -> json::Result<Result<(), Fault>> {
+        if let Some(slot) = key_slot(key) {
+            return self.slot(p, slot);
         }
         if RESERVED_KEYS.contains(&key) {
             p.skip()?;
@@ -571,6 +599,22 @@ impl<'l> BatchState<'l> {
         self.row_times.push(time);
         cursor.rows += 1;
         cursor.latest = Some(cursor.latest.map_or(time, |l| l.max(time)));
+    }
+}
+
+/// The slot in [`KEY_PATTERNS`] of a known field or `ts`.
+fn key_slot(key: &str) -> Option<usize> {
+    field_index(key).or(if key == TS_KEY { Some(TS_SLOT) } else { None })
+}
+
+/// The key guessed after the one in `slot`: the next column (after `ts`, the first), and no
+/// guess after the last.
+fn next_guess(slot: usize) -> usize {
+    match slot {
+        TS_SLOT => 0,
+        // Past the table: `take_key` is not tried.
+        s if s + 1 == FIELD_COUNT => KEY_PATTERNS.len(),
+        s => s + 1,
     }
 }
 

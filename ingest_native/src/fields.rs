@@ -4,6 +4,8 @@
 //! all read this table, so they cannot drift apart: a test on the Python side compares it with
 //! the migrated table's catalog.
 
+use crate::json::KeyPattern;
+
 /// How a known telemetry field is typed, in JSON and in PostgreSQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -110,6 +112,21 @@ pub const RESERVED_KEYS: [&str; 4] = ["time", "device_id", "client_id", "extra"]
 
 /// The key that carries the reading's time; it is not a column of its own.
 pub const TS_KEY: &str = "ts";
+
+/// Where `ts` sits in [`KEY_PATTERNS`], after the known fields.
+pub const TS_SLOT: usize = FIELD_COUNT;
+
+/// `"name":` of each known field in column order, then of `ts`: the decoder's guesses of the
+/// next key (see [`KeyPattern`]).
+pub static KEY_PATTERNS: [KeyPattern; FIELD_COUNT + 1] = {
+    let mut out = [KeyPattern::new(TS_KEY); FIELD_COUNT + 1];
+    let mut i = 0;
+    while i < FIELD_COUNT {
+        out[i] = KeyPattern::new(FIELDS[i].name);
+        i += 1;
+    }
+    out
+};
 
 /// Every `telemetry_events` column with its PostgreSQL type, in COPY order.
 pub fn columns() -> Vec<(&'static str, &'static str)> {

@@ -20,7 +20,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use rustc_hash::FxHashMap;
 
 use crate::decode::Message;
 use crate::errors::NativeError;
@@ -72,22 +74,27 @@ struct Decoder {
     limits: Limits,
 }
 
-/// A message's fixed-size part; its payload is `bytes[start..end]` of the batch.
+/// A message's fixed-size part and its payload, borrowed from its Python `bytes` (immutable,
+/// so readable with the GIL released: no copy).
 struct Head {
     device_id: [u8; 16],
     client_id: [u8; 16],
     received_at_us: i64,
-    start: usize,
-    end: usize,
+    /// Index in [`OwnedBatch::ids`] of the caller's device id object.
+    device_object: usize,
+    payload: PyBackedBytes,
 }
 
-/// Owned copies of a batch's inputs: all payloads in one buffer.
-struct OwnedBatch {
+/// A batch's inputs, owned: safe to read after the GIL is released, even if the caller's list
+/// changes meanwhile.
+struct OwnedBatch<'py> {
     heads: Vec<Head>,
-    bytes: Vec<u8>,
+    /// Every distinct id object of the batch (devices and clients), kept alive so their
+    /// addresses stay unique while they key [`IdCache`].
+    ids: Vec<Bound<'py, PyAny>>,
 }
 
-impl OwnedBatch {
+impl OwnedBatch<'_> {
     fn messages(&self) -> Vec<Message<'_>> {
         self.heads
             .iter()
@@ -95,9 +102,37 @@ impl OwnedBatch {
                 device_id: h.device_id,
                 client_id: h.client_id,
                 received_at_us: h.received_at_us,
-                payload: &self.bytes[h.start..h.end],
+                payload: &h.payload,
             })
             .collect()
+    }
+}
+
+/// The 16 bytes of each distinct id object of a batch, read once: a batch repeats the same
+/// client and device objects, and reading `uuid.UUID.int` costs far more than a lookup.
+#[derive(Default)]
+struct IdCache {
+    /// Object address → (index in `OwnedBatch::ids`, its bytes).
+    by_address: FxHashMap<usize, (usize, [u8; 16])>,
+}
+
+impl IdCache {
+    fn get<'py>(
+        &mut self,
+        ids: &mut Vec<Bound<'py, PyAny>>,
+        value: Bound<'py, PyAny>,
+        what: &str,
+    ) -> PyResult<(usize, [u8; 16])> {
+        let address = value.as_ptr() as usize;
+        if let Some(&hit) = self.by_address.get(&address) {
+            return Ok(hit);
+        }
+        let entry = (ids.len(), uuid_bytes(&value, what)?);
+        // Every cached object stays alive in `ids` for the whole call, so no other object
+        // can take its address, whatever Python code reading `int` may run.
+        ids.push(value);
+        self.by_address.insert(address, entry);
+        Ok(entry)
     }
 }
 
@@ -116,10 +151,10 @@ fn uuid_bytes(value: &Bound<'_, PyAny>, what: &str) -> PyResult<[u8; 16]> {
     })
 }
 
-fn copy_inputs(messages: &Bound<'_, PyList>) -> PyResult<OwnedBatch> {
+fn copy_inputs<'py>(messages: &Bound<'py, PyList>) -> PyResult<OwnedBatch<'py>> {
     let mut heads = Vec::with_capacity(messages.len());
-    let mut payloads = Vec::with_capacity(messages.len());
-    let mut total = 0;
+    let mut ids = Vec::new();
+    let mut cache = IdCache::default();
     for item in messages.iter() {
         let t = item.cast::<PyTuple>().map_err(PyErr::from)?;
         if t.len() != 4 {
@@ -129,23 +164,17 @@ fn copy_inputs(messages: &Bound<'_, PyList>) -> PyResult<OwnedBatch> {
             ))));
         }
         let payload = t.get_item(3)?.cast_into::<PyBytes>().map_err(PyErr::from)?;
-        let len = payload.as_bytes().len();
+        let (device_object, device_id) = cache.get(&mut ids, t.get_item(0)?, "device_id")?;
+        let (_, client_id) = cache.get(&mut ids, t.get_item(1)?, "client_id")?;
         heads.push(Head {
-            device_id: uuid_bytes(&t.get_item(0)?, "device_id")?,
-            client_id: uuid_bytes(&t.get_item(1)?, "client_id")?,
+            device_id,
+            client_id,
             received_at_us: t.get_item(2)?.extract()?,
-            start: total,
-            end: total + len,
+            device_object,
+            payload: PyBackedBytes::from(payload),
         });
-        total += len;
-        payloads.push(payload);
     }
-    // One exact allocation: growing it message by message cost more than the copy itself.
-    let mut bytes = Vec::with_capacity(total);
-    for payload in &payloads {
-        bytes.extend_from_slice(payload.as_bytes());
-    }
-    Ok(OwnedBatch { heads, bytes })
+    Ok(OwnedBatch { heads, ids })
 }
 
 #[pymethods]
@@ -186,9 +215,10 @@ impl Decoder {
     /// Decodes a list of `(device_id, client_id, received_at_us, payload)`; ids are
     /// `uuid.UUID` or 16 bytes.
     ///
-    /// Returns `(copy_data, rows, rejects, unknown_fields, latest, row_times_us,
-    /// rows_per_message)`; see `_ingest_native.pyi`. Ids in `unknown_fields` and `latest` are
-    /// message indexes, so the caller reuses its own id objects instead of building new ones.
+    /// Returns `(copy_data, rows, rejects, unknown_fields, latest_us, row_times_us,
+    /// rows_per_message)`; see `_ingest_native.pyi`. Clients in `unknown_fields` are message
+    /// indexes and `latest_us` is keyed by the caller's device id objects, so no id object is
+    /// built.
     fn decode<'py>(
         &self,
         py: Python<'py>,
@@ -197,10 +227,8 @@ impl Decoder {
     ) -> PyResult<Bound<'py, PyTuple>> {
         let owned = copy_inputs(messages)?;
         let limits = self.limits;
-        let batch = py.detach(move || {
-            let messages = owned.messages();
-            decode::decode_batch(&messages, &limits, now_us)
-        });
+        let inputs = owned.messages();
+        let batch = py.detach(|| decode::decode_batch(&inputs, &limits, now_us));
         let rejects: Vec<_> = batch
             .rejects
             .iter()
@@ -226,11 +254,12 @@ impl Decoder {
                 )
             })
             .collect();
-        let latest: Vec<_> = batch
-            .latest
-            .iter()
-            .map(|l| (l.message_index, l.time_us))
-            .collect();
+        // Keyed by the caller's own device id objects: nothing to convert on the Python side.
+        let latest = PyDict::new(py);
+        for l in &batch.latest {
+            let device = &owned.ids[owned.heads[l.message_index].device_object];
+            latest.set_item(device, l.time_us)?;
+        }
         let times: Vec<u8> = batch
             .row_times_us
             .iter()

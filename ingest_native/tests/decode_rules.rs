@@ -507,3 +507,69 @@ fn rfc3339_variants_agree() {
         assert_eq!(batch.row_times_us, vec![expected], "{ts}");
     }
 }
+
+/// Every key in column order, as the decoder guesses them, with one value per kind.
+fn in_column_order(ts_ms: i64) -> String {
+    use _ingest_native::fields::{Kind, FIELDS};
+    use std::fmt::Write;
+    let mut out = format!("{{\"ts\":{ts_ms}");
+    for f in FIELDS {
+        let value = match f.kind {
+            Kind::Float => "1.5",
+            Kind::Int => "7",
+            Kind::Bool => "true",
+            Kind::Text => "\"ok\"",
+        };
+        write!(out, ",\"{}\":{value}", f.name).unwrap();
+    }
+    out.push('}');
+    out
+}
+
+#[test]
+fn keys_decode_alike_whether_guessed_or_not() {
+    let ordered = in_column_order(1_700_000_000_000);
+    // Same members, spelled so that no guess matches: whitespace before each colon.
+    let spaced = ordered.replace("\":", "\" :");
+    // Same members in reverse order.
+    let inner = &ordered[1..ordered.len() - 1];
+    let reversed = format!(
+        "{{{}}}",
+        inner.split(',').rev().collect::<Vec<_>>().join(",")
+    );
+    let expected = decode(&[&ordered]);
+    assert!(expected.rejects.is_empty(), "{:?}", expected.rejects);
+    let row = &tuples(&expected.copy_data)[0];
+    assert_eq!(f64_at(row, "voltage_l1").to_bits(), 1.5_f64.to_bits());
+    assert_eq!(i64_at(row, "uptime_s"), 7);
+    assert_eq!(row[column("relay_on")].as_deref(), Some(&[1][..]));
+    assert_eq!(text_at(row, "status"), "ok");
+    for other in [&spaced, &reversed] {
+        assert_eq!(decode(&[other]).copy_data, expected.copy_data, "{other}");
+    }
+}
+
+#[test]
+fn a_guessed_key_seen_twice_is_a_duplicate() {
+    // voltage_l1 comes back where voltage_l2 is guessed, and ts comes back at the end.
+    let (_, code, reason) = only_reject(r#"{"ts":1700000000000,"voltage_l1":1,"voltage_l1":2}"#);
+    assert_eq!(
+        (code, reason.as_str()),
+        (RejectCode::DuplicateKey, "key \"voltage_l1\" appears twice")
+    );
+    let (_, code, _) = only_reject(r#"{"ts":1700000000000,"voltage_l1":1,"ts":1700000000000}"#);
+    assert_eq!(code, RejectCode::DuplicateKey);
+}
+
+#[test]
+fn a_key_that_only_starts_like_a_guess_is_unknown() {
+    let batch = decode(&[r#"{"ts":1700000000000,"voltage_l1x":1,"voltage_l":2,"status":"a"}"#]);
+    assert!(batch.rejects.is_empty(), "{:?}", batch.rejects);
+    let rows = tuples(&batch.copy_data);
+    assert_eq!(
+        rows[0][column("extra")].as_deref(),
+        Some(&b"\x01{\"voltage_l1x\":1,\"voltage_l\":2}"[..])
+    );
+    assert_eq!(rows[0][column("voltage_l1")], None);
+    assert_eq!(text_at(&rows[0], "status"), "a");
+}

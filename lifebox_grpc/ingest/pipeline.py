@@ -290,14 +290,14 @@ class Pipeline:
                 counts[ref.device_id] += count
                 clients[ref.device_id] = ref.client_id
         notices = [
-            (device, clients[device], decoded.latest[device], count)
+            (device, clients[device], decoded.latest_us[device], count)
             for device, count in counts.items()
-            if device in decoded.latest
+            if device in decoded.latest_us
         ]
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await store.upsert_catalog(conn, catalog)
-                await store.update_last_seen(conn, decoded.latest)
+                await store.update_last_seen(conn, decoded.latest_us)
                 await store.notify_committed(conn, notices)
         except (*RETRYABLE, asyncpg.PostgresError) as exc:
             # The rows are committed and acked; these are derived facts that the next batch

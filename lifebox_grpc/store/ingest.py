@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -286,29 +286,41 @@ _LAST_SEEN = """
 UPDATE devices d SET
     last_seen_at = greatest(d.last_seen_at, v.seen),
     status = CASE WHEN d.status = 'provisioned' THEN 'active' ELSE d.status END
-FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, seen)
+FROM (SELECT id, timestamptz 'epoch' + seen_us * interval '1 microsecond' AS seen
+      FROM unnest($1::uuid[], $2::bigint[]) AS u(id, seen_us)) AS v
 WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.seen
                        OR d.status = 'provisioned')
 """
 
 
-async def update_last_seen(conn: asyncpg.Connection, latest: dict[uuid.UUID, datetime]) -> None:
-    if latest:
-        await conn.execute(_LAST_SEEN, list(latest), list(latest.values()))
+async def update_last_seen(conn: asyncpg.Connection, latest_us: dict[uuid.UUID, int]) -> None:
+    """Moves each device's ``last_seen_at`` forward to its reading time (Unix microseconds)."""
+    if latest_us:
+        await conn.execute(_LAST_SEEN, list(latest_us), list(latest_us.values()))
 
 
 TELEMETRY_CHANNEL = "lifebox_telemetry"
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def notify_committed(
-    conn: asyncpg.Connection, per_device: Sequence[tuple[uuid.UUID, uuid.UUID, datetime, int]]
+    conn: asyncpg.Connection, per_device: Sequence[tuple[uuid.UUID, uuid.UUID, int, int]]
 ) -> None:
-    """Tell live streams which devices got rows: one NOTIFY per device and batch."""
+    """Tell live streams which devices got rows: one NOTIFY per device and batch, with
+    (device, client, latest reading time in Unix microseconds, rows)."""
     if not per_device:
         return
     payloads = [
-        json.dumps({"device_id": str(d), "client_id": str(c), "latest": t.isoformat(), "rows": n})
-        for d, c, t, n in per_device
+        json.dumps(
+            {
+                "device_id": str(d),
+                "client_id": str(c),
+                # Exact: fromtimestamp goes through a float.
+                "latest": (_UNIX_EPOCH + timedelta(microseconds=us)).isoformat(),
+                "rows": n,
+            }
+        )
+        for d, c, us, n in per_device
     ]
     await conn.execute(
         "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", TELEMETRY_CHANNEL, payloads
