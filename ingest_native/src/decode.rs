@@ -253,7 +253,8 @@ impl<'l> BatchState<'l> {
                 ),
             ));
         }
-        let text = match std::str::from_utf8(message.payload) {
+        // simdutf8 picks SSE4.2/AVX2/NEON at run time: the wheel stays portable.
+        let text = match simdutf8::compat::from_utf8(message.payload) {
             Ok(text) => text,
             Err(err) => {
                 return Some(Fault::new(
