@@ -120,7 +120,7 @@ impl IdCache {
     fn get<'py>(
         &mut self,
         ids: &mut Vec<Bound<'py, PyAny>>,
-        value: Bound<'py, PyAny>,
+        value: Borrowed<'_, 'py, PyAny>,
         what: &str,
     ) -> PyResult<(usize, [u8; 16])> {
         let address = value.as_ptr() as usize;
@@ -130,7 +130,7 @@ impl IdCache {
         let entry = (ids.len(), uuid_bytes(&value, what)?);
         // Every cached object stays alive in `ids` for the whole call, so no other object
         // can take its address, whatever Python code reading `int` may run.
-        ids.push(value);
+        ids.push(value.to_owned());
         self.by_address.insert(address, entry);
         Ok(entry)
     }
@@ -163,13 +163,19 @@ fn copy_inputs<'py>(messages: &Bound<'py, PyList>) -> PyResult<OwnedBatch<'py>> 
                 t.len()
             ))));
         }
-        let payload = t.get_item(3)?.cast_into::<PyBytes>().map_err(PyErr::from)?;
-        let (device_object, device_id) = cache.get(&mut ids, t.get_item(0)?, "device_id")?;
-        let (_, client_id) = cache.get(&mut ids, t.get_item(1)?, "client_id")?;
+        // Borrowed items: the tuple holds them, and each reference count is an FFI call.
+        let payload = t
+            .get_borrowed_item(3)?
+            .cast::<PyBytes>()
+            .map_err(PyErr::from)?
+            .to_owned();
+        let (device_object, device_id) =
+            cache.get(&mut ids, t.get_borrowed_item(0)?, "device_id")?;
+        let (_, client_id) = cache.get(&mut ids, t.get_borrowed_item(1)?, "client_id")?;
         heads.push(Head {
             device_id,
             client_id,
-            received_at_us: t.get_item(2)?.extract()?,
+            received_at_us: t.get_borrowed_item(2)?.extract()?,
             device_object,
             payload: PyBackedBytes::from(payload),
         });
