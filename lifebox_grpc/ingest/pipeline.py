@@ -185,8 +185,10 @@ class Pipeline:
                 (ref.device_id, ref.client_id, messages[i].received_us, messages[i].payload)
                 for i, ref in batch.telemetry
             ]
-            # The native decoder releases the GIL: the paho thread keeps receiving meanwhile.
-            batch.decoded = await asyncio.to_thread(self.decoder.decode, inputs)
+            # Called inline: the native decoder releases the GIL, so the paho thread keeps
+            # receiving meanwhile, and a batch decodes in about a millisecond. A thread pool
+            # would only add two GIL hand-offs per batch (measured: slower).
+            batch.decoded = self.decoder.decode(inputs)
             for reject in batch.decoded.rejects:
                 index, ref = batch.telemetry[reject.message_index]
                 item = messages[index]
