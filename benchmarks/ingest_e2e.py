@@ -153,13 +153,14 @@ class Worker:
         import sys
 
         self.metrics_port = free_port()
+        self.client_id = f"bench-{uuid.uuid4().hex[:6]}"
         env = {
             **os.environ,
             "LIFEBOX_DATABASE_URL": bench.pg.dsn("lifebox_app"),
             "LIFEBOX_OWNER_DATABASE_URL": bench.pg.dsn(OWNER_ROLE),
             "LIFEBOX_INGEST_DATABASE_URL": bench.pg.dsn(INGEST_ROLE),
             "LIFEBOX_MQTT_URL": bench.broker.url,
-            "LIFEBOX_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "LIFEBOX_INGEST_CLIENT_ID": self.client_id,
             "LIFEBOX_INGEST_METRICS_PORT": str(self.metrics_port),
             "LIFEBOX_LOG_LEVEL": "ERROR",
         }
@@ -188,9 +189,14 @@ class Worker:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def stop(self) -> None:
+    def stop(self, broker_port: int) -> None:
+        """Stop the worker and drop its persistent session, so the broker stops queueing
+        telemetry for it (that would tax the receive-ceiling measurement)."""
         self.proc.terminate()
         self.proc.wait(30)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, self.client_id, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker_port, clean_start=True)
+        client.disconnect()
 
 
 async def mqtt_path(
@@ -279,7 +285,7 @@ async def main() -> None:
         half = c / 2
         _, p50, p99 = await mqtt_path(bench, serials, int(half * 10), 1, rate=half / len(serials))
         rss = bench.worker.peak_rss_mb()
-        bench.worker.stop()
+        bench.worker.stop(bench.broker.port)
         e = receive_ceiling(bench, serials, args.messages)
 
         say("")
@@ -304,7 +310,7 @@ async def main() -> None:
         )
     finally:
         if getattr(bench, "worker", None) and bench.worker.proc.poll() is None:
-            bench.worker.stop()
+            bench.worker.stop(bench.broker.port)
         bench.stop()
         shutil.rmtree(base, ignore_errors=True)
 

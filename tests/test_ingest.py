@@ -218,7 +218,7 @@ async def test_command_acks_move_status_forward_only_and_foreign_acks_are_reject
     database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
 ) -> None:
     fleet = await register_fleet(database.owner_dsn, 2)
-    (dev_a, serial_a), (dev_b, serial_b) = fleet.devices
+    (dev_a, serial_a), (dev_b, _) = fleet.devices
     command = await _issue_command(staff, fleet.client_id, dev_a)
     other = await _issue_command(staff, fleet.client_id, dev_b)
     ack = f"lifebox/v1/{serial_a}/commands/{command}/ack"
