@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(
         14 * 24 * 3600, ge=3600, description="Refresh token life."
     )
+    principal_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="How long `serve` may reuse a caller's principal (user, role, permissions, "
+        "assigned devices, client status) without reading the database; 0 turns the cache off. "
+        "Changes reach the cache at once by NOTIFY (lifebox_principals); this is only the bound "
+        "if a notification were lost, and the cache is bypassed while its listener is down.",
+    )
     jwt_previous_keys: SecretStr | None = Field(
         None,
         description="Retired signing keys still accepted while their tokens live, as "

@@ -49,7 +49,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.auth is not None:
-            await self.auth.drain()
+            await self.auth.close()
         self._probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe
@@ -139,7 +139,7 @@ async def start_server(
     """
     keyring = keyring_from_settings(settings)
     endpoints = resolve_endpoints(settings)
-    pool = await create_pool(endpoints.app_dsn, settings, "lifebox-serve")
+    pool = await create_pool(endpoints.app_dsn, settings, "lifebox-serve", session_state=False)
     flows = AuthFlows(pool, settings, keyring, sender_from_settings(settings))
     server = grpc.aio.server(
         options=_server_options(settings),

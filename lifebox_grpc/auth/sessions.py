@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from lifebox_grpc.auth import passwords, tokens
-from lifebox_grpc.auth.principal import OPERATOR, VIEWER, Principal
+from lifebox_grpc.auth.principal import Principal
+from lifebox_grpc.auth.principal_cache import PrincipalCache
 from lifebox_grpc.auth.ratelimit import AuthRateLimiter, account_bucket
 from lifebox_grpc.auth.reset_sender import ResetMessage, ResetSender, reset_link
 from lifebox_grpc.config import Settings
@@ -27,6 +28,7 @@ from lifebox_grpc.errors import (
     NotFound,
     Unauthenticated,
 )
+from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store import clients as client_store
 from lifebox_grpc.store import ratelimits
 from lifebox_grpc.store import tokens as token_store
@@ -103,6 +105,9 @@ class AuthFlows:
         self.sender = sender
         self.limiter = AuthRateLimiter(settings)
         self._deliveries: set[asyncio.Task[None]] = set()
+        self.principals = PrincipalCache(
+            resolve_endpoints(settings).app_dsn, settings.principal_cache_seconds
+        )
 
     # -- policy ---------------------------------------------------------------------------
 
@@ -301,9 +306,14 @@ class AuthFlows:
             log.exception("password reset delivery failed", extra={"user_id": str(user.id)})
 
     async def drain(self) -> None:
-        """Wait for queued reset deliveries (server shutdown)."""
+        """Wait for queued reset deliveries."""
         if self._deliveries:
             await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Server shutdown: finish reset deliveries and stop the principal listener."""
+        await self.drain()
+        await self.principals.close()
 
     async def reset_password(self, reset_token: str, new_password: str, caller: Caller) -> None:
         """Spend a reset token, set the password and end every session of the user."""
@@ -341,31 +351,46 @@ class AuthFlows:
     # -- principals -----------------------------------------------------------------------
 
     async def load_principal(self, claims: tokens.AccessClaims) -> Principal:
-        """The principal an access token stands for, as the database says right now.
+        """The principal an access token stands for, as the database says now.
 
         A deleted or disabled user, or a password changed after the token was issued,
-        makes the token worthless at once; a suspended client's users are refused.
+        makes the token worthless at once; a suspended client's users are refused. The
+        record may come from :attr:`principals`, which a change empties by NOTIFY before the
+        user's next call (see :mod:`lifebox_grpc.auth.principal_cache`).
         """
-        async with (
-            self.pool.acquire() as conn,
-            scoped_transaction(conn, _scope_of(claims.client_id)),
-        ):
-            user = await user_store.get_user(conn, claims.user_id, claims.client_id)
-            if user is None or user.status != ACTIVE or user.client_id != claims.client_id:
-                raise Unauthenticated("the account behind this token is no longer active")
-            if claims.issued_at < user.password_changed_at.replace(microsecond=0):
-                raise Unauthenticated("the password changed since this token was issued")
-            await self._require_client_active(conn, user.client_id)
-            permissions = await user_store.role_permissions(conn, user.role)
-            devices: list[uuid.UUID] = []
-            if user.role in (OPERATOR, VIEWER):
-                devices = await user_store.assigned_device_ids(conn, user.id)
-        return Principal(
-            user_id=user.id,
-            email=user.email,
-            role=user.role,
-            client_id=user.client_id,
-            permissions=permissions,
-            assigned_device_ids=tuple(devices),
-            session_family=claims.family_id,
+        cache = self.principals
+        record = cache.get(claims.user_id)
+        if record is None:
+            cache.start()
+            ticket = cache.ticket()
+            async with (
+                self.pool.acquire() as conn,
+                scoped_transaction(conn, _scope_of(claims.client_id)),
+            ):
+                record = await user_store.principal_record(conn, claims.user_id, claims.client_id)
+            if record is not None:
+                cache.put(ticket, record)
+        return _principal_of(record, claims)
+
+
+def _principal_of(
+    record: user_store.PrincipalRecord | None, claims: tokens.AccessClaims
+) -> Principal:
+    """Check ``record`` against the token on every call (nothing token-specific is cached)."""
+    if record is None or record.status != ACTIVE or record.client_id != claims.client_id:
+        raise Unauthenticated("the account behind this token is no longer active")
+    if claims.issued_at < record.password_changed_at.replace(microsecond=0):
+        raise Unauthenticated("the password changed since this token was issued")
+    if record.client_id is not None and record.client_status != ACTIVE:
+        raise FailedPrecondition(
+            "the client of this account is suspended", reason="ERROR_REASON_CLIENT_SUSPENDED"
         )
+    return Principal(
+        user_id=record.user_id,
+        email=record.email,
+        role=record.role,
+        client_id=record.client_id,
+        permissions=record.permissions,
+        assigned_device_ids=record.assigned_device_ids,
+        session_family=claims.family_id,
+    )

@@ -8,6 +8,7 @@ API without a rule is refused: forgetting to declare a permission fails closed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,42 @@ from lifebox_grpc.interceptors.state import current_call
 log = logging.getLogger(__name__)
 
 PrincipalLoader = Callable[[AccessClaims], Awaitable[Principal]]
+# Verified tokens remembered at once (a client sends the same token on every call).
+VERIFIED_TOKENS = 10_000
+
+
+class VerifiedTokens:
+    """Access tokens already verified, and their claims, until the tokens expire.
+
+    A token's signature and claims cannot change, so verifying the same bytes again only
+    repeats work; the expiry is still checked on every use. Whether the account behind the
+    token may still act is not decided here (the principal load does that on every call).
+    """
+
+    def __init__(self, keyring: Keyring, max_entries: int = VERIFIED_TOKENS) -> None:
+        self.keyring = keyring
+        self.max_entries = max_entries
+        self._claims: dict[str, AccessClaims] = {}
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid, unexpired access token; Unauthenticated otherwise."""
+        claims = self._claims.get(token)
+        now = time.time()
+        if claims is None:
+            claims = verify_access_token(self.keyring, token)
+            if len(self._claims) >= self.max_entries:
+                self._claims = {t: c for t, c in self._claims.items() if _alive(c, now)}
+                if len(self._claims) >= self.max_entries:
+                    self._claims.clear()
+            self._claims[token] = claims
+        elif not _alive(claims, now):
+            del self._claims[token]
+            raise Unauthenticated("invalid or expired access token")
+        return claims
+
+
+def _alive(claims: AccessClaims, now: float) -> bool:
+    return claims.expires_at.timestamp() > now
 
 
 def bearer_token(context: aio.ServicerContext[Any, Any]) -> str | None:
@@ -43,13 +80,12 @@ class AuthenticationInterceptor(AroundInterceptor):
     def __init__(
         self, keyring: Keyring, rules: Mapping[str, Rule], load_principal: PrincipalLoader
     ) -> None:
-        self.keyring = keyring
+        self.tokens = VerifiedTokens(keyring)
         self.rules = rules
         self.load_principal = load_principal
 
     async def _authenticate(self, token: str) -> Principal:
-        claims = verify_access_token(self.keyring, token)
-        return await self.load_principal(claims)
+        return await self.load_principal(self.tokens.verify(token))
 
     @asynccontextmanager
     async def around(

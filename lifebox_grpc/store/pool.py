@@ -11,8 +11,21 @@ import asyncpg
 from lifebox_grpc.config import Settings
 
 
-async def create_pool(dsn: str, settings: Settings, application_name: str) -> asyncpg.Pool:
-    """A pool whose connections carry our statement timeout and name."""
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (an open transaction is still rolled back)."""
+
+
+async def create_pool(
+    dsn: str, settings: Settings, application_name: str, *, session_state: bool = True
+) -> asyncpg.Pool:
+    """A pool whose connections carry our statement timeout and name.
+
+    ``session_state=False`` promises that users of the pool never leave session state behind
+    (session-level settings, LISTEN, cursors WITH HOLD, session advisory locks): every setting
+    is transaction-local (:func:`tenant_transaction`). The pool then skips asyncpg's reset
+    query on release (``RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()``), a
+    round trip per acquire; an open transaction is still rolled back.
+    """
     pool = await asyncpg.create_pool(
         dsn,
         min_size=settings.db_pool_min,
@@ -22,6 +35,7 @@ async def create_pool(dsn: str, settings: Settings, application_name: str) -> as
             "statement_timeout": str(settings.db_statement_timeout_ms),
             "timezone": "UTC",
         },
+        reset=None if session_state else _keep_session,
     )
     assert pool is not None
     return pool

@@ -268,6 +268,55 @@ async def assigned_device_ids(conn: asyncpg.Connection, user_id: uuid.UUID) -> l
     return [row["device_id"] for row in rows]
 
 
+@dataclass(frozen=True)
+class PrincipalRecord:
+    """Everything a principal is made of, read in one statement: the user, their client's
+    status, their role's permissions and (for operators and viewers) their assigned devices."""
+
+    user_id: uuid.UUID
+    client_id: uuid.UUID | None
+    email: str
+    role: str
+    status: str
+    password_changed_at: datetime
+    client_status: str | None
+    permissions: frozenset[str]
+    assigned_device_ids: tuple[uuid.UUID, ...]
+
+
+_PRINCIPAL_SQL = """
+SELECT u.id, u.client_id, u.email, u.role, u.status, u.password_changed_at,
+       (SELECT c.status FROM clients c WHERE c.id = u.client_id) AS client_status,
+       ARRAY(SELECT p.permission FROM role_permissions p WHERE p.role = u.role) AS permissions,
+       CASE WHEN u.role IN ('operator', 'viewer') THEN
+           ARRAY(SELECT a.device_id FROM user_device_assignments a
+                 WHERE a.user_id = u.id ORDER BY a.device_id)
+       END AS devices
+FROM users u
+WHERE u.id = $1 AND ($2::uuid IS NULL OR u.client_id = $2)
+"""
+
+
+async def principal_record(
+    conn: asyncpg.Connection, user_id: uuid.UUID, client_filter: uuid.UUID | None
+) -> PrincipalRecord | None:
+    """The user's principal as stored now (one round trip), or None when there is no user."""
+    row = await conn.fetchrow(_PRINCIPAL_SQL, user_id, client_filter)
+    if row is None:
+        return None
+    return PrincipalRecord(
+        user_id=row["id"],
+        client_id=row["client_id"],
+        email=row["email"],
+        role=row["role"],
+        status=row["status"],
+        password_changed_at=row["password_changed_at"],
+        client_status=row["client_status"],
+        permissions=frozenset(row["permissions"]),
+        assigned_device_ids=tuple(row["devices"] or ()),
+    )
+
+
 async def list_roles(conn: asyncpg.Connection) -> list[RoleRecord]:
     rows = await conn.fetch(
         """
