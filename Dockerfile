@@ -11,13 +11,16 @@ RUN pip install --no-cache-dir "maturin>=1.7,<2"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
 COPY ingest_native ingest_native
+COPY loadgen loadgen
 COPY lifebox_grpc lifebox_grpc
 COPY lifebox lifebox
-RUN maturin build --release --locked --out /wheels
+RUN maturin build --release --locked --out /wheels \
+ && cargo build --release --locked -p lifebox-loadgen
 
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --create-home --home-dir /app lifebox
 COPY --from=build /wheels /wheels
+COPY --from=build /src/target/release/lifebox-loadgen /usr/local/bin/lifebox-loadgen
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY migrations /app/migrations
 ENV LIFEBOX_MODE=prod \

@@ -170,7 +170,10 @@ class Settings(BaseSettings):
     )
 
     # Ingest.
-    ingest_batch_readings: int = Field(5000, ge=1, description="Flush a batch at N readings.")
+    ingest_batch_readings: int = Field(5000, ge=1, description="Flush a batch at N messages.")
+    ingest_batch_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="...or at this many payload bytes."
+    )
     ingest_batch_ms: int = Field(50, ge=1, description="...or after T milliseconds.")
     ingest_receive_maximum: int = Field(
         1000, ge=1, le=65535, description="MQTT 5 Receive Maximum (un-acked messages)."

@@ -2,6 +2,7 @@
 # Installs what this machine lacks to run and test LifeBox; safe to run again (fast no-op).
 #   system packages (apt): PostgreSQL 15 server + pg_partman, mosquitto
 #   .venv with the Python dependencies and the Rust extension (maturin, release build)
+#   target/release/lifebox-loadgen (the Rust load generator behind `lifebox loadgen`)
 #   node_modules with buf and the gRPC contract-test client
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,12 @@ if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml Cargo.toml Cargo.lock ingest
   step "pip install -e '.[dev]' (builds the Rust extension; first time takes a few minutes)"
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
+fi
+
+loadgen=target/release/lifebox-loadgen
+if [ ! -x "$loadgen" ] || [ -n "$(find loadgen Cargo.lock -newer "$loadgen" -type f -print -quit)" ]; then
+  step "cargo build --release -p lifebox-loadgen (the load generator)"
+  cargo build --release --locked -q -p lifebox-loadgen
 fi
 
 if [ ! -d node_modules/@bufbuild ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -248,7 +249,8 @@ async def test_command_acks_move_status_forward_only_and_foreign_acks_are_reject
             serial_a,
         )
     status = await staff_fetch(
-        staff, "SELECT id, status, result FROM control_commands WHERE id = ANY($1)",
+        staff,
+        "SELECT id, status, result FROM control_commands WHERE id = ANY($1)",
         [command, other],
     )
     by_id = {r["id"]: r for r in status}
@@ -265,3 +267,42 @@ async def test_command_acks_move_status_forward_only_and_foreign_acks_are_reject
         command,
     )
     assert [tuple(r) for r in trail] == [("sent", "completed", "device")]
+
+
+async def test_loadgen_registers_devices_and_its_readings_are_committed(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    prefix = f"LG{uuid.uuid4().hex[:6]}-"
+    env = {
+        **os.environ,
+        "LIFEBOX_DATABASE_URL": database.app_dsn,
+        "LIFEBOX_OWNER_DATABASE_URL": database.owner_dsn,
+        "LIFEBOX_INGEST_DATABASE_URL": database.ingest_dsn,
+        "LIFEBOX_MQTT_URL": broker.url,
+    }
+    command = [sys.executable, "-m", "lifebox_grpc.cli", "loadgen", "--register"]
+    args = ["--devices", "5", "--messages", "200", "--per-message", "3", "--serial-prefix", prefix]
+    with running_ingest(database, broker.url, broker.port):
+        result = subprocess.run(
+            command + args, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "sent 200 messages / 600 readings" in result.stdout
+        await wait_rows(
+            staff,
+            "SELECT count(*) FROM telemetry_events t JOIN devices d ON d.id = t.device_id "
+            "WHERE d.serial LIKE $1",
+            600,
+            prefix + "%",
+        )
+    rows = await staff_fetch(
+        staff,
+        "SELECT count(DISTINCT t.device_id), count(*) FILTER (WHERE t.voltage_l1 IS NULL) "
+        "FROM telemetry_events t JOIN devices d ON d.id = t.device_id WHERE d.serial LIKE $1",
+        prefix + "%",
+    )
+    assert tuple(rows[0]) == (5, 0)

@@ -52,12 +52,15 @@ class MqttConsumer:
         session_expiry_s: int,
         wake: Callable[[], None],
         wake_at: int,
+        wake_at_bytes: int,
     ) -> None:
         self._url = urlsplit(url)
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
         self._wake = wake
         self._wake_at = wake_at
+        self._wake_at_bytes = wake_at_bytes
+        self._pending_bytes = 0
         self._lock = threading.Lock()
         self._pending: list[Received] = []
         self._generation = 0
@@ -140,7 +143,13 @@ class MqttConsumer:
         with self._lock:
             self._pending.append(item)
             count = len(self._pending)
-        if count == 1 or count == self._wake_at:
+            before = self._pending_bytes
+            self._pending_bytes = before + len(item.payload)
+        if (
+            count == 1
+            or count == self._wake_at
+            or before < self._wake_at_bytes <= self._pending_bytes
+        ):
             self._wake()
 
     # -- flusher side -------------------------------------------------------------------------
@@ -149,10 +158,25 @@ class MqttConsumer:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def full(self) -> bool:
+        """The pending batch reached its message or byte threshold."""
+        return len(self._pending) >= self._wake_at or self._pending_bytes >= self._wake_at_bytes
+
     def take(self) -> list[Received]:
-        """Everything received since the last take."""
+        """The oldest pending messages, up to one batch's worth (message and byte thresholds):
+        what arrives while a batch commits waits for the next one instead of swelling it."""
         with self._lock:
-            batch, self._pending = self._pending, []
+            pending = self._pending
+            count = 0
+            size = 0
+            for item in pending:
+                if count >= self._wake_at or (count and size >= self._wake_at_bytes):
+                    break
+                count += 1
+                size += len(item.payload)
+            batch, self._pending = pending[:count], pending[count:]
+            self._pending_bytes -= size
         return batch
 
     def ack(self, batch: list[Received]) -> int:

@@ -2,7 +2,8 @@
 
 The paho thread fills the pending batch; this asyncio loop flushes it at
 ``ingest_batch_readings`` messages, at half the Receive Maximum (the broker sends no more
-un-acked messages than that, so a larger batch could only ever flush on its timer), or
+un-acked messages than that, so a larger batch could only ever flush on its timer), at
+``ingest_batch_bytes`` of payload (big multi-reading messages: bounds memory and latency), or
 ``ingest_batch_ms`` after its first message, whichever comes first.
 """
 
@@ -68,6 +69,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         session_expiry_s=SESSION_EXPIRY_S,
         wake=lambda: _call_soon(loop, wake.set),
         wake_at=flush_at,
+        wake_at_bytes=settings.ingest_batch_bytes,
     )
     pipeline = Pipeline(
         pool,
@@ -78,6 +80,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     )
     consumer.start()
     log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
+    backlog = False  # messages left over by the last take: they have waited long enough
     try:
         while not stop.is_set():
             if not consumer.pending:
@@ -90,10 +93,11 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             # A batch has started: give it until the deadline or the size threshold.
             wake.clear()
-            if consumer.pending < flush_at:
+            if not consumer.full and not backlog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), settings.ingest_batch_ms / 1000)
             batch = consumer.take()
+            backlog = consumer.pending > 0
             if batch:
                 await pipeline.process(batch)
     finally:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import asyncpg
 
 from lifebox_grpc.config import Settings
-from lifebox_grpc.loadgen.run import LoadPlan, print_progress, run_loadgen
+from lifebox_grpc.loadgen.run import LoadgenError, LoadPlan, print_progress, run_loadgen
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store.fleet import register_fleet
 
@@ -21,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to publish")
     parser.add_argument("--messages", type=int, default=None, help="stop after N messages")
-    parser.add_argument("--processes", type=int, default=2, help="publisher processes")
+    parser.add_argument("--connections", type=int, default=4, help="MQTT connections")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
     parser.add_argument(
         "--register",
@@ -46,10 +47,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         duration_s=args.duration,
         messages=args.messages,
-        processes=args.processes,
+        connections=args.connections,
         qos=args.qos,
     )
-    report = run_loadgen(plan, print_progress)
+    try:
+        report = run_loadgen(plan, print_progress)
+    except LoadgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(
         f"sent {report.messages:,} messages / {report.readings:,} readings in "
         f"{report.seconds:.1f}s: {report.messages_per_s:,.0f} messages/s, "

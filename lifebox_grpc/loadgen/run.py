@@ -1,30 +1,34 @@
-"""The load generator: several publisher processes, each simulating a slice of the devices.
+"""The load generator: readings rendered here, published by the `lifebox-loadgen` binary.
 
-Each process keeps its own MQTT connection and publishes pre-rendered readings whose ``ts``
-is stamped at publish time (so ingest can measure publish-to-commit latency), K readings per
-message, QoS 1 by default, paced to a rate or as fast as the broker acknowledges.
+The readings come from the project's one generator (`readings.py`); the Rust binary
+(`loadgen/` in the Cargo workspace, built by `make setup`) stamps each reading's ``ts`` at
+publish time, publishes K readings per message over several connections with QoS 1, and
+costs a few percent of a core where a Python publisher costs a whole one (measured: one
+paho-mqtt process peaked near 6,000 messages/s on a full core). On a 2-core machine that
+CPU would otherwise be taken from the broker, ingest and PostgreSQL being measured.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import os
 import random
-import sys
-import threading
-import time
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import wait as wait_for_processes
-from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
 from urllib.parse import urlsplit
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from lifebox_grpc.loadgen.readings import EXTRA_SHARE, reading
 
-MAX_UNACKED = 2000
-BODIES_PER_DEVICE = 8
+BINARY = "lifebox-loadgen"
+BODIES = 64  # distinct readings cycled through
+
+
+class LoadgenError(RuntimeError):
+    """The load generator binary is missing or failed."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,13 @@ class LoadPlan:
     rate: float = 0.0  # readings per second per device; 0 = as fast as possible
     duration_s: float | None = 10.0
     messages: int | None = None  # total messages; stops at whichever limit comes first
-    processes: int = 2
+    connections: int = 4
     qos: int = 1
 
 
 @dataclass(frozen=True)
 class LoadReport:
-    messages: int
+    messages: int  # acknowledged by the broker (QoS 1) or sent (QoS 0)
     readings: int
     seconds: float
 
@@ -54,132 +58,96 @@ class LoadReport:
         return self.readings / self.seconds if self.seconds else 0.0
 
 
-def _bodies(rng: random.Random) -> list[bytes]:
-    """Readings rendered once without ``ts``: `{"voltage_l1":…}` minus its opening brace."""
-    import json
+def binary_path() -> Path:
+    """Where the binary is: $LIFEBOX_LOADGEN_BIN, the PATH, or this checkout's cargo target."""
+    candidates = [
+        os.environ.get("LIFEBOX_LOADGEN_BIN"),
+        shutil.which(BINARY),
+        str(Path(__file__).resolve().parents[2] / "target" / "release" / BINARY),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise LoadgenError(
+        f"{BINARY} not found: build it with `cargo build --release -p {BINARY}` "
+        "(make setup does) or set LIFEBOX_LOADGEN_BIN"
+    )
 
+
+def render_bodies(count: int = BODIES, seed: int = 1) -> list[str]:
+    """Readings as JSON without ``ts`` and without the opening brace: the binary adds both."""
+    rng = random.Random(seed)
     out = []
-    for seq in range(BODIES_PER_DEVICE):
+    for seq in range(count):
         body = reading(rng, seq, 0, with_extra=rng.random() < EXTRA_SHARE)
         del body["ts"]
-        out.append(json.dumps(body, separators=(",", ":")).encode()[1:])
+        out.append(json.dumps(body, separators=(",", ":"))[1:])
     return out
 
 
-def _publisher(
-    plan: LoadPlan,
-    serials: list[str],
-    quota: int | None,
-    sent: Synchronized[int],
-    acked: Synchronized[int],
-    start_at: float,
-) -> None:
-    rng = random.Random(hash(serials[0]) if serials else 0)
-    bodies = _bodies(rng)
+def _argv(plan: LoadPlan, serials_file: Path, bodies_file: Path) -> list[str]:
     url = urlsplit(plan.mqtt_url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    argv = [
+        str(binary_path()),
+        "--host", url.hostname or "127.0.0.1",
+        "--port", str(url.port or 1883),
+        "--serials-file", str(serials_file),
+        "--bodies-file", str(bodies_file),
+        "--per-message", str(plan.per_message),
+        "--rate", str(plan.rate),
+        "--qos", str(plan.qos),
+        "--connections", str(plan.connections),
+    ]  # fmt: skip
+    if plan.duration_s is not None:
+        argv += ["--duration", str(plan.duration_s)]
+    if plan.messages is not None:
+        argv += ["--messages", str(plan.messages)]
     if url.username:
-        client.username_pw_set(url.username, url.password)
-    client.max_inflight_messages_set(MAX_UNACKED)
-    client.max_queued_messages_set(0)
-    done = threading.Event()
-    local = {"acked": 0}
-
-    def on_publish(*_: object) -> None:
-        local["acked"] += 1
-
-    client.on_publish = on_publish
-    client.on_connect = lambda *_: done.set()
-    client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=60)
-    client.loop_start()
-    done.wait(10)
-    topics = [f"lifebox/v1/{s}/telemetry" for s in serials]
-    last_ts = [0] * len(serials)
-    k = plan.per_message
-    interval = (k / plan.rate) if plan.rate > 0 else 0.0  # seconds between messages per device
-    time.sleep(max(0.0, start_at - time.time()))
-    deadline = start_at + plan.duration_s if plan.duration_s else float("inf")
-    count = 0
-    next_due = [start_at + i * interval / max(1, len(serials)) for i in range(len(serials))]
-    while time.time() < deadline and (quota is None or count < quota):
-        now = time.time()
-        for i, topic in enumerate(topics):
-            if interval and next_due[i] > now:
-                continue
-            ts = max(int(now * 1000), last_ts[i] + 1)
-            last_ts[i] = ts + k - 1
-            parts = [
-                b'{"ts":' + str(ts + j).encode() + b"," + bodies[(count + j) % BODIES_PER_DEVICE]
-                for j in range(k)
-            ]
-            payload = parts[0] if k == 1 else b"[" + b",".join(parts) + b"]"
-            client.publish(topic, payload, qos=plan.qos)
-            count += 1
-            if interval:
-                next_due[i] += interval
-            while count - local["acked"] > MAX_UNACKED and plan.qos:
-                time.sleep(0.0005)
-            if quota is not None and count >= quota:
-                break
-            if count % 500 == 0:
-                with sent.get_lock():
-                    sent.value = count
-                with acked.get_lock():
-                    acked.value = local["acked"]
-        if interval:
-            time.sleep(0.001)
-    # Wait for the broker to acknowledge what was sent, then report the final counts.
-    wait_until = time.time() + 30
-    while plan.qos and local["acked"] < count and time.time() < wait_until:
-        time.sleep(0.005)
-    with sent.get_lock():
-        sent.value = count
-    with acked.get_lock():
-        acked.value = local["acked"]
-    client.loop_stop()
-    client.disconnect()
+        # The broker password travels in argv only as far as our own child process.
+        argv += ["--username", url.username, "--password", url.password or ""]
+    return argv
 
 
 def run_loadgen(plan: LoadPlan, progress: Callable[[str], None] | None = None) -> LoadReport:
     """Publish per the plan; return what the broker acknowledged and how long it took."""
-    processes = max(1, min(plan.processes, len(plan.serials)))
-    slices = [plan.serials[i::processes] for i in range(processes)]
-    quotas: list[int | None] = [
-        None
-        if plan.messages is None
-        else plan.messages // processes + (i < plan.messages % processes)
-        for i in range(processes)
-    ]
-    ctx = mp.get_context("spawn")
-    sent = [ctx.Value("q", 0) for _ in range(processes)]
-    acked = [ctx.Value("q", 0) for _ in range(processes)]
-    start_at = time.time() + 1.5  # every process connected before the clock starts
-    workers = [
-        ctx.Process(
-            target=_publisher,
-            args=(plan, slices[i], quotas[i], sent[i], acked[i], start_at),
-            daemon=True,
+    if plan.duration_s is None and plan.messages is None:
+        raise LoadgenError("give a duration or a message count")
+    with tempfile.TemporaryDirectory(prefix="lifebox-loadgen-") as tmp:
+        serials_file = Path(tmp) / "serials"
+        bodies_file = Path(tmp) / "bodies"
+        serials_file.write_text("\n".join(plan.serials) + "\n")
+        bodies_file.write_text("\n".join(render_bodies()) + "\n")
+        proc = subprocess.Popen(
+            _argv(plan, serials_file, bodies_file),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        for i in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    while alive := [w.sentinel for w in workers if w.is_alive()]:
-        wait_for_processes(alive, timeout=1.0)
-        if progress and time.time() > start_at:
-            elapsed = time.time() - start_at
-            total = sum(v.value for v in acked)
-            progress(
-                f"\r{elapsed:6.1f}s  {total:>10,} messages acked  "
-                f"{total * plan.per_message / max(elapsed, 1e-3):>10,.0f} readings/s"
-            )
-    seconds = max(1e-3, time.time() - start_at)
-    messages = sum(v.value for v in acked)
+        assert proc.stderr is not None
+        assert proc.stdout is not None
+        errors = []
+        for line in proc.stderr:
+            if line.startswith("progress "):
+                _, secs, _sent, acked, rate = line.split()
+                if progress:
+                    progress(
+                        f"\r{float(secs):6.1f}s  {int(acked):>10,} messages acked  "
+                        f"{float(rate):>10,.0f} readings/s"
+                    )
+            else:
+                errors.append(line.rstrip())
+        summary = proc.stdout.read()
+        proc.wait()
     if progress:
         progress("\n")
-    return LoadReport(messages, messages * plan.per_message, seconds)
+    if proc.returncode != 0 or not summary.strip():
+        raise LoadgenError("; ".join(errors) or f"{BINARY} exited with {proc.returncode}")
+    result = json.loads(summary.strip().splitlines()[-1])
+    return LoadReport(int(result["messages"]), int(result["readings"]), float(result["seconds"]))
 
 
 def print_progress(line: str) -> None:
+    import sys
+
     sys.stderr.write(line)
     sys.stderr.flush()

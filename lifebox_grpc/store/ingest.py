@@ -125,19 +125,24 @@ async def copy_telemetry_deduplicated(
 
 
 class _BytesSource:
-    """asyncpg's copy source protocol over one prepared buffer, without copying it."""
+    """asyncpg's copy source protocol over one prepared buffer: zero-copy slices of it, so
+    the driver never holds a second full-size copy."""
+
+    CHUNK = 256 * 1024
 
     def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
+        self._view = memoryview(data)
+        self._offset = 0
 
     def __aiter__(self) -> _BytesSource:
         return self
 
-    async def __anext__(self) -> bytes:
-        data, self._data = self._data, None
-        if data is None:
+    async def __anext__(self) -> memoryview:
+        if self._offset >= len(self._view):
             raise StopAsyncIteration
-        return data
+        chunk = self._view[self._offset : self._offset + self.CHUNK]
+        self._offset += self.CHUNK
+        return chunk
 
 
 _REJECT_COLUMNS = (
