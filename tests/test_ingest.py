@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -287,8 +288,14 @@ async def test_loadgen_registers_devices_and_its_readings_are_committed(
     command = [sys.executable, "-m", "lifebox_grpc.cli", "loadgen", "--register"]
     args = ["--devices", "5", "--messages", "200", "--per-message", "3", "--serial-prefix", prefix]
     with running_ingest(database, broker.url, broker.port):
-        result = subprocess.run(
-            command + args, env=env, capture_output=True, text=True, timeout=120, check=False
+        result = await asyncio.to_thread(
+            subprocess.run,
+            command + args,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         assert "sent 200 messages / 600 readings" in result.stdout
