@@ -141,6 +141,7 @@ class Pipeline:
         batch = PreparedBatch(messages)
         parsed = [parse_topic(m.topic) for m in messages]
         serials = {p.serial for p in parsed if p is not None}
+        kinds: dict[TopicKind, int] = defaultdict(int)
         refs = await self._retrying(lambda conn: self.directory.resolve(conn, serials))
         for index, (item, topic) in enumerate(zip(messages, parsed, strict=True)):
             if topic is None:
@@ -163,7 +164,7 @@ class Pipeline:
                     ref.client_id,
                 )
                 continue
-            metrics.INGEST_MESSAGES.labels(topic.kind.value).inc()
+            kinds[topic.kind] += 1
             try:
                 if topic.kind is TopicKind.TELEMETRY:
                     batch.telemetry.append((index, ref))
@@ -180,6 +181,8 @@ class Pipeline:
                     )
             except MessageError as exc:
                 self._reject(batch, item, exc.code, exc.reason, topic.serial, ref.client_id)
+        for kind, count in kinds.items():
+            metrics.INGEST_MESSAGES.labels(kind.value).inc(count)
         if batch.telemetry:
             inputs = [
                 (ref.device_id, ref.client_id, messages[i].received_us, messages[i].payload)
@@ -297,10 +300,8 @@ class Pipeline:
             if device in decoded.latest_us
         ]
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await store.upsert_catalog(conn, catalog)
-                await store.update_last_seen(conn, decoded.latest_us)
-                await store.notify_committed(conn, notices)
+            async with self.pool.acquire() as conn:
+                await store.record_batch_facts(conn, catalog, decoded.latest_us, notices)
         except (*RETRYABLE, asyncpg.PostgresError) as exc:
             # The rows are committed and acked; these are derived facts that the next batch
             # of the same devices refreshes.

@@ -57,7 +57,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
 async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     endpoints = resolve_endpoints(settings)
     loop = asyncio.get_running_loop()
-    pool = await create_pool(endpoints.ingest_dsn, settings, "lifebox-ingest")
+    # No session reset between uses: ingest keeps no session state but the staging temp
+    # table of the redelivery path, which is meant to outlive a batch.
+    pool = await create_pool(endpoints.ingest_dsn, settings, "lifebox-ingest", session_state=False)
     directory = DeviceDirectory()
     listener = asyncio.create_task(follow_device_changes(endpoints.ingest_dsn, directory, stop))
     wake = asyncio.Event()

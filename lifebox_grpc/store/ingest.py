@@ -259,74 +259,67 @@ async def apply_ack(conn: asyncpg.Connection, ack: AckRow) -> bool:
     return bool(count)
 
 
-_CATALOG_UPSERT = """
-INSERT INTO unknown_field_catalog AS c
-    (client_id, field_name, inferred_type, first_seen_at, last_seen_at, seen_count, example_value)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $4::timestamptz[],
-                     $5::bigint[], $6::jsonb[])
-ON CONFLICT (client_id, field_name) DO UPDATE SET
-    inferred_type = CASE WHEN c.inferred_type = EXCLUDED.inferred_type THEN c.inferred_type
-                         ELSE 'mixed' END,
-    last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at),
-    seen_count = c.seen_count + EXCLUDED.seen_count
+# One statement, one round trip, its own implicit transaction: the catalogue upsert, the
+# devices' last-seen move (a provisioned device turns active with its first accepted
+# reading) and the NOTIFY that live streams follow (delivered when the statement commits).
+_BATCH_FACTS = """
+WITH catalog AS (
+    INSERT INTO unknown_field_catalog AS c (client_id, field_name, inferred_type,
+        first_seen_at, last_seen_at, seen_count, example_value)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                         $4::timestamptz[], $5::bigint[], $6::jsonb[])
+    ON CONFLICT (client_id, field_name) DO UPDATE SET
+        inferred_type = CASE WHEN c.inferred_type = EXCLUDED.inferred_type
+                             THEN c.inferred_type ELSE 'mixed' END,
+        last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at),
+        seen_count = c.seen_count + EXCLUDED.seen_count
+), seen AS (
+    UPDATE devices d SET
+        last_seen_at = greatest(d.last_seen_at, v.seen),
+        status = CASE WHEN d.status = 'provisioned' THEN 'active' ELSE d.status END
+    FROM (SELECT id, timestamptz 'epoch' + seen_us * interval '1 microsecond' AS seen
+          FROM unnest($7::uuid[], $8::bigint[]) AS u(id, seen_us)) AS v
+    WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.seen
+                           OR d.status = 'provisioned')
+)
+SELECT count(pg_notify($9, p)) FROM unnest($10::text[]) AS p
 """
 
 
-async def upsert_catalog(conn: asyncpg.Connection, rows: Sequence[CatalogRow]) -> None:
-    if not rows:
-        return
+async def record_batch_facts(
+    conn: asyncpg.Connection,
+    catalog: Sequence[CatalogRow],
+    latest_us: dict[uuid.UUID, int],
+    per_device: Sequence[tuple[uuid.UUID, uuid.UUID, int, int]],
+) -> None:
+    """After a batch committed: unknown-field catalogue, devices' last seen (Unix µs), and one
+    NOTIFY per device with (device, client, latest reading time, rows) for live streams."""
     await conn.execute(
-        _CATALOG_UPSERT,
-        [r.client_id for r in rows],
-        [r.name for r in rows],
-        [r.json_type for r in rows],
-        [r.seen_at for r in rows],
-        [r.count for r in rows],
-        [r.example for r in rows],
+        _BATCH_FACTS,
+        [r.client_id for r in catalog],
+        [r.name for r in catalog],
+        [r.json_type for r in catalog],
+        [r.seen_at for r in catalog],
+        [r.count for r in catalog],
+        [r.example for r in catalog],
+        list(latest_us),
+        list(latest_us.values()),
+        TELEMETRY_CHANNEL,
+        [_notice(*entry) for entry in per_device],
     )
-
-
-# A provisioned device becomes active with its first accepted reading.
-_LAST_SEEN = """
-UPDATE devices d SET
-    last_seen_at = greatest(d.last_seen_at, v.seen),
-    status = CASE WHEN d.status = 'provisioned' THEN 'active' ELSE d.status END
-FROM (SELECT id, timestamptz 'epoch' + seen_us * interval '1 microsecond' AS seen
-      FROM unnest($1::uuid[], $2::bigint[]) AS u(id, seen_us)) AS v
-WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.seen
-                       OR d.status = 'provisioned')
-"""
-
-
-async def update_last_seen(conn: asyncpg.Connection, latest_us: dict[uuid.UUID, int]) -> None:
-    """Moves each device's ``last_seen_at`` forward to its reading time (Unix microseconds)."""
-    if latest_us:
-        await conn.execute(_LAST_SEEN, list(latest_us), list(latest_us.values()))
 
 
 TELEMETRY_CHANNEL = "lifebox_telemetry"
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def notify_committed(
-    conn: asyncpg.Connection, per_device: Sequence[tuple[uuid.UUID, uuid.UUID, int, int]]
-) -> None:
-    """Tell live streams which devices got rows: one NOTIFY per device and batch, with
-    (device, client, latest reading time in Unix microseconds, rows)."""
-    if not per_device:
-        return
-    payloads = [
-        json.dumps(
-            {
-                "device_id": str(d),
-                "client_id": str(c),
-                # Exact: fromtimestamp goes through a float.
-                "latest": (_UNIX_EPOCH + timedelta(microseconds=us)).isoformat(),
-                "rows": n,
-            }
-        )
-        for d, c, us, n in per_device
-    ]
-    await conn.execute(
-        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", TELEMETRY_CHANNEL, payloads
+def _notice(device_id: uuid.UUID, client_id: uuid.UUID, latest_us: int, rows: int) -> str:
+    return json.dumps(
+        {
+            "device_id": str(device_id),
+            "client_id": str(client_id),
+            # Exact: fromtimestamp goes through a float.
+            "latest": (_UNIX_EPOCH + timedelta(microseconds=latest_us)).isoformat(),
+            "rows": rows,
+        }
     )
