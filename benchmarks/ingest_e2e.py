@@ -1,6 +1,6 @@
 """End-to-end ingest throughput on this machine, in one run, one table. Asserts nothing.
 
-    .venv/bin/python benchmarks/ingest_e2e.py [--messages 60000] [--devices 200]
+    .venv/bin/python benchmarks/ingest_e2e.py [--messages 100000] [--devices 200] [--repeat 3]
 
 Everything runs here: a fresh PostgreSQL cluster and mosquitto (the runtime launchers), one
 `lifebox ingest` worker process, and the multi-process load generator.
@@ -60,7 +60,7 @@ class Bench:
         self.pg = EmbeddedPostgres(
             base / "pg", RolePasswords("s-bench", "o-bench", "a-bench", "i-bench")
         )
-        self.broker = EmbeddedMosquitto(base / "mqtt", max_inflight_messages=2000)
+        self.broker = EmbeddedMosquitto(base / "mqtt")
 
     async def setup(self, devices: int) -> list[tuple[uuid.UUID, str]]:
         self.pg.start()
@@ -202,9 +202,13 @@ class Worker:
 async def mqtt_path(
     bench: Bench, serials: list[str], messages: int, per_message: int, rate: float = 0.0
 ) -> tuple[float, float, float]:
-    """Rows/s committed from first publish to last commit; worker's p50/p99 latency."""
+    """Rows/s committed from first publish to last commit; worker's p50/p99 latency.
+
+    Progress is read from the worker's own committed-rows counter (polling count(*) on the
+    table would load the very database being measured); the table is checked once at the end.
+    """
     before = await bench.count()
-    expected = before + messages * per_message
+    rows_before = bench.worker.metric("lifebox_ingest_rows_total")
     plan = LoadPlan(
         bench.broker.url,
         serials,
@@ -216,10 +220,12 @@ async def mqtt_path(
     started = time.time()
     report = await asyncio.to_thread(run_loadgen, plan)
     committed = report.messages * per_message
-    expected = before + committed
-    while await bench.count() < expected:
-        await asyncio.sleep(0.05)
+    while bench.worker.metric("lifebox_ingest_rows_total") - rows_before < committed:
+        await asyncio.sleep(0.02)
     elapsed = time.time() - started
+    stored = await bench.count() - before
+    if stored != committed:
+        raise RuntimeError(f"{committed} readings acknowledged, {stored} rows stored")
     return (
         committed / elapsed,
         bench.worker.metric("lifebox_ingest_latency_p50_seconds"),
@@ -256,9 +262,10 @@ def receive_ceiling(bench: Bench, serials: list[str], messages: int) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--copy-rows", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs per figure")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="lifebox-bench-"))
     base.chmod(0o711)
@@ -268,28 +275,32 @@ async def main() -> None:
         serials = [s for _, s in devices]
         say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
         data = encoded_rows(devices, bench.client_id, args.copy_rows)
-        a = await server_side_copy(bench, data, args.copy_rows)
-        await bench.truncate()
-        b = await client_copy(bench, data, args.copy_rows)
-        await bench.truncate()
+        # This VM's throughput swings by a third from run to run: every figure is the best of
+        # `--repeat` runs, measured the same way.
+        a = b = c = d = 0.0
+        for _ in range(args.repeat):
+            a = max(a, await server_side_copy(bench, data, args.copy_rows))
+            await bench.truncate()
+            b = max(b, await client_copy(bench, data, args.copy_rows))
+            await bench.truncate()
         say(f"(a) {a:,.0f} rows/s   (b) {b:,.0f} rows/s")
 
         bench.worker = Worker(bench)
-        c, _, _ = await mqtt_path(bench, serials, args.messages, 1)
+        for _ in range(args.repeat):
+            c = max(c, (await mqtt_path(bench, serials, args.messages, 1))[0])
+            await bench.truncate()
         say(f"(c) {c:,.0f} rows/s")
-        await bench.truncate()
-        d, _, _ = await mqtt_path(bench, serials, max(1, args.messages // 25), 50)
+        for _ in range(args.repeat):
+            d = max(d, (await mqtt_path(bench, serials, max(1, args.messages // 25), 50))[0])
+            await bench.truncate()
         say(f"(d) {d:,.0f} rows/s")
-        await bench.truncate()
         half = c / 2
         # 20 s at half of (c)'s rate; the worker's latency gauges cover the last 10 s, so the
         # backlog of the saturating runs before it is out of the window.
-        _, p50, p99 = await mqtt_path(
-            bench, serials, int(half * 20), 1, rate=half / len(serials)
-        )
+        _, p50, p99 = await mqtt_path(bench, serials, int(half * 20), 1, rate=half / len(serials))
         rss = bench.worker.peak_rss_mb()
         bench.worker.stop(bench.broker.port)
-        e = receive_ceiling(bench, serials, args.messages)
+        e = max(receive_ceiling(bench, serials, args.messages) for _ in range(args.repeat))
 
         say("")
         say(f"{'path':58} {'rows/s':>10} {'ratio':>22}")

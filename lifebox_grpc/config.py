@@ -79,7 +79,9 @@ class Settings(BaseSettings):
         100_000, description="Embedded broker: messages kept per offline persistent session."
     )
     mqtt_max_inflight_messages: int = Field(
-        1000, description="Embedded broker: un-acked QoS 1 messages per client."
+        10_000,
+        description="Embedded broker: un-acked QoS 1 messages per client (caps what ingest "
+        "may hold while a batch commits; keep >= LIFEBOX_INGEST_RECEIVE_MAXIMUM).",
     )
 
     # Devices.
@@ -175,8 +177,19 @@ class Settings(BaseSettings):
         2 * 1024 * 1024, ge=1024, description="...or at this many payload bytes."
     )
     ingest_batch_ms: int = Field(50, ge=1, description="...or after T milliseconds.")
+    ingest_facts_interval_ms: int = Field(
+        500,
+        ge=10,
+        description="Catalogue, devices' last seen and live-stream NOTIFYs are merged across "
+        "batches and written this often.",
+    )
     ingest_receive_maximum: int = Field(
-        1000, ge=1, le=65535, description="MQTT 5 Receive Maximum (un-acked messages)."
+        10_000,
+        ge=1,
+        le=65535,
+        description="MQTT 5 Receive Maximum: un-acked messages a worker holds. Acks follow "
+        "commits, so this window must cover a batch being received while the previous one "
+        "commits; a batch flushes at half of it at the latest.",
     )
     ingest_client_id: str | None = Field(
         None,

@@ -25,11 +25,12 @@ import asyncpg
 from lifebox_grpc import metrics
 from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
+from lifebox_grpc.ingest.facts import BatchFacts
 from lifebox_grpc.ingest.messages import MessageError, decode_ack, decode_alarm
 from lifebox_grpc.ingest.topics import TopicKind, parse_topic
 from lifebox_grpc.native import COLUMN_TYPES, COLUMNS, DecodedBatch, Decoder
 from lifebox_grpc.store import ingest as store
-from lifebox_grpc.store.ingest import AckRow, AlarmRow, CatalogRow, DeviceRef, RejectRow
+from lifebox_grpc.store.ingest import AckRow, AlarmRow, DeviceRef, RejectRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class Pipeline:
         directory: DeviceDirectory,
         ack: Callable[[list[Received]], int],
         raw_cap: int,
+        facts_interval: float = 0.5,
     ) -> None:
         self.pool = pool
         self.decoder = decoder
@@ -108,6 +110,7 @@ class Pipeline:
         self.ack = ack
         self.raw_cap = raw_cap
         self.reject_log = RateLimitedLog()
+        self.facts = BatchFacts(pool, facts_interval, (*RETRYABLE, asyncpg.PostgresError))
         self.stats = WindowStats()
 
     # -- preparation (no database writes) ----------------------------------------------------
@@ -280,33 +283,6 @@ class Pipeline:
 
     # -- after commit ------------------------------------------------------------------------
 
-    async def _after_commit(self, batch: PreparedBatch, committed_at: datetime) -> None:
-        decoded = batch.decoded
-        if decoded is None or not decoded.rows:
-            return
-        catalog = [
-            CatalogRow(u.client_id, u.name, u.json_type, u.count, u.example, committed_at)
-            for u in decoded.unknown_fields
-        ]
-        counts: dict[uuid.UUID, int] = defaultdict(int)
-        clients: dict[uuid.UUID, uuid.UUID] = {}
-        for (_, ref), count in zip(batch.telemetry, decoded.rows_per_message, strict=True):
-            if count:
-                counts[ref.device_id] += count
-                clients[ref.device_id] = ref.client_id
-        notices = [
-            (device, clients[device], decoded.latest_us[device], count)
-            for device, count in counts.items()
-            if device in decoded.latest_us
-        ]
-        try:
-            async with self.pool.acquire() as conn:
-                await store.record_batch_facts(conn, catalog, decoded.latest_us, notices)
-        except (*RETRYABLE, asyncpg.PostgresError) as exc:
-            # The rows are committed and acked; these are derived facts that the next batch
-            # of the same devices refreshes.
-            log.warning("post-commit update failed", extra={"error": type(exc).__name__})
-
     async def process(self, messages: list[Received]) -> None:
         started = time.monotonic()
         batch = await self.prepare(messages)
@@ -330,7 +306,12 @@ class Pipeline:
         metrics.INGEST_BATCH_SECONDS.observe(time.monotonic() - started)
         if batch.decoded is not None:
             self.stats.observe(rows, batch.decoded.row_times_us, committed_us)
-        await self._after_commit(batch, _utc(committed_us))
+        if batch.decoded is not None and batch.decoded.rows:
+            self.facts.add(
+                batch.decoded,
+                [(ref.device_id, ref.client_id) for _, ref in batch.telemetry],
+                _utc(committed_us),
+            )
 
     async def _refuse(self, item: Received, cause: asyncpg.PostgresError) -> None:
         log.error(

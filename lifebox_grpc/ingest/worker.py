@@ -79,7 +79,10 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         directory,
         consumer.ack,
         settings.ingest_reject_raw_cap,
+        settings.ingest_facts_interval_ms / 1000,
     )
+    facts_stop = asyncio.Event()  # set once the last batch is in: its facts still get written
+    facts = asyncio.create_task(pipeline.facts.run(facts_stop))
     consumer.start()
     log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
     backlog = False  # messages left over by the last take: they have waited long enough
@@ -106,6 +109,8 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         # In-flight messages that were not committed stay un-acked: the broker keeps them
         # for this session and delivers them again.
         consumer.stop()
+        facts_stop.set()
+        await facts
         stop.set()
         await listener
         await pool.close()

@@ -30,7 +30,7 @@ class EmbeddedMosquitto:
         base_dir: Path,
         port: int = 0,
         max_queued_messages: int = 100_000,
-        max_inflight_messages: int = 1000,
+        max_inflight_messages: int = 10_000,
     ) -> None:
         self.base_dir = base_dir.resolve()
         self.requested_port = port
