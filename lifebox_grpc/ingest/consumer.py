@@ -64,6 +64,7 @@ class MqttConsumer:
         self._lock = threading.Lock()
         self._pending: list[Received] = []
         self._generation = 0
+        self._stopping = False
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(
@@ -96,6 +97,7 @@ class MqttConsumer:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -125,7 +127,8 @@ class MqttConsumer:
         metrics.MQTT_SUBSCRIBED.set(0)
         self.connected.clear()
         self.subscribed.clear()
-        log.warning("disconnected from broker; paho reconnects")
+        if not self._stopping:
+            log.warning("disconnected from broker; paho reconnects")
 
     def _on_subscribe(self, *_: object) -> None:
         metrics.MQTT_SUBSCRIBED.set(1)
