@@ -146,7 +146,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "dev",
         "run the whole platform locally: embedded PostgreSQL and mosquitto, migrations, "
-        "seeds, serve and one ingest worker",
+        "seeds, serve, one ingest worker and maintain",
         _configure_dev,
         _run_dev,
     ),

@@ -25,6 +25,12 @@ INGEST_ROWS = Counter("lifebox_ingest_rows_total", "Telemetry rows committed")
 INGEST_REJECTS = Counter(
     "lifebox_ingest_rejects_total", "Readings or messages rejected, by reason", ["reason"]
 )
+INGEST_DB_RETRIES = Counter(
+    "lifebox_ingest_db_retries_total", "Batches waiting for the database, by error", ["error"]
+)
+INGEST_QOS0_DROPPED = Counter(
+    "lifebox_ingest_qos0_dropped_total", "QoS 0 messages dropped because the batch was full"
+)
 INGEST_BATCHES = Counter("lifebox_ingest_batches_total", "Batches committed", ["path"])
 INGEST_BATCH_SECONDS = Histogram(
     "lifebox_ingest_batch_seconds",

@@ -313,3 +313,66 @@ async def test_loadgen_registers_devices_and_its_readings_are_committed(
         prefix + "%",
     )
     assert tuple(rows[0]) == (5, 0)
+
+
+async def test_hostile_alarm_is_a_reject_and_the_worker_keeps_going(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    device_id, serial = fleet.devices[0]
+    topic = f"lifebox/v1/{serial}/alarms"
+    with running_ingest(database, broker.url, broker.port) as worker, publisher(broker.port) as pub:
+        pub.publish_all(
+            [
+                (topic, b"[" * 5000),
+                (topic, b'{"code": NaN}'),
+                (topic, json.dumps({"code": "DOOR", "message": "a\u0000b"}).encode()),
+                (topic, json.dumps({"code": "DOOR", "severity": "info"}).encode()),
+            ]
+        )
+        await wait_rows(
+            staff, "SELECT count(*) FROM device_alarms WHERE device_id = $1", 1, device_id
+        )
+        await wait_rows(staff, "SELECT count(*) FROM ingest_rejects WHERE serial = $1", 3, serial)
+        assert worker.proc is not None
+        assert worker.proc.poll() is None
+    codes = await staff_fetch(
+        staff, "SELECT code FROM ingest_rejects WHERE serial = $1 ORDER BY code", serial
+    )
+    assert [r["code"] for r in codes] == ["invalid_string", "non_finite", "too_deep"]
+
+
+async def test_a_database_refusal_not_caused_by_the_message_is_waited_out_not_rejected(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    device_id, serial = fleet.devices[0]
+    superuser = await asyncpg.connect(database.superuser_dsn.rsplit("/", 1)[0] + "/lifebox")
+    try:
+        # As while a deployment rolls out: the ingest role can't write telemetry for a while.
+        await superuser.execute("REVOKE INSERT ON telemetry_events FROM lifebox_ingest")
+        with running_ingest(database, broker.url, broker.port) as worker:
+            with publisher(broker.port) as pub:
+                pub.publish_all(
+                    [(f"lifebox/v1/{serial}/telemetry", json.dumps({"voltage_l1": 1}).encode())]
+                )
+            await async_wait_until(
+                lambda: _retried(worker), 30, "the worker to retry the refused batch"
+            )
+            await superuser.execute("GRANT INSERT ON telemetry_events TO lifebox_ingest")
+            await wait_rows(
+                staff, "SELECT count(*) FROM telemetry_events WHERE device_id = $1", 1, device_id
+            )
+    finally:
+        await superuser.execute("GRANT INSERT ON telemetry_events TO lifebox_ingest")
+        await superuser.close()
+    rejects = await staff_fetch(staff, "SELECT code FROM ingest_rejects WHERE serial = $1", serial)
+    assert rejects == []
+
+
+async def _retried(worker: object) -> bool:
+    value = await asyncio.to_thread(
+        worker.metric,  # type: ignore[attr-defined]
+        "lifebox_ingest_db_retries_total",
+    )
+    return bool(value >= 1)

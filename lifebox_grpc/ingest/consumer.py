@@ -114,8 +114,6 @@ class MqttConsumer:
         if getattr(reason, "is_failure", False):
             log.error("broker refused the connection", extra={"reason": str(reason)})
             return
-        with self._lock:
-            self._generation += 1
         options = SubscribeOptions(qos=1)
         client.subscribe([(shared(topic), options) for topic in SUBSCRIPTIONS])
         metrics.MQTT_CONNECTED.set(1)
@@ -123,6 +121,10 @@ class MqttConsumer:
         log.info("connected to broker", extra={"session_present": bool(flags.session_present)})
 
     def _on_disconnect(self, *_: object) -> None:
+        with self._lock:
+            # Packet ids of the lost connection mean nothing on the next one: no ack for a
+            # message received before this point is sent from now on.
+            self._generation += 1
         metrics.MQTT_CONNECTED.set(0)
         metrics.MQTT_SUBSCRIBED.set(0)
         self.connected.clear()
@@ -135,6 +137,11 @@ class MqttConsumer:
         self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.qos == 0 and self._pending_bytes >= 4 * self._wake_at_bytes:
+            # Receive Maximum bounds QoS 1 only: QoS 0 (at most once by definition) is what
+            # gives way when we fall behind, so memory stays bounded.
+            metrics.INGEST_QOS0_DROPPED.inc()
+            return
         item = Received(
             msg.mid,
             msg.qos,
@@ -188,7 +195,8 @@ class MqttConsumer:
         Messages from an earlier connection are left alone: the broker redelivers them, and
         the database's unique key makes the second copy a no-op.
         """
-        generation = self._generation
+        with self._lock:
+            generation = self._generation
         acked = 0
         for item in batch:
             if item.qos and item.generation == generation:

@@ -78,7 +78,10 @@ class BatchFacts:
     async def flush(self) -> None:
         if not self.pending:
             return
-        catalog, latest_us, devices = list(self._catalog.values()), self._latest_us, self._devices
+        # Sorted, so that workers updating the same rows lock them in one order (no deadlock).
+        catalog = [self._catalog[key] for key in sorted(self._catalog, key=str)]
+        latest_us = dict(sorted(self._latest_us.items()))
+        devices = self._devices
         self._reset()
         notices = [
             (device, client, latest_us[device], rows)

@@ -14,6 +14,25 @@ SEVERITIES = ("info", "warning", "minor", "major", "critical")
 ACK_STATUSES = ("received", "accepted", "rejected", "completed", "failed")
 MAX_CODE = 128
 MAX_MESSAGE = 1024
+MAX_PAYLOAD = 64 * 1024
+
+
+def _storable(value: object) -> bool:
+    """False when a string (or key) holds NUL or an unpaired surrogate (from an escaped
+    ``\\u0000`` or ``\\ud800``): PostgreSQL text and jsonb can hold neither."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
 
 
 class MessageError(ValueError):
@@ -42,13 +61,26 @@ class Ack:
     device_time: datetime | None
 
 
+def _reject_constant(name: str) -> object:
+    raise MessageError("non_finite", f"{name} is not a JSON number")
+
+
 def _object(payload: bytes) -> dict[str, object]:
+    if len(payload) > MAX_PAYLOAD:
+        raise MessageError("too_large", f"payload over {MAX_PAYLOAD} bytes")
     try:
-        value = json.loads(payload)
+        text = payload.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise MessageError("invalid_utf8", f"payload is not UTF-8: {exc.reason}") from exc
+    except MessageError:
+        raise
+    except RecursionError as exc:  # hostile nesting: a reject, never a crashed worker
+        raise MessageError("too_deep", "JSON nested too deeply") from exc
     except ValueError as exc:
         raise MessageError("invalid_json", f"invalid JSON: {exc}") from exc
+    if not _storable(value):
+        raise MessageError("invalid_string", "NUL or unpaired surrogate in a string")
     if not isinstance(value, dict):
         raise MessageError("not_object", "expected a JSON object")
     return value

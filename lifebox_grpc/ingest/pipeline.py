@@ -10,6 +10,7 @@ until the database is back, so nothing received is ever lost or acked early.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -48,6 +49,8 @@ RETRYABLE = (
     asyncpg.SerializationError,
 )
 LATENCY_SAMPLES_PER_BATCH = 32
+# SQLSTATE classes a single bad message can cause: data exception, integrity violation.
+MESSAGE_CAUSED = ("22", "23")
 
 
 def _utc(us: int) -> datetime:
@@ -64,6 +67,8 @@ class PreparedBatch:
     alarms: list[AlarmRow] = field(default_factory=list)
     acks: list[AckRow] = field(default_factory=list)
     telemetry: list[tuple[int, DeviceRef]] = field(default_factory=list)  # (batch index, ref)
+    kinds: dict[TopicKind, int] = field(default_factory=dict)  # accepted messages by topic
+    ack_rejects: list[RejectRow] = field(default_factory=list)  # acks no command matched
 
 
 class RateLimitedLog:
@@ -103,6 +108,7 @@ class Pipeline:
         ack: Callable[[list[Received]], int],
         raw_cap: int,
         facts_interval: float = 0.5,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.pool = pool
         self.decoder = decoder
@@ -110,6 +116,7 @@ class Pipeline:
         self.ack = ack
         self.raw_cap = raw_cap
         self.reject_log = RateLimitedLog()
+        self.stop = stop or asyncio.Event()
         self.facts = BatchFacts(pool, facts_interval, (*RETRYABLE, asyncpg.PostgresError))
         self.stats = WindowStats()
 
@@ -137,8 +144,6 @@ class Pipeline:
             reading_index=reading_index,
         )
         batch.rejects.append(row)
-        metrics.INGEST_REJECTS.labels(code).inc()
-        self.reject_log.reject(row)
 
     async def prepare(self, messages: list[Received]) -> PreparedBatch:
         batch = PreparedBatch(messages)
@@ -184,8 +189,13 @@ class Pipeline:
                     )
             except MessageError as exc:
                 self._reject(batch, item, exc.code, exc.reason, topic.serial, ref.client_id)
-        for kind, count in kinds.items():
-            metrics.INGEST_MESSAGES.labels(kind.value).inc(count)
+            except Exception as exc:  # a decoder bug must cost one message, not the worker
+                log.exception("unexpected error decoding a message")
+                self._reject(
+                    batch, item, "internal_error", f"could not decode: {type(exc).__name__}",
+                    topic.serial, ref.client_id,
+                )  # fmt: skip
+        batch.kinds = kinds
         if batch.telemetry:
             inputs = [
                 (ref.device_id, ref.client_id, messages[i].received_us, messages[i].payload)
@@ -229,10 +239,10 @@ class Pipeline:
             for ack in batch.acks:
                 if not await store.apply_ack(conn, ack):
                     stale.append(ack)
-            rejects = list(batch.rejects)
+            batch.ack_rejects = []
             for ack in stale:
                 item = batch.messages[ack.index]
-                rejects.append(
+                batch.ack_rejects.append(
                     RejectRow(
                         ack.client_id,
                         parse_topic(item.topic).serial,  # type: ignore[union-attr]
@@ -245,31 +255,49 @@ class Pipeline:
                         None,
                     )
                 )
-            await store.insert_rejects(conn, rejects)
+            await store.insert_rejects(conn, [*batch.rejects, *batch.ack_rejects])
         return rows
 
     async def _retrying(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `work` on a pooled connection until it succeeds or fails for good.
 
-        Connection-level failures (the database restarting, the network) are waited out
-        with backoff; anything else from PostgreSQL is raised as BatchRefusedError.
+        Only errors one message can cause (SQLSTATE classes 22, data exception, and 23,
+        integrity violation) are raised, as BatchRefusedError; a unique violation is raised
+        as is (the redelivery path). Anything else (the database restarting or full, a
+        timeout, a missing grant while a deployment rolls out) is waited out with backoff:
+        turning good readings into rejects would lose them. Shutdown interrupts the wait
+        (ShutdownError); the batch then stays un-acked for redelivery.
         """
         delay = 0.1
         while True:
+            if self.stop.is_set():
+                raise ShutdownError
             try:
                 async with self.pool.acquire() as conn:
                     return await work(conn)
-            except RETRYABLE as exc:
-                log.warning(
-                    "database unavailable; retrying",
-                    extra={"error": type(exc).__name__, "retry_in_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
             except asyncpg.UniqueViolationError:
                 raise
             except asyncpg.PostgresError as exc:
-                raise BatchRefusedError(exc) from exc
+                if (exc.sqlstate or "")[:2] in MESSAGE_CAUSED:
+                    raise BatchRefusedError(exc) from exc
+                self._wait_log(exc, delay)
+            except RETRYABLE as exc:
+                self._wait_log(exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    def _wait_log(exc: BaseException, delay: float) -> None:
+        metrics.INGEST_DB_RETRIES.labels(type(exc).__name__).inc()
+        log.warning(
+            "database unavailable; retrying",
+            extra={
+                "error": type(exc).__name__,
+                "sqlstate": getattr(exc, "sqlstate", None),
+                "retry_in_s": delay,
+            },
+        )
 
     async def commit(self, batch: PreparedBatch) -> int:
         """Write the batch, retrying until it commits; return the telemetry rows inserted."""
@@ -301,6 +329,7 @@ class Pipeline:
             return
         committed_us = time.time_ns() // 1000
         self.ack(messages)
+        self._count(batch)
         metrics.INGEST_ROWS.inc(rows)
         metrics.INGEST_BATCHES.labels("copy").inc()
         metrics.INGEST_BATCH_SECONDS.observe(time.monotonic() - started)
@@ -312,6 +341,14 @@ class Pipeline:
                 [(ref.device_id, ref.client_id) for _, ref in batch.telemetry],
                 _utc(committed_us),
             )
+
+    def _count(self, batch: PreparedBatch) -> None:
+        """Metrics and reject log lines of a committed batch (once, whatever the retries)."""
+        for kind, count in batch.kinds.items():
+            metrics.INGEST_MESSAGES.labels(kind.value).inc(count)
+        for row in (*batch.rejects, *batch.ack_rejects):
+            metrics.INGEST_REJECTS.labels(row.code).inc()
+            self.reject_log.reject(row)
 
     async def _refuse(self, item: Received, cause: asyncpg.PostgresError) -> None:
         log.error(
@@ -327,8 +364,18 @@ class Pipeline:
             f"database refused the message (SQLSTATE {cause.sqlstate})",
             topic.serial if topic else "",
         )
-        await self.commit(batch)
+        try:
+            await self.commit(batch)
+        except BatchRefusedError:
+            # Not even its reject can be stored: leave it un-acked rather than lose it.
+            log.error("could not store the reject of a refused message; not acknowledged")
+            return
         self.ack([item])
+        self._count(batch)
+
+
+class ShutdownError(Exception):
+    """The worker is stopping while it waits for the database; nothing was acked."""
 
 
 class BatchRefusedError(Exception):

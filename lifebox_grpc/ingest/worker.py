@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 from lifebox_grpc.config import Settings
 from lifebox_grpc.ingest.consumer import MqttConsumer
 from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
-from lifebox_grpc.ingest.pipeline import Pipeline
+from lifebox_grpc.ingest.pipeline import Pipeline, ShutdownError
 from lifebox_grpc.native import DecodeLimits, Decoder
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store.pool import create_pool
@@ -80,6 +80,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         consumer.ack,
         settings.ingest_reject_raw_cap,
         settings.ingest_facts_interval_ms / 1000,
+        stop,
     )
     facts_stop = asyncio.Event()  # set once the last batch is in: its facts still get written
     facts = asyncio.create_task(pipeline.facts.run(facts_stop))
@@ -104,7 +105,10 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
             batch = consumer.take()
             backlog = consumer.pending > 0
             if batch:
-                await pipeline.process(batch)
+                try:
+                    await pipeline.process(batch)
+                except ShutdownError:
+                    break
     finally:
         # In-flight messages that were not committed stay un-acked: the broker keeps them
         # for this session and delivers them again.

@@ -103,8 +103,7 @@ def _argv(plan: LoadPlan, serials_file: Path, bodies_file: Path) -> list[str]:
     if plan.messages is not None:
         argv += ["--messages", str(plan.messages)]
     if url.username:
-        # The broker password travels in argv only as far as our own child process.
-        argv += ["--username", url.username, "--password", url.password or ""]
+        argv += ["--username", url.username]  # the password goes by environment, not argv
     return argv
 
 
@@ -117,8 +116,11 @@ def run_loadgen(plan: LoadPlan, progress: Callable[[str], None] | None = None) -
         bodies_file = Path(tmp) / "bodies"
         serials_file.write_text("\n".join(plan.serials) + "\n")
         bodies_file.write_text("\n".join(render_bodies()) + "\n")
+        password = urlsplit(plan.mqtt_url).password
+        env = {**os.environ, "LIFEBOX_LOADGEN_PASSWORD": password} if password else None
         proc = subprocess.Popen(
             _argv(plan, serials_file, bodies_file),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

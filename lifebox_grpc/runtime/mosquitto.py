@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from lifebox_grpc.runtime.ports import free_port, port_is_free, wait_for_port
+from lifebox_grpc.runtime.ports import free_port, port_is_free, private_log, wait_for_port
 
 SERVICE_USER = "mosquitto"
 
@@ -83,7 +83,7 @@ class EmbeddedMosquitto:
         if not port or not port_is_free(port):
             port = free_port()
         conf = self.write_config(port)
-        log_file = open(self.base_dir / "mosquitto.log", "ab")  # noqa: SIM115 - for the child
+        log_file = private_log(self.base_dir / "mosquitto.log")
         self._process = subprocess.Popen(
             [binary, "-c", str(conf)],
             stdout=log_file,

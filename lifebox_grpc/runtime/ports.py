@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+from typing import BinaryIO
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -22,6 +24,16 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def private_log(path: Path) -> BinaryIO:
+    """Open a server's log for appending, readable by its owner only: a failed statement
+    can echo a role's password into it."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(path, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> bool:

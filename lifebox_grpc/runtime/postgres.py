@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from lifebox_grpc.runtime.ports import free_port, port_is_free
+from lifebox_grpc.runtime.ports import free_port, port_is_free, private_log
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class EmbeddedPostgres:
         if stale.exists() and not _pid_alive(stale):
             stale.unlink()
         log_path = self.data_dir.parent / "postgres.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        log_file = private_log(log_path)
         self._process = subprocess.Popen(
             [str(PG_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(port)],
             stdout=log_file,

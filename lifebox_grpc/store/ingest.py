@@ -186,7 +186,9 @@ async def insert_alarms(conn: asyncpg.Connection, rows: Sequence[AlarmRow]) -> N
         return
     await conn.executemany(
         "INSERT INTO device_alarms (client_id, device_id, code, severity, message, raised_at,"
-        " cleared_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+        " cleared_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+        # A redelivered alarm is the one already stored.
+        " ON CONFLICT (device_id, code, raised_at) DO NOTHING",
         [
             (
                 r.client_id,

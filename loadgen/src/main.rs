@@ -72,7 +72,9 @@ async fn connection(
     options.set_inflight(WINDOW);
     options.set_max_packet_size(4 << 20, 4 << 20);
     if let Some(user) = &args.username {
-        options.set_credentials(user.clone(), args.password.clone().unwrap_or_default());
+        // The password comes by environment: argv is readable by every local user.
+        let password = std::env::var("LIFEBOX_LOADGEN_PASSWORD").unwrap_or_default();
+        options.set_credentials(user.clone(), password);
     }
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(WINDOW));
     let poll_counters = Arc::clone(&counters);
