@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 PREFIX = "lifebox/v1/"
 SHARE_GROUP = "lifebox-ingest"
@@ -33,8 +34,11 @@ def shared(topic: str, group: str = SHARE_GROUP) -> str:
     return f"$share/{group}/{topic}"
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_topic(topic: str) -> ParsedTopic | None:
-    """What a device topic names, or None when it is not one of ours (a reject)."""
+    """What a device topic names, or None when it is not one of ours (a reject).
+
+    Cached: a device publishes on the same few topics, so the hot path parses each once."""
     if not topic.startswith(PREFIX):
         return None
     parts = topic[len(PREFIX) :].split("/")
