@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
-import shutil
-import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -37,19 +35,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from lifebox_grpc.loadgen.readings import corpus
 from lifebox_grpc.loadgen.run import LoadPlan, run_loadgen
 from lifebox_grpc.native import COLUMNS, Decoder
-from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
-from lifebox_grpc.runtime.ports import free_port
-from lifebox_grpc.runtime.postgres import (
-    INGEST_ROLE,
-    OWNER_ROLE,
-    SUPERUSER,
-    EmbeddedPostgres,
-    RolePasswords,
-    dsn,
-)
-from lifebox_grpc.store import migrations, seeds
 from lifebox_grpc.store.fleet import register_fleet
 from lifebox_grpc.store.pool import tenant_transaction
+from tests.helpers.ingest import IngestProcess
+from tests.helpers.services import running_broker, running_database
 
 
 def say(line: str) -> None:
@@ -57,21 +46,17 @@ def say(line: str) -> None:
 
 
 class Bench:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.pg = EmbeddedPostgres(
-            base / "pg", RolePasswords("s-bench", "o-bench", "a-bench", "i-bench")
-        )
-        self.broker = EmbeddedMosquitto(base / "mqtt")
+    """A throwaway cluster and broker (the test suite's launchers) and a registered fleet."""
 
-    async def setup(self, devices: int) -> list[tuple[uuid.UUID, str]]:
-        self.pg.start()
-        await self.pg.bootstrap()
-        self.broker.start()
-        conn = await asyncpg.connect(self.pg.dsn(OWNER_ROLE))
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.db = stack.enter_context(running_database())
+        self.broker = stack.enter_context(running_broker())
+        self.base = self.db.server.data_dir.parent
+        self.worker: IngestProcess | None = None
+
+    async def register(self, devices: int) -> list[tuple[uuid.UUID, str]]:
+        conn = await asyncpg.connect(self.db.owner_dsn)
         try:
-            await migrations.migrate(conn)
-            await seeds.seed_reference(conn)
             fleet = await register_fleet(
                 conn, name="bench", slug="bench", serial_prefix="BENCH-", count=devices
             )
@@ -81,7 +66,7 @@ class Bench:
         return fleet.devices
 
     async def count(self) -> int:
-        conn = await asyncpg.connect(self.pg.dsn(OWNER_ROLE))
+        conn = await asyncpg.connect(self.db.owner_dsn)
         try:
             async with tenant_transaction(conn, None, staff=True):
                 return int(await conn.fetchval("SELECT count(*) FROM telemetry_events"))
@@ -89,20 +74,34 @@ class Bench:
             await conn.close()
 
     async def truncate(self) -> None:
-        conn = await asyncpg.connect(self.superuser_dsn)
+        conn = await asyncpg.connect(self.db.superuser_lifebox_dsn)
         try:
             await conn.execute("TRUNCATE telemetry_events")
             await conn.execute("CHECKPOINT")
         finally:
             await conn.close()
 
-    @property
-    def superuser_dsn(self) -> str:
-        return dsn(self.pg.port, SUPERUSER, self.pg.passwords.superuser)
+    def start_worker(self) -> IngestProcess:
+        self.worker = IngestProcess(
+            self.db, self.broker.url, extra_env={"LIFEBOX_LOG_LEVEL": "ERROR"}
+        )
+        self.worker.start()
+        return self.worker
 
-    def stop(self) -> None:
-        self.broker.stop()
-        self.pg.stop()
+    def stop_worker(self) -> None:
+        """Stop the worker and drop its persistent session, so the broker stops queueing
+        telemetry for it (that would tax the receive-ceiling measurement)."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.forget_session(self.broker.port)
+            self.worker = None
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def encoded_rows(devices: list[tuple[uuid.UUID, str]], client_id: uuid.UUID, n: int) -> bytes:
@@ -120,7 +119,7 @@ async def server_side_copy(bench: Bench, data: bytes, rows: int) -> float:
     path = bench.base / "rows.copy"
     path.write_bytes(data)
     os.chmod(path, 0o644)
-    conn = await asyncpg.connect(bench.superuser_dsn)
+    conn = await asyncpg.connect(bench.db.superuser_lifebox_dsn)
     try:
         started = time.perf_counter()
         await conn.execute(
@@ -132,7 +131,7 @@ async def server_side_copy(bench: Bench, data: bytes, rows: int) -> float:
 
 
 async def client_copy(bench: Bench, data: bytes, rows: int) -> float:
-    conn = await asyncpg.connect(bench.pg.dsn(INGEST_ROLE))
+    conn = await asyncpg.connect(bench.db.ingest_dsn)
 
     async def source():  # type: ignore[no-untyped-def]
         yield data
@@ -147,60 +146,6 @@ async def client_copy(bench: Bench, data: bytes, rows: int) -> float:
         await conn.close()
 
 
-class Worker:
-    """`lifebox ingest` as a subprocess."""
-
-    def __init__(self, bench: Bench) -> None:
-        import subprocess
-        import sys
-
-        self.metrics_port = free_port()
-        self.client_id = f"bench-{uuid.uuid4().hex[:6]}"
-        env = {
-            **os.environ,
-            "LIFEBOX_DATABASE_URL": bench.pg.dsn("lifebox_app"),
-            "LIFEBOX_OWNER_DATABASE_URL": bench.pg.dsn(OWNER_ROLE),
-            "LIFEBOX_INGEST_DATABASE_URL": bench.pg.dsn(INGEST_ROLE),
-            "LIFEBOX_MQTT_URL": bench.broker.url,
-            "LIFEBOX_INGEST_CLIENT_ID": self.client_id,
-            "LIFEBOX_INGEST_METRICS_PORT": str(self.metrics_port),
-            "LIFEBOX_LOG_LEVEL": "ERROR",
-        }
-        self.proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "ingest"], env=env)
-        deadline = time.monotonic() + 60
-        while self.metric("lifebox_mqtt_subscribed") != 1:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("ingest worker did not subscribe")
-            time.sleep(0.1)
-
-    def metric(self, name: str) -> float:
-        try:
-            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                text = response.read().decode()
-        except OSError:
-            return float("nan")
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return float("nan")
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self, broker_port: int) -> None:
-        """Stop the worker and drop its persistent session, so the broker stops queueing
-        telemetry for it (that would tax the receive-ceiling measurement)."""
-        self.proc.terminate()
-        self.proc.wait(30)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, self.client_id, protocol=mqtt.MQTTv5)
-        client.connect("127.0.0.1", broker_port, clean_start=True)
-        client.disconnect()
-
-
 async def mqtt_path(
     bench: Bench, serials: list[str], messages: int, per_message: int, rate: float = 0.0
 ) -> tuple[float, float, float]:
@@ -210,7 +155,9 @@ async def mqtt_path(
     table would load the very database being measured); the table is checked once at the end.
     """
     before = await bench.count()
-    rows_before = bench.worker.metric("lifebox_ingest_rows_total")
+    worker = bench.worker
+    assert worker is not None
+    rows_before = worker.metric("lifebox_ingest_rows_total")
     plan = LoadPlan(
         bench.broker.url,
         serials,
@@ -223,7 +170,7 @@ async def mqtt_path(
     report = await asyncio.to_thread(run_loadgen, plan)
     committed = report.messages * per_message
     deadline = time.monotonic() + 300
-    while bench.worker.metric("lifebox_ingest_rows_total") - rows_before < committed:
+    while worker.metric("lifebox_ingest_rows_total") - rows_before < committed:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{committed} readings acknowledged, not all committed in 300 s")
         await asyncio.sleep(0.02)
@@ -233,8 +180,8 @@ async def mqtt_path(
         raise RuntimeError(f"{committed} readings acknowledged, {stored} rows stored")
     return (
         committed / elapsed,
-        bench.worker.metric("lifebox_ingest_latency_p50_seconds"),
-        bench.worker.metric("lifebox_ingest_latency_p99_seconds"),
+        worker.metric("lifebox_ingest_latency_p50_seconds"),
+        worker.metric("lifebox_ingest_latency_p99_seconds"),
     )
 
 
@@ -272,11 +219,13 @@ async def main() -> None:
     parser.add_argument("--copy-rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs per figure")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="lifebox-bench-"))
-    base.chmod(0o711)
-    bench = Bench(base)
+    with contextlib.ExitStack() as stack:
+        await run(Bench(stack), args)
+
+
+async def run(bench: Bench, args: argparse.Namespace) -> None:
     try:
-        devices = await bench.setup(args.devices)
+        devices = await bench.register(args.devices)
         serials = [s for _, s in devices]
         say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
         data = encoded_rows(devices, bench.client_id, args.copy_rows)
@@ -290,7 +239,7 @@ async def main() -> None:
             await bench.truncate()
         say(f"(a) {a:,.0f} rows/s   (b) {b:,.0f} rows/s")
 
-        bench.worker = Worker(bench)
+        worker = bench.start_worker()
         for _ in range(args.repeat):
             c = max(c, (await mqtt_path(bench, serials, args.messages, 1))[0])
             await bench.truncate()
@@ -303,8 +252,9 @@ async def main() -> None:
         # 20 s at half of (c)'s rate; the worker's latency gauges cover the last 10 s, so the
         # backlog of the saturating runs before it is out of the window.
         _, p50, p99 = await mqtt_path(bench, serials, int(half * 20), 1, rate=half / len(serials))
-        rss = bench.worker.peak_rss_mb()
-        bench.worker.stop(bench.broker.port)
+        assert worker.proc is not None
+        rss = peak_rss_mb(worker.proc.pid)
+        bench.stop_worker()
         e = max(receive_ceiling(bench, serials, args.messages) for _ in range(args.repeat))
 
         say("")
@@ -330,10 +280,7 @@ async def main() -> None:
             "targets: (c) >= 70% of (e) and >= 8,000 rows/s; (d) >= 60% of (a); p99 < 1 s; RSS <= 300 MB"
         )
     finally:
-        if getattr(bench, "worker", None) and bench.worker.proc.poll() is None:
-            bench.worker.stop(bench.broker.port)
-        bench.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        bench.stop_worker()
 
 
 if __name__ == "__main__":

@@ -65,9 +65,7 @@ async def _staff(conn: asyncpg.Connection, sql: str, *args: object) -> None:
 
 async def _disable_silently(database: Database, user_id: uuid.UUID) -> None:
     """Disable a user without the notification (replica mode fires no ordinary triggers)."""
-    # The superuser DSN names the maintenance database; ours is the owner's.
-    dsn = database.superuser_dsn.rsplit("/", 1)[0] + "/" + database.owner_dsn.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(dsn)
+    admin = await asyncpg.connect(database.superuser_lifebox_dsn)
     try:
         async with admin.transaction():
             await admin.execute("SET LOCAL session_replication_role = replica")

@@ -347,7 +347,7 @@ async def test_a_database_refusal_not_caused_by_the_message_is_waited_out_not_re
 ) -> None:
     fleet = await register_fleet(database.owner_dsn, 1)
     device_id, serial = fleet.devices[0]
-    superuser = await asyncpg.connect(database.superuser_dsn.rsplit("/", 1)[0] + "/lifebox")
+    superuser = await asyncpg.connect(database.superuser_lifebox_dsn)
     try:
         # As while a deployment rolls out: the ingest role can't write telemetry for a while.
         await superuser.execute("REVOKE INSERT ON telemetry_events FROM lifebox_ingest")

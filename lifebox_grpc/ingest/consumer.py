@@ -65,8 +65,6 @@ class MqttConsumer:
         self._pending: list[Received] = []
         self._generation = 0
         self._stopping = False
-        self.connected = threading.Event()
-        self.subscribed = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -117,7 +115,6 @@ class MqttConsumer:
         options = SubscribeOptions(qos=1)
         client.subscribe([(shared(topic), options) for topic in SUBSCRIPTIONS])
         metrics.MQTT_CONNECTED.set(1)
-        self.connected.set()
         log.info("connected to broker", extra={"session_present": bool(flags.session_present)})
 
     def _on_disconnect(self, *_: object) -> None:
@@ -127,14 +124,11 @@ class MqttConsumer:
             self._generation += 1
         metrics.MQTT_CONNECTED.set(0)
         metrics.MQTT_SUBSCRIBED.set(0)
-        self.connected.clear()
-        self.subscribed.clear()
         if not self._stopping:
             log.warning("disconnected from broker; paho reconnects")
 
     def _on_subscribe(self, *_: object) -> None:
         metrics.MQTT_SUBSCRIBED.set(1)
-        self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if msg.qos == 0 and self._pending_bytes >= 4 * self._wake_at_bytes:

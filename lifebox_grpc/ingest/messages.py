@@ -6,7 +6,6 @@ Telemetry goes through the native core; these are rare enough that clarity wins.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -154,10 +153,3 @@ def decode_ack(payload: bytes) -> Ack:
         result=json.dumps(result) if result is not None else None,
         device_time=_time(body.get("ts"), "ts", None),
     )
-
-
-def command_id_of(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        return None

@@ -53,6 +53,12 @@ LATENCY_SAMPLES_PER_BATCH = 32
 MESSAGE_CAUSED = ("22", "23")
 
 
+def _serial(item: Received) -> str:
+    """The serial a message's topic names ("" for a topic that isn't ours)."""
+    topic = parse_topic(item.topic)
+    return topic.serial if topic else ""
+
+
 def _utc(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
@@ -208,7 +214,7 @@ class Pipeline:
             for reject in batch.decoded.rejects:
                 index, ref = batch.telemetry[reject.message_index]
                 item = messages[index]
-                serial = parse_topic(item.topic).serial  # type: ignore[union-attr]
+                serial = _serial(item)
                 self._reject(
                     batch,
                     item,
@@ -245,7 +251,7 @@ class Pipeline:
                 batch.ack_rejects.append(
                     RejectRow(
                         ack.client_id,
-                        parse_topic(item.topic).serial,  # type: ignore[union-attr]
+                        _serial(item),
                         item.topic,
                         _utc(item.received_us),
                         "unknown_command",
@@ -355,14 +361,13 @@ class Pipeline:
             "database refused a message",
             extra={"sqlstate": cause.sqlstate, "error": type(cause).__name__},
         )
-        topic = parse_topic(item.topic)
         batch = PreparedBatch([item])
         self._reject(
             batch,
             item,
             "db_refused",
             f"database refused the message (SQLSTATE {cause.sqlstate})",
-            topic.serial if topic else "",
+            _serial(item),
         )
         try:
             await self.commit(batch)

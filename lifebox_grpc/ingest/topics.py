@@ -55,8 +55,3 @@ def parse_topic(topic: str) -> ParsedTopic | None:
         except ValueError:
             return None
     return None
-
-
-def command_topic(serial: str, command_id: uuid.UUID) -> str:
-    """Where the platform publishes a command for a device (QoS 1)."""
-    return f"{PREFIX}{serial}/commands/{command_id}"

@@ -23,6 +23,7 @@ from lifebox_grpc.runtime.postgres import (
     SUPERUSER,
     EmbeddedPostgres,
     RolePasswords,
+    dsn,
 )
 from lifebox_grpc.store import migrations, seeds
 
@@ -57,6 +58,11 @@ class Database:
     @property
     def superuser_dsn(self) -> str:
         return self.server.dsn(SUPERUSER)
+
+    @property
+    def superuser_lifebox_dsn(self) -> str:
+        """The superuser, in the lifebox database (not the maintenance database)."""
+        return dsn(self.server.port, SUPERUSER, self.server.passwords.superuser)
 
 
 def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
