@@ -177,6 +177,12 @@ class Settings(BaseSettings):
         2 * 1024 * 1024, ge=1024, description="...or at this many payload bytes."
     )
     ingest_batch_ms: int = Field(50, ge=1, description="...or after T milliseconds.")
+    ingest_commit_concurrency: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Batches committing at once per worker (each on its own connection).",
+    )
     ingest_facts_interval_ms: int = Field(
         500,
         ge=10,

@@ -87,6 +87,13 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     consumer.start()
     log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
     backlog = False  # messages left over by the last take: they have waited long enough
+    slots = asyncio.Semaphore(settings.ingest_commit_concurrency)
+    committing: set[asyncio.Task[None]] = set()
+
+    def release(done: asyncio.Task[None]) -> None:
+        committing.discard(done)
+        slots.release()
+
     try:
         while not stop.is_set():
             if not consumer.pending:
@@ -105,11 +112,20 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
             batch = consumer.take()
             backlog = consumer.pending > 0
             if batch:
-                try:
-                    await pipeline.process(batch)
-                except ShutdownError:
-                    break
+                # Up to `ingest_commit_concurrency` batches commit at once, each on its own
+                # connection, so one batch's COPY overlaps another's COMMIT (fsync). Acks
+                # still follow each batch's own commit; MQTT allows them out of order.
+                await slots.acquire()
+                task = asyncio.create_task(pipeline.process(batch))
+                committing.add(task)
+                task.add_done_callback(release)
+            for task in [t for t in committing if t.done()]:
+                task.result()  # a failure other than shutdown stops the worker, as before
+    except ShutdownError:
+        pass
     finally:
+        # Let batches already committing finish (or give up on shutdown) before the pool goes.
+        await asyncio.gather(*committing, return_exceptions=True)
         # In-flight messages that were not committed stay un-acked: the broker keeps them
         # for this session and delivers them again.
         consumer.stop()
