@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from lifebox_grpc.store import schema_doc
-from lifebox_grpc.store.pool import tenant_transaction
+from lifebox_grpc.store.pool import savepoint, tenant_transaction
 from tests.helpers import factories
 
 MODELS = {
@@ -206,7 +206,7 @@ async def test_staff_roles_have_no_client_and_tenant_roles_need_one(
     async with tenant_transaction(owner_conn, None, staff=True):
         for client_id, role in ((client, "admin"), (None, "operator")):
             with pytest.raises(asyncpg.CheckViolationError):
-                async with owner_conn.transaction():
+                async with savepoint(owner_conn):
                     await owner_conn.execute(
                         "INSERT INTO users (client_id, email, password_hash, role) "
                         "VALUES ($1, $2, 'x', $3)",

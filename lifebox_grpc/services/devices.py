@@ -35,6 +35,7 @@ from lifebox_grpc.store import device_alarms as alarm_store
 from lifebox_grpc.store import devices as device_store
 from lifebox_grpc.store import locations as location_store
 from lifebox_grpc.store import snapshots as snapshot_store
+from lifebox_grpc.store.pool import savepoint
 
 log = logging.getLogger(__name__)
 
@@ -438,7 +439,7 @@ class DeviceServicer(devices_pb2_grpc.DeviceServiceServicer):
         if valid and not (all_or_nothing and len(valid) < len(results)):
             async with scoped(self.pool, principal) as conn:
                 try:
-                    async with conn.transaction():
+                    async with savepoint(conn):
                         created = await device_store.create_devices(
                             conn, client_id, list(valid.values())
                         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +43,24 @@ async def create_pool(
     return pool
 
 
+def _begin_sql(client_id: uuid.UUID | None, staff: bool) -> str:
+    """BEGIN and both tenant settings as one simple-query string (one round trip).
+
+    Literals, not parameters, because a simple query takes none: the values are a UUID's
+    canonical text (hex and dashes) and a fixed word, so nothing a caller sends is quoted in.
+    """
+    if client_id is not None and not isinstance(client_id, uuid.UUID):
+        raise TypeError("client_id must be a UUID")
+    client = str(client_id) if client_id else ""
+    return (
+        "BEGIN; SELECT set_config('lifebox.client_id', "
+        f"'{client}', true), set_config('lifebox.staff', '{'on' if staff else 'off'}', true)"
+    )
+
+
+_ENDED = (asyncpg.InterfaceError, asyncpg.PostgresError, OSError)
+
+
 @asynccontextmanager
 async def tenant_transaction(
     conn: asyncpg.Connection, client_id: uuid.UUID | None, *, staff: bool = False
@@ -50,12 +70,37 @@ async def tenant_transaction(
     Both settings are transaction-local (``set_config(..., true)``), so nothing leaks to the
     next user of a pooled connection. ``lifebox.staff`` is the one, separately named path
     across tenants; only platform staff principals get it.
+
+    BEGIN and the settings travel in one round trip, so a one-statement read costs three
+    (BEGIN + settings, the read, COMMIT) instead of four. The transaction is started by hand,
+    so asyncpg's ``conn.transaction()`` refuses to nest inside it: use :func:`savepoint`.
+    If the block fails, the transaction is rolled back (and if even that fails, the pool's
+    release rolls back or drops the connection).
     """
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('lifebox.client_id', $1, true), "
-            "set_config('lifebox.staff', $2, true)",
-            str(client_id) if client_id else "",
-            "on" if staff else "off",
-        )
+    await conn.execute(_begin_sql(client_id, staff))
+    try:
         yield conn
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(*_ENDED):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+@asynccontextmanager
+async def savepoint(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """A nested block of a :func:`tenant_transaction`: undone alone if it raises."""
+    name = f"lifebox_sp_{next(_SAVEPOINTS)}"
+    await conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield conn
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(*_ENDED):
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+        raise
+    await conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+_SAVEPOINTS = itertools.count(1)

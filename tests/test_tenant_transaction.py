@@ -1,0 +1,76 @@
+"""The tenant transaction every store call runs in, and savepoints inside it."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from lifebox_grpc.store.pool import savepoint, tenant_transaction
+from tests.helpers import factories
+
+
+async def _settings(conn: asyncpg.Connection) -> tuple[str, str]:
+    row = await conn.fetchrow(
+        "SELECT current_setting('lifebox.client_id', true) AS c, "
+        "current_setting('lifebox.staff', true) AS s"
+    )
+    return row["c"] or "", row["s"] or ""
+
+
+async def test_settings_hold_inside_and_are_gone_after(
+    owner_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
+    client = await factories.make_client(owner_conn)
+    async with tenant_transaction(app_conn, client):
+        assert app_conn.is_in_transaction()
+        assert await _settings(app_conn) == (str(client), "off")
+    assert not app_conn.is_in_transaction()
+    assert await _settings(app_conn) == ("", "")
+    async with tenant_transaction(app_conn, None, staff=True):
+        assert await _settings(app_conn) == ("", "on")
+    assert await _settings(app_conn) == ("", "")
+
+
+async def test_a_failing_block_rolls_back_everything(owner_conn: asyncpg.Connection) -> None:
+    client = await factories.make_client(owner_conn)
+    with pytest.raises(RuntimeError):
+        async with tenant_transaction(owner_conn, client):
+            await owner_conn.execute("UPDATE clients SET name = 'renamed' WHERE id = $1", client)
+            raise RuntimeError("boom")
+    assert not owner_conn.is_in_transaction()
+    async with tenant_transaction(owner_conn, None, staff=True):
+        name = await owner_conn.fetchval("SELECT name FROM clients WHERE id = $1", client)
+    assert name != "renamed"
+
+
+async def test_a_failed_statement_rolls_back_and_the_connection_stays_usable(
+    app_conn: asyncpg.Connection,
+) -> None:
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with tenant_transaction(app_conn, None):
+            await app_conn.execute("SELECT 1 / 0")
+    assert not app_conn.is_in_transaction()
+    assert await app_conn.fetchval("SELECT 2") == 2
+
+
+async def test_a_savepoint_undoes_only_its_own_block(owner_conn: asyncpg.Connection) -> None:
+    client = await factories.make_client(owner_conn)
+    async with tenant_transaction(owner_conn, None, staff=True):
+        await owner_conn.execute("UPDATE clients SET name = 'kept' WHERE id = $1", client)
+        with pytest.raises(asyncpg.CheckViolationError):
+            async with savepoint(owner_conn):
+                await owner_conn.execute("UPDATE clients SET name = 'undone' WHERE id = $1", client)
+                await owner_conn.execute("UPDATE clients SET slug = '' WHERE id = $1", client)
+        async with savepoint(owner_conn):
+            await owner_conn.execute("UPDATE clients SET name = 'kept too' WHERE id = $1", client)
+    async with tenant_transaction(owner_conn, None, staff=True):
+        name = await owner_conn.fetchval("SELECT name FROM clients WHERE id = $1", client)
+    assert name == "kept too"
+
+
+async def test_only_a_uuid_is_accepted_as_the_client(app_conn: asyncpg.Connection) -> None:
+    hostile = "x', true); DROP TABLE clients; --"
+    with pytest.raises(TypeError):
+        async with tenant_transaction(app_conn, hostile):  # type: ignore[arg-type]
+            pass
+    assert not app_conn.is_in_transaction()
