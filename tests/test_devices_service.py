@@ -170,8 +170,19 @@ async def test_locations_history_and_latest_on_the_device(
             ),
             metadata=admin.md,
         )
+    # A late, older fix joins the trail but does not move the latest location back.
+    await api.RecordDeviceLocation(
+        devices_pb2.RecordDeviceLocationRequest(
+            device_id=device.id,
+            location=devices_pb2.DeviceLocation(
+                time=ts(base - timedelta(hours=1)), latitude=10.0, longitude=11.0
+            ),
+        ),
+        metadata=admin.md,
+    )
     got = await api.GetDevice(devices_pb2.GetDeviceRequest(id=device.id), metadata=admin.md)
     assert got.device.latest_location.latitude == 34.0
+    assert got.device.latest_location.time == ts(base + timedelta(minutes=4))
     assert got.device.latest_location.accuracy_m == 5
     assert not got.device.latest_location.HasField("altitude_m")
     seen: list[float] = []

@@ -107,10 +107,7 @@ _SELECT = f"""
 SELECT {_DEVICE}, l.time AS loc_time, l.latitude, l.longitude, l.altitude_m, l.accuracy_m,
        l.source
 FROM devices d
-LEFT JOIN LATERAL (
-    SELECT time, latitude, longitude, altitude_m, accuracy_m, source FROM device_locations
-    WHERE device_id = d.id ORDER BY time DESC LIMIT 1
-) l ON true
+LEFT JOIN device_latest_locations l ON l.device_id = d.id
 """
 # A filter on d by $1 (client) and $2 (device ids); callers number their own from $3.
 _VISIBLE = "($1::uuid IS NULL OR d.client_id = $1) AND ($2::uuid[] IS NULL OR d.id = ANY($2))"
