@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
 
@@ -33,10 +35,14 @@ async def test_settings_hold_inside_and_are_gone_after(
 
 async def test_a_failing_block_rolls_back_everything(owner_conn: asyncpg.Connection) -> None:
     client = await factories.make_client(owner_conn)
-    with pytest.raises(RuntimeError):
+
+    async def rename_then_fail() -> None:
         async with tenant_transaction(owner_conn, client):
             await owner_conn.execute("UPDATE clients SET name = 'renamed' WHERE id = $1", client)
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await rename_then_fail()
     assert not owner_conn.is_in_transaction()
     async with tenant_transaction(owner_conn, None, staff=True):
         name = await owner_conn.fetchval("SELECT name FROM clients WHERE id = $1", client)
@@ -53,14 +59,18 @@ async def test_a_failed_statement_rolls_back_and_the_connection_stays_usable(
     assert await app_conn.fetchval("SELECT 2") == 2
 
 
+async def _rename_then_break(conn: asyncpg.Connection, client: uuid.UUID) -> None:
+    async with savepoint(conn):
+        await conn.execute("UPDATE clients SET name = 'undone' WHERE id = $1", client)
+        await conn.execute("UPDATE clients SET slug = '' WHERE id = $1", client)
+
+
 async def test_a_savepoint_undoes_only_its_own_block(owner_conn: asyncpg.Connection) -> None:
     client = await factories.make_client(owner_conn)
     async with tenant_transaction(owner_conn, None, staff=True):
         await owner_conn.execute("UPDATE clients SET name = 'kept' WHERE id = $1", client)
         with pytest.raises(asyncpg.CheckViolationError):
-            async with savepoint(owner_conn):
-                await owner_conn.execute("UPDATE clients SET name = 'undone' WHERE id = $1", client)
-                await owner_conn.execute("UPDATE clients SET slug = '' WHERE id = $1", client)
+            await _rename_then_break(owner_conn, client)
         async with savepoint(owner_conn):
             await owner_conn.execute("UPDATE clients SET name = 'kept too' WHERE id = $1", client)
     async with tenant_transaction(owner_conn, None, staff=True):

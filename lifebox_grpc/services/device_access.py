@@ -8,7 +8,7 @@ A device outside that reads as NOT_FOUND, never PERMISSION_DENIED.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 import asyncpg
 
@@ -55,7 +55,14 @@ async def require_devices(
     conn: asyncpg.Connection, principal: Principal, device_ids: Sequence[uuid.UUID]
 ) -> None:
     """NOT_FOUND unless the principal may see every one of ``device_ids``."""
-    visible = await device_store.visible_device_ids(conn, device_ids, device_filter(principal))
+    require_found(
+        device_ids,
+        await device_store.visible_device_ids(conn, device_ids, device_filter(principal)),
+    )
+
+
+def require_found(device_ids: Sequence[uuid.UUID], visible: Container[uuid.UUID]) -> None:
+    """NOT_FOUND naming the first of ``device_ids`` that is not ``visible``."""
     missing = [d for d in device_ids if d not in visible]
     if missing:
         raise NotFound(f"device not found: {missing[0]}")

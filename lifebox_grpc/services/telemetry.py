@@ -27,7 +27,13 @@ from lifebox_grpc.services.common import (
     scoped,
     timestamp,
 )
-from lifebox_grpc.services.device_access import parse_device_ids, require_device, require_devices
+from lifebox_grpc.services.device_access import (
+    device_filter,
+    parse_device_ids,
+    require_device,
+    require_devices,
+    require_found,
+)
 from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
 from lifebox_grpc.store import partitions
 from lifebox_grpc.store import telemetry as store
@@ -353,8 +359,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         fields = parse_fields(errors, request.fields)
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
-            await require_devices(conn, principal, device_ids)
-            rows = await store.latest(conn, device_ids, fields)
+            found = await store.latest(conn, device_ids, fields, device_filter(principal))
+        require_found(device_ids, {r[0] for r in found})
+        rows = [r for r in found if r[1] is not None]
         # One row per device: parallel lists, not a Series per device (5,000 tiny messages).
         return telemetry_pb2.GetLatestTelemetryResponse(
             device_ids=[str(r[0]) for r in rows],

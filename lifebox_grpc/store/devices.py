@@ -109,8 +109,9 @@ SELECT {_DEVICE}, l.time AS loc_time, l.latitude, l.longitude, l.altitude_m, l.a
 FROM devices d
 LEFT JOIN device_latest_locations l ON l.device_id = d.id
 """
-# A filter on d by $1 (client) and $2 (device ids); callers number their own from $3.
-_VISIBLE = "($1::uuid IS NULL OR d.client_id = $1) AND ($2::uuid[] IS NULL OR d.id = ANY($2))"
+# What a DeviceFilter lets a caller see of ``devices d``: $1 the client (None: any), $2 the
+# device ids (None: all). Callers number their own parameters from $3.
+VISIBLE = "($1::uuid IS NULL OR d.client_id = $1) AND ($2::uuid[] IS NULL OR d.id = ANY($2))"
 
 
 def _device(row: Mapping[str, Any]) -> Device:
@@ -215,7 +216,7 @@ async def get_device(
     if lock:
         # Lock first (no outer join may carry FOR UPDATE), then read it whole.
         found = await conn.fetchval(
-            f"SELECT d.id FROM devices d WHERE d.id = $3 AND {_VISIBLE} FOR UPDATE",
+            f"SELECT d.id FROM devices d WHERE d.id = $3 AND {VISIBLE} FOR UPDATE",
             scope.client_id,
             scope.device_list,
             device_id,
@@ -223,7 +224,7 @@ async def get_device(
         if found is None:
             return None
     row = await conn.fetchrow(
-        f"{_SELECT} WHERE d.id = $3 AND {_VISIBLE}",
+        f"{_SELECT} WHERE d.id = $3 AND {VISIBLE}",
         scope.client_id,
         scope.device_list,
         device_id,
@@ -236,7 +237,7 @@ async def visible_device_ids(
 ) -> set[uuid.UUID]:
     """Those of ``device_ids`` that ``scope`` may see."""
     rows = await conn.fetch(
-        f"SELECT d.id FROM devices d WHERE d.id = ANY($3::uuid[]) AND {_VISIBLE}",
+        f"SELECT d.id FROM devices d WHERE d.id = ANY($3::uuid[]) AND {VISIBLE}",
         scope.client_id,
         scope.device_list,
         list(device_ids),
@@ -264,7 +265,7 @@ async def list_devices(
     rows = await conn.fetch(
         f"""
         {_SELECT}
-        WHERE {_VISIBLE}
+        WHERE {VISIBLE}
           AND ($3::text IS NULL OR d.status = $3)
           AND ($4::text IS NULL OR d.device_type = $4)
           AND ($5::text IS NULL OR d.name ILIKE $5 OR d.serial ILIKE $5)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from lifebox_grpc.native import COLUMN_TYPES
+from lifebox_grpc.store.devices import VISIBLE, DeviceFilter
 from lifebox_grpc.store.partitions import TIMESCALEDB
 
 # Value kinds as the API reports them.
@@ -164,20 +165,29 @@ async def aggregate(
 
 
 def latest_sql(fields: Sequence[str]) -> str:
-    """One LIMIT 1 probe of the (device_id, time) key per device: an index, not a scan."""
+    """Each device of $3 that the filter ($1, $2: :data:`devices.VISIBLE`) lets the caller
+    see, in request order, with its newest reading (a NULL time when it has none): one LIMIT
+    1 probe of the (device_id, time) key per device, an index and not a scan. A device left
+    out is one the caller may not see, so no separate visibility check is needed."""
     return (
-        f"SELECT d.id AS device_id, l.* FROM unnest($1::uuid[]) WITH ORDINALITY AS d(id, n) "
-        f"CROSS JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
+        f"SELECT d.id AS device_id, l.* FROM unnest($3::uuid[]) WITH ORDINALITY AS r(id, n) "
+        f"JOIN devices d ON d.id = r.id "
+        f"LEFT JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
         f"{_fields_sql(fields)} FROM telemetry_events e WHERE e.device_id = d.id "
-        f"ORDER BY e.time DESC LIMIT 1) l ORDER BY d.n"
+        f"ORDER BY e.time DESC LIMIT 1) l ON true WHERE {VISIBLE} ORDER BY r.n"
     )
 
 
 async def latest(
-    conn: asyncpg.Connection, device_ids: Sequence[uuid.UUID], fields: Sequence[str]
+    conn: asyncpg.Connection,
+    device_ids: Sequence[uuid.UUID],
+    fields: Sequence[str],
+    scope: DeviceFilter,
 ) -> list[asyncpg.Record]:
-    """The newest row of each device that has one, in request order."""
-    return list(await conn.fetch(latest_sql(fields), list(device_ids)))
+    """(device_id, t micros or None, time, values...) of each visible device."""
+    return list(
+        await conn.fetch(latest_sql(fields), scope.client_id, scope.device_list, list(device_ids))
+    )
 
 
 async def latest_times(
