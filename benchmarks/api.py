@@ -1,11 +1,12 @@
-"""API figures with auth and row-level security on: one `serve` process, load from others.
+"""API figures with auth and row-level security on: `serve` process(es), load from others.
 
     .venv/bin/python benchmarks/api.py [--seconds 5] [--procs 2] [--concurrency 32]
+                                       [--serve-procs 1]
 
 Starts a throwaway PostgreSQL (migrated, seeded), loads one tenant with 1,000 devices and
 telemetry (one device-month of 2-second readings, 1.3 M rows; one reading for every other
-device), starts `lifebox serve` as a subprocess, signs in as the tenant's administrator and
-measures, in one run:
+device), starts `lifebox serve` as a subprocess (``--serve-procs`` of them on one port,
+SO_REUSEPORT), signs in as the tenant's administrator and measures, in one run:
 
 0. the trivial health ``Check`` ceiling (closed loop, every load process at full tilt),
 1. ``GetDevice`` at the same concurrency (requests/s, p50/p99), then p50/p99 at half that rate
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -59,6 +61,7 @@ MONTH_DAYS = 30
 QUERY_ROWS = 100_000
 QUERY_PAGE = 10_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CHANNELS = 4  # connections per load process
 FIELDS5 = ["voltage_l1", "current_l1", "active_power_w", "temperature_c", "frequency_hz"]
 
 
@@ -66,21 +69,30 @@ FIELDS5 = ["voltage_l1", "current_l1", "active_power_w", "temperature_c", "frequ
 
 
 async def _worker(args: argparse.Namespace) -> None:
-    channel = grpc.aio.insecure_channel(args.target)
+    # Several connections per process (a local subchannel pool each), so that several
+    # `serve` processes sharing the port with SO_REUSEPORT all get a share of them.
+    channels = [
+        grpc.aio.insecure_channel(args.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CHANNELS)
+    ]
     md = (("authorization", f"Bearer {args.token}"),)
     ids = args.devices.split(",") if args.devices else []
-    health = health_pb2_grpc.HealthStub(channel)
-    devices = devices_pb2_grpc.DeviceServiceStub(channel)
-    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    health = [health_pb2_grpc.HealthStub(c) for c in channels]
+    devices = [devices_pb2_grpc.DeviceServiceStub(c) for c in channels]
+    auth = [auth_pb2_grpc.AuthServiceStub(c) for c in channels]
     rng = random.Random(os.getpid())
+    turn = itertools.count()
 
     async def one() -> None:
+        i = next(turn) % CHANNELS
         if args.method == "check":
-            await health.Check(health_pb2.HealthCheckRequest())
+            await health[i].Check(health_pb2.HealthCheckRequest())
         elif args.method == "get_me":
-            await auth.GetMe(auth_pb2.GetMeRequest(), metadata=md)
+            await auth[i].GetMe(auth_pb2.GetMeRequest(), metadata=md)
         else:
-            await devices.GetDevice(devices_pb2.GetDeviceRequest(id=rng.choice(ids)), metadata=md)
+            await devices[i].GetDevice(
+                devices_pb2.GetDeviceRequest(id=rng.choice(ids)), metadata=md
+            )
 
     for _ in range(20):  # warm up the channel and the server's caches
         await one()
@@ -111,7 +123,8 @@ async def _worker(args: argparse.Namespace) -> None:
 
         await asyncio.gather(*(loop() for _ in range(args.concurrency)))
     elapsed = time.perf_counter() - start
-    await channel.close()
+    for channel in channels:
+        await channel.close()
     print(json.dumps({"count": len(latencies), "elapsed": elapsed, "latencies": latencies}))
 
 
@@ -407,6 +420,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2, help="load processes")
     parser.add_argument("--concurrency", type=int, default=32, help="in flight per process")
+    parser.add_argument(
+        "--serve-procs", type=int, default=1, help="serve processes sharing the port"
+    )
     parser.add_argument("--repeat", type=int, default=15, help="runs per telemetry case")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -431,7 +447,7 @@ def main() -> None:
         port = free_port()
         target = f"127.0.0.1:{port}"
         with tempfile.TemporaryDirectory(prefix="lifebox-bench-") as home:
-            serve = start_serve(db, port, Path(home))
+            serves = [start_serve(db, port, Path(home)) for _ in range(args.serve_procs)]
             try:
                 token = asyncio.run(sign_in(target))
                 ids = [str(d) for d in data["ids"]]
@@ -442,8 +458,10 @@ def main() -> None:
                 half = run_load(target, token, "get_device", *load, rate=get["rps"] / 2)
                 tele = asyncio.run(telemetry_figures(target, token, db.app_dsn, data, args.repeat))
             finally:
-                serve.terminate()
-                serve.wait(30)
+                for serve in serves:
+                    serve.terminate()
+                for serve in serves:
+                    serve.wait(30)
     report(args, check, me, get, half, tele)
 
 
@@ -457,7 +475,7 @@ def report(
 ) -> None:
     cores = os.cpu_count()
     print(
-        f"\nLifeBox API, one serve process, {args.procs} load processes x "
+        f"\nLifeBox API, {args.serve_procs} serve process(es), {args.procs} load processes x "
         f"{args.concurrency} in flight, {args.seconds:.0f}s each, {cores} cores, auth + RLS on\n"
     )
     print(f"{'':52} {'req/s':>9} {'of (0)':>8} {'p50 ms':>8} {'p99 ms':>8}")
@@ -482,8 +500,8 @@ def report(
         "behind a balancer) on one port split the connections, and each holds one LISTEN "
         "connection for its streams and one for principal-cache invalidation. Unary rates are "
         "CPU-bound in Python (principals are cached for principal_cache_seconds and emptied "
-        "by NOTIFY, so a GetDevice costs four round trips: BEGIN, tenant settings, the read, "
-        "COMMIT), so they grow with processes only while cores are free; on this 2-core "
+        "by NOTIFY, so a GetDevice costs three round trips: BEGIN with the tenant settings, "
+        "the read, COMMIT), so they grow with processes only while cores are free; on this 2-core "
         "machine the load client already takes one."
     )
 
