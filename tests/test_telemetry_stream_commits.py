@@ -169,3 +169,83 @@ def test_notices_split_below_the_payload_limit_and_keep_commit_order() -> None:
     decoded = [decode_notice(p) for p in payloads]
     assert {d for d, _ in decoded} == {device}
     assert [c for _, cs in decoded for c in cs] == commits
+
+
+class _FailingOnce:
+    """A pool whose next acquire fails as a lost database would."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.failed = False
+
+    def acquire(self) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise OSError("database unreachable")
+        return self.pool.acquire()
+
+
+async def test_notifications_a_failed_facts_write_did_not_send_go_out_with_the_next(
+    database: Database, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    ((device, serial),) = fleet.devices
+    base = (int(time.time()) - 600) * 1000
+    newer, older = [base + 20_000, base + 21_000], [base + 1000]
+    live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
+    await pipeline.process(batch(serial, newer))
+    flaky = _FailingOnce(pipeline.facts.pool)
+    pipeline.facts.pool = flaky  # type: ignore[assignment]
+    await pipeline.facts.flush()
+    assert flaky.failed
+    assert pipeline.facts.pending, "the unsent facts are kept"
+    await pipeline.process(batch(serial, older))
+    await pipeline.facts.flush()
+    assert not pipeline.facts.pending
+    assert await read_exactly(live, 3) == newer + older
+    assert await read_exactly(since, 3) == newer + older
+    live.cancel()
+    since.cancel()
+
+
+async def listener_pid(conn: asyncpg.Connection) -> int | None:
+    pid = await conn.fetchval(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'lifebox-serve-listen'"
+    )
+    return int(pid) if pid else None
+
+
+async def test_streams_resynchronise_after_the_listener_connection_is_lost(
+    database: Database, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    ((device, serial),) = fleet.devices
+    base = (int(time.time()) - 600) * 1000
+    first, second, third = [base + 1000], [base + 2000, base + 3000], [base + 4000]
+    live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
+    await pipeline.process(batch(serial, first))
+    await pipeline.facts.flush()
+    assert await read_exactly(live, 1) == first
+    assert await read_exactly(since, 1) == first
+    old_pid = await listener_pid(owner_conn)
+    superuser = await asyncpg.connect(database.superuser_dsn)
+    try:
+        assert await superuser.fetchval("SELECT pg_terminate_backend($1)", old_pid)
+    finally:
+        await superuser.close()
+
+    async def replaced() -> bool | None:
+        pid = await listener_pid(owner_conn)
+        return True if pid and pid != old_pid else None
+
+    await async_wait_until(replaced, 30, "a new LISTEN connection")
+    await pipeline.process(batch(serial, second))
+    await pipeline.facts.flush()
+    assert await read_exactly(live, 2) == second
+    assert await read_exactly(since, 2) == second
+    await pipeline.process(batch(serial, third))
+    await pipeline.facts.flush()
+    assert await read_exactly(live, 1) == third
+    assert await read_exactly(since, 1) == third
+    live.cancel()
+    since.cancel()
