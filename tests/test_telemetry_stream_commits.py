@@ -21,6 +21,8 @@ from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
 from lifebox_grpc.ingest.pipeline import Pipeline
 from lifebox_grpc.native import Decoder
+from lifebox_grpc.services import telemetry_fanout
+from lifebox_grpc.services.telemetry_fanout import Subscription
 from lifebox_grpc.store.telemetry_notices import (
     COMMITS_PER_NOTICE,
     Commit,
@@ -249,3 +251,26 @@ async def test_streams_resynchronise_after_the_listener_connection_is_lost(
     assert await read_exactly(since, 1) == third
     live.cancel()
     since.cancel()
+
+
+async def test_subscription_hands_out_commits_in_order_around_a_resync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = uuid.uuid4()
+    sub = Subscription([device])
+    first = await sub.wait(None)
+    assert (first.resync, first.commits) == (True, {}), "a stream starts with its catch-up"
+    sub.add(device, [Commit(1, 0, 1)])
+    sub.mark_resync()
+    sub.add(device, [Commit(2, 0, 1), Commit(3, 0, 1)])
+    before = await sub.wait(None)
+    assert (before.resync, before.commits) == (True, {device: [Commit(1, 0, 1)]})
+    after = await sub.wait(None)
+    assert (after.resync, after.commits) == (False, {device: [Commit(2, 0, 1), Commit(3, 0, 1)]})
+    assert (await sub.wait(0.01)).resync, "no news within the timeout: a poll"
+
+    monkeypatch.setattr(telemetry_fanout, "MAX_QUEUED_COMMITS", 2)
+    sub.add(device, [Commit(4, 0, 1), Commit(5, 0, 1)])
+    sub.add(device, [Commit(6, 0, 1)])
+    overflow = await sub.wait(None)
+    assert (overflow.resync, overflow.commits) == (True, {})

@@ -29,6 +29,9 @@ from lifebox_grpc.store.telemetry_notices import CHANNEL, Commit, decode_notice
 
 log = logging.getLogger(__name__)
 
+# Commits one stream may have queued; past this it resynchronises by time instead.
+MAX_QUEUED_COMMITS = 100_000
+
 
 @dataclass(frozen=True)
 class Update:
@@ -50,11 +53,20 @@ class Subscription:
         self._commits: dict[uuid.UUID, list[Commit]] = {}
         # Commits announced before the resync mark: handled before the resync read.
         self._before_resync: dict[uuid.UUID, list[Commit]] = {}
+        self._pending = 0  # commits queued in both
         self._resync = True
         self._event = asyncio.Event()
         self._event.set()
 
     def add(self, device_id: uuid.UUID, commits: list[Commit]) -> None:
+        self._pending += len(commits)
+        if self._pending > MAX_QUEUED_COMMITS:
+            # A stream that does not keep up must not hold unbounded memory: it falls back to
+            # a resync by time (late readings among the dropped commits are then missed).
+            log.warning("stream too slow for its commits; resynchronising by time")
+            self._commits, self._before_resync, self._pending = {}, {}, 0
+            self.mark_resync()
+            return
         self._commits.setdefault(device_id, []).extend(commits)
         self._event.set()
 
@@ -76,10 +88,11 @@ class Subscription:
             self._before_resync, self._resync = {}, False
             if not self._commits:
                 self._event.clear()
-            return update
-        update = Update(self._commits, False)
-        self._commits = {}
-        self._event.clear()
+        else:
+            update = Update(self._commits, False)
+            self._commits = {}
+            self._event.clear()
+        self._pending -= sum(len(c) for c in update.commits.values())
         return update
 
 
