@@ -76,6 +76,16 @@ async def read_exactly(call: Any, expected: int, timeout: float = 30) -> list[in
     return got
 
 
+async def commit_and_read(
+    pipeline: Pipeline, serial: str, times_ms: list[int], *streams: Any
+) -> None:
+    """One batch transaction, its facts written, then each stream sends exactly it."""
+    await pipeline.process(batch(serial, times_ms))
+    await pipeline.facts.flush()
+    for stream in streams:
+        assert await read_exactly(stream, len(times_ms)) == times_ms
+
+
 async def listening(conn: asyncpg.Connection) -> bool | None:
     count = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifebox-serve-listen'"
@@ -113,22 +123,11 @@ async def test_older_readings_committed_after_newer_ones_are_streamed_once(
     older = [base + i * 1000 for i in range(5)]
     newest = [base + 60_000]
     live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
-    # The since-stream must have finished its (empty) catch-up before anything commits.
-    await pipeline.process(batch(serial, newer))
-    await pipeline.facts.flush()
-    assert await read_exactly(live, 5) == newer
-    assert await read_exactly(since, 5) == newer
-
-    await pipeline.process(batch(serial, older))
-    await pipeline.facts.flush()
-    assert await read_exactly(live, 5) == older
-    assert await read_exactly(since, 5) == older
-
+    await commit_and_read(pipeline, serial, newer, live, since)
+    # The older batch commits last: it is sent, after the newer one.
+    await commit_and_read(pipeline, serial, older, live, since)
     # Nothing is sent again: the next reading each stream sends is the next commit's.
-    await pipeline.process(batch(serial, newest))
-    await pipeline.facts.flush()
-    assert await read_exactly(live, 1) == newest
-    assert await read_exactly(since, 1) == newest
+    await commit_and_read(pipeline, serial, newest, live, since)
     live.cancel()
     since.cancel()
 
@@ -225,10 +224,7 @@ async def test_streams_resynchronise_after_the_listener_connection_is_lost(
     base = (int(time.time()) - 600) * 1000
     first, second, third = [base + 1000], [base + 2000, base + 3000], [base + 4000]
     live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
-    await pipeline.process(batch(serial, first))
-    await pipeline.facts.flush()
-    assert await read_exactly(live, 1) == first
-    assert await read_exactly(since, 1) == first
+    await commit_and_read(pipeline, serial, first, live, since)
     old_pid = await listener_pid(owner_conn)
     superuser = await asyncpg.connect(database.superuser_dsn)
     try:
@@ -241,14 +237,8 @@ async def test_streams_resynchronise_after_the_listener_connection_is_lost(
         return True if pid and pid != old_pid else None
 
     await async_wait_until(replaced, 30, "a new LISTEN connection")
-    await pipeline.process(batch(serial, second))
-    await pipeline.facts.flush()
-    assert await read_exactly(live, 2) == second
-    assert await read_exactly(since, 2) == second
-    await pipeline.process(batch(serial, third))
-    await pipeline.facts.flush()
-    assert await read_exactly(live, 1) == third
-    assert await read_exactly(since, 1) == third
+    await commit_and_read(pipeline, serial, second, live, since)
+    await commit_and_read(pipeline, serial, third, live, since)
     live.cancel()
     since.cancel()
 

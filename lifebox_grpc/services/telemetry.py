@@ -365,6 +365,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def StreamTelemetry(
         self, request: telemetry_pb2.StreamTelemetryRequest, context: Any
     ) -> AsyncIterator[telemetry_pb2.StreamTelemetryResponse]:
+        """Each committed reading once: a catch-up by time (from ``start_time``, or after
+        each device's newest row), then live, commit by commit, whatever the order in which
+        ingest commits reading times (:mod:`lifebox_grpc.services.telemetry_stream`). After
+        the LISTEN connection is lost and back, a reading older than the newest sent that
+        was committed meanwhile can be missed."""
         principal = require_principal()
         errors = ErrorCollector()
         device_ids = parse_device_ids(
