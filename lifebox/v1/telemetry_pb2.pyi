@@ -470,8 +470,9 @@ class StreamTelemetryRequest(_message.Message):
 
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Unset: only readings newer than each device's latest at the start of the stream.
-        Set: first every reading from this time on, then live.
+        """Unset: readings newer than each device's latest at the start of the stream, then
+        readings committed after the start, whatever their time.
+        Set: first every reading from this time on, then live (never readings before it).
         """
 
     def __init__(
@@ -498,7 +499,10 @@ class StreamTelemetryResponse(_message.Message):
     SERIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def series(self) -> Global___Series:
-        """The readings, oldest first, all newer than any sent before for this device."""
+        """The readings, oldest first within the message. Catch-up messages are newer than any
+        sent before for this device; a live message holds one commit's readings, which may be
+        older than readings already sent.
+        """
 
     def __init__(
         self,

@@ -98,8 +98,9 @@ class TelemetryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamTelemetry(self, request, context):
-        """Readings as they are committed, in time order per device; optionally first every
-        reading from start_time on (catch-up), then live.
+        """Readings as they are committed, each once: optionally first every reading from
+        start_time on (catch-up, in time order per device), then live, commit by commit (a
+        late batch of older readings comes after newer ones already sent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

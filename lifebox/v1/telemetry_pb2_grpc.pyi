@@ -45,8 +45,9 @@ class TelemetryServiceStub:
     GetLatestTelemetry: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.GetLatestTelemetryRequest, _telemetry_pb2.GetLatestTelemetryResponse]
     """The latest reading of each of many devices."""
     StreamTelemetry: _grpc.UnaryStreamMultiCallable[_telemetry_pb2.StreamTelemetryRequest, _telemetry_pb2.StreamTelemetryResponse]
-    """Readings as they are committed, in time order per device; optionally first every
-    reading from start_time on (catch-up), then live.
+    """Readings as they are committed, each once: optionally first every reading from
+    start_time on (catch-up, in time order per device), then live, commit by commit (a
+    late batch of older readings comes after newer ones already sent).
     """
     ListUnknownFields: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.ListUnknownFieldsRequest, _telemetry_pb2.ListUnknownFieldsResponse]
     """The catalogue of fields devices sent that are not known columns (kept in "extra")."""
@@ -70,8 +71,9 @@ class TelemetryServiceAsyncStub(TelemetryServiceStub):
     GetLatestTelemetry: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.GetLatestTelemetryRequest, _telemetry_pb2.GetLatestTelemetryResponse]  # type: ignore[assignment]
     """The latest reading of each of many devices."""
     StreamTelemetry: _aio.UnaryStreamMultiCallable[_telemetry_pb2.StreamTelemetryRequest, _telemetry_pb2.StreamTelemetryResponse]  # type: ignore[assignment]
-    """Readings as they are committed, in time order per device; optionally first every
-    reading from start_time on (catch-up), then live.
+    """Readings as they are committed, each once: optionally first every reading from
+    start_time on (catch-up, in time order per device), then live, commit by commit (a
+    late batch of older readings comes after newer ones already sent).
     """
     ListUnknownFields: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.ListUnknownFieldsRequest, _telemetry_pb2.ListUnknownFieldsResponse]  # type: ignore[assignment]
     """The catalogue of fields devices sent that are not known columns (kept in "extra")."""
@@ -116,8 +118,9 @@ class TelemetryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _telemetry_pb2.StreamTelemetryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_telemetry_pb2.StreamTelemetryResponse], _abc.AsyncIterator[_telemetry_pb2.StreamTelemetryResponse]]:
-        """Readings as they are committed, in time order per device; optionally first every
-        reading from start_time on (catch-up), then live.
+        """Readings as they are committed, each once: optionally first every reading from
+        start_time on (catch-up, in time order per device), then live, commit by commit (a
+        late batch of older readings comes after newer ones already sent).
         """
 
     @_abc_1.abstractmethod

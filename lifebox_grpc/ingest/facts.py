@@ -1,11 +1,14 @@
 """Facts derived from committed batches: the unknown-field catalogue, devices' last seen and
-the NOTIFY that live streams follow.
+the NOTIFY that live streams follow (per device, the commits that added its rows).
 
 They are merged across batches and written at most every ``interval`` seconds, in one
 statement: per batch they cost PostgreSQL more than the rows themselves (one device update
 and one notification per device and batch; measured: 31k → 45k rows/s without them at 50
-readings per message). Readings are committed and acknowledged before any of this; a fact
-lost to a crash is refreshed by the device's next reading.
+readings per message). Readings are committed and acknowledged before any of this. Facts a
+failed write did not record are kept and written with the next flush (up to
+:data:`MAX_RETAINED_COMMITS` commits, then dropped with an error log); a fact lost to a crash
+is refreshed by the device's next reading, but its notification is gone (a live stream then
+misses that commit's rows if they are older than ones it has already sent).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from array import array
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -21,8 +26,54 @@ import asyncpg
 from lifebox_grpc.native import DecodedBatch
 from lifebox_grpc.store import ingest as store
 from lifebox_grpc.store.ingest import CatalogRow
+from lifebox_grpc.store.telemetry_notices import Commit, encode_notices
 
 log = logging.getLogger(__name__)
+
+# Commits kept for a retry after failed writes; past this, the failed facts are dropped.
+MAX_RETAINED_COMMITS = 100_000
+
+
+@dataclass
+class _Facts:
+    """Merged facts not yet written, oldest first."""
+
+    catalog: dict[tuple[uuid.UUID, str], CatalogRow] = field(default_factory=dict)
+    latest_us: dict[uuid.UUID, int] = field(default_factory=dict)
+    # device → (client, its commits in commit order)
+    commits: dict[uuid.UUID, tuple[uuid.UUID, list[Commit]]] = field(default_factory=dict)
+
+    @property
+    def commit_count(self) -> int:
+        return sum(len(c) for _, c in self.commits.values())
+
+    def add_catalog(self, row: CatalogRow) -> None:
+        key = (row.client_id, row.name)
+        known = self.catalog.get(key)
+        if known is None:
+            self.catalog[key] = row
+            return
+        json_type = known.json_type if known.json_type == row.json_type else "mixed"
+        self.catalog[key] = CatalogRow(
+            known.client_id, known.name, json_type, known.count + row.count, known.example,
+            max(known.seen_at, row.seen_at),
+        )  # fmt: skip
+
+    def add_latest(self, device: uuid.UUID, us: int) -> None:
+        if us > self.latest_us.get(device, -(2**63)):
+            self.latest_us[device] = us
+
+    def add_commit(self, device: uuid.UUID, client: uuid.UUID, commit: Commit) -> None:
+        self.commits.setdefault(device, (client, []))[1].append(commit)
+
+    def absorb(self, newer: _Facts) -> None:
+        """Merge facts gathered after these."""
+        for row in newer.catalog.values():
+            self.add_catalog(row)
+        for device, us in newer.latest_us.items():
+            self.add_latest(device, us)
+        for device, (client, commits) in newer.commits.items():
+            self.commits.setdefault(device, (client, []))[1].extend(commits)
 
 
 class BatchFacts:
@@ -34,65 +85,76 @@ class BatchFacts:
         self.pool = pool
         self.interval = interval
         self.errors = errors
-        self._reset()
-
-    def _reset(self) -> None:
-        self._catalog: dict[tuple[uuid.UUID, str], CatalogRow] = {}
-        self._latest_us: dict[uuid.UUID, int] = {}
-        self._devices: dict[uuid.UUID, tuple[uuid.UUID, int]] = {}  # device → (client, rows)
-        self._wake = asyncio.Event()
+        self._facts = _Facts()
 
     def add(
         self,
         decoded: DecodedBatch,
         device_clients: list[tuple[uuid.UUID, uuid.UUID]],
         committed_at: datetime,
+        xid: int,
     ) -> None:
-        """Merge one committed batch. `device_clients` is (device, client) per input message."""
-        for field in decoded.unknown_fields:
-            key = (field.client_id, field.name)
-            known = self._catalog.get(key)
-            if known is None:
-                self._catalog[key] = CatalogRow(
-                    field.client_id, field.name, field.json_type, field.count, field.example,
-                    committed_at,
-                )  # fmt: skip
-            else:
-                json_type = known.json_type if known.json_type == field.json_type else "mixed"
-                self._catalog[key] = CatalogRow(
-                    known.client_id, known.name, json_type, known.count + field.count,
-                    known.example, committed_at,
-                )  # fmt: skip
+        """Merge one committed batch. `device_clients` is (device, client) per input message;
+        `xid` is the id of the transaction that inserted its rows."""
+        facts = self._facts
+        for unknown in decoded.unknown_fields:
+            facts.add_catalog(
+                CatalogRow(
+                    unknown.client_id, unknown.name, unknown.json_type, unknown.count,
+                    unknown.example, committed_at,
+                )
+            )  # fmt: skip
         for device, us in decoded.latest_us.items():
-            if us > self._latest_us.get(device, -(2**63)):
-                self._latest_us[device] = us
+            facts.add_latest(device, us)
+        times = array("q")
+        times.frombytes(decoded.row_times_us)
+        spans: dict[uuid.UUID, tuple[uuid.UUID, int, int]] = {}
+        first = 0
         for (device, client), count in zip(device_clients, decoded.rows_per_message, strict=True):
-            if count:
-                _, rows = self._devices.get(device, (client, 0))
-                self._devices[device] = (client, rows + count)
+            if not count:
+                continue
+            run = times[first : first + count]
+            first += count
+            lo, hi = min(run), max(run)
+            if device in spans:
+                _, known_lo, known_hi = spans[device]
+                lo, hi = min(lo, known_lo), max(hi, known_hi)
+            spans[device] = (client, lo, hi)
+        for device, (client, lo, hi) in spans.items():
+            facts.add_commit(device, client, Commit(xid, lo, hi))
 
     @property
     def pending(self) -> bool:
-        return bool(self._latest_us or self._catalog)
+        return bool(self._facts.latest_us or self._facts.catalog or self._facts.commits)
 
     async def flush(self) -> None:
         if not self.pending:
             return
+        facts, self._facts = self._facts, _Facts()
         # Sorted, so that workers updating the same rows lock them in one order (no deadlock).
-        catalog = [self._catalog[key] for key in sorted(self._catalog, key=str)]
-        latest_us = dict(sorted(self._latest_us.items()))
-        devices = self._devices
-        self._reset()
+        catalog = [facts.catalog[key] for key in sorted(facts.catalog, key=str)]
+        latest_us = dict(sorted(facts.latest_us.items()))
         notices = [
-            (device, client, latest_us[device], rows)
-            for device, (client, rows) in devices.items()
-            if device in latest_us
+            notice
+            for device, (client, commits) in facts.commits.items()
+            for notice in encode_notices(device, client, commits)
         ]
         try:
             async with self.pool.acquire() as conn:
                 await store.record_batch_facts(conn, catalog, latest_us, notices)
         except self.errors as exc:
-            log.warning("post-commit facts not recorded", extra={"error": type(exc).__name__})
+            facts.absorb(self._facts)
+            if facts.commit_count > MAX_RETAINED_COMMITS:
+                log.error(
+                    "post-commit facts not recorded and dropped: live streams may miss rows",
+                    extra={"error": type(exc).__name__, "commits": facts.commit_count},
+                )
+                return
+            log.warning(
+                "post-commit facts not recorded; retrying with the next flush",
+                extra={"error": type(exc).__name__, "commits": facts.commit_count},
+            )
+            self._facts = facts
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write merged facts every `interval` seconds until `stop`, then a last time."""

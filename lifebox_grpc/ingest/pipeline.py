@@ -228,8 +228,16 @@ class Pipeline:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    async def _write(self, conn: asyncpg.Connection, batch: PreparedBatch, dedupe: bool) -> int:
-        rows = 0
+    async def _write(
+        self, conn: asyncpg.Connection, batch: PreparedBatch, dedupe: bool
+    ) -> tuple[int, int | None]:
+        """Rows inserted, and the transaction id that inserted them (None without rows).
+
+        The transaction is top level (pooled connections are idle) and the rows are written
+        without a savepoint, so their ``xmin`` is that id: live streams find exactly this
+        commit's rows by it (:mod:`lifebox_grpc.store.telemetry_notices`).
+        """
+        rows, xid = 0, None
         async with conn.transaction():
             decoded = batch.decoded
             if decoded is not None and decoded.rows:
@@ -240,6 +248,7 @@ class Pipeline:
                 else:
                     await store.copy_telemetry(conn, decoded.copy_data, COLUMNS)
                     rows = decoded.rows
+                xid = await store.current_xact_id(conn)
             await store.insert_alarms(conn, batch.alarms)
             stale: list[AckRow] = []
             for ack in batch.acks:
@@ -262,7 +271,7 @@ class Pipeline:
                     )
                 )
             await store.insert_rejects(conn, [*batch.rejects, *batch.ack_rejects])
-        return rows
+        return rows, xid
 
     async def _retrying(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `work` on a pooled connection until it succeeds or fails for good.
@@ -305,8 +314,9 @@ class Pipeline:
             },
         )
 
-    async def commit(self, batch: PreparedBatch) -> int:
-        """Write the batch, retrying until it commits; return the telemetry rows inserted."""
+    async def commit(self, batch: PreparedBatch) -> tuple[int, int | None]:
+        """Write the batch, retrying until it commits; return the telemetry rows inserted and
+        the id of the transaction that inserted them."""
         try:
             return await self._retrying(lambda conn: self._write(conn, batch, False))
         except asyncpg.UniqueViolationError:
@@ -321,7 +331,7 @@ class Pipeline:
         started = time.monotonic()
         batch = await self.prepare(messages)
         try:
-            rows = await self.commit(batch)
+            rows, xid = await self.commit(batch)
         except BatchRefusedError as refused:
             # The database refused something in this batch for a reason retrying won't fix.
             # Halve until the culprit is one message, which becomes a stored reject: the
@@ -341,11 +351,12 @@ class Pipeline:
         metrics.INGEST_BATCH_SECONDS.observe(time.monotonic() - started)
         if batch.decoded is not None:
             self.stats.observe(rows, batch.decoded.row_times_us, committed_us)
-        if batch.decoded is not None and batch.decoded.rows:
+        if batch.decoded is not None and batch.decoded.rows and xid is not None:
             self.facts.add(
                 batch.decoded,
                 [(ref.device_id, ref.client_id) for _, ref in batch.telemetry],
                 _utc(committed_us),
+                xid,
             )
 
     def _count(self, batch: PreparedBatch) -> None:

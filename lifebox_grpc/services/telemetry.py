@@ -35,6 +35,7 @@ from lifebox_grpc.services.device_access import (
     require_found,
 )
 from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
+from lifebox_grpc.services.telemetry_stream import LiveStream, micros
 from lifebox_grpc.store import partitions
 from lifebox_grpc.store import telemetry as store
 
@@ -49,10 +50,6 @@ MAX_AGGREGATIONS = 50
 MAX_BUCKETS = 10_000
 MIN_BUCKET = timedelta(minutes=1)
 MAX_BUCKET = timedelta(days=31)
-# A stream reads at most this many rows per device per read, and this many devices per read.
-STREAM_ROWS = 1_000
-STREAM_DEVICES_PER_READ = 100
-STREAM_POLL_SECONDS = 15.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _KIND_TO_PB = {
@@ -375,6 +372,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def StreamTelemetry(
         self, request: telemetry_pb2.StreamTelemetryRequest, context: Any
     ) -> AsyncIterator[telemetry_pb2.StreamTelemetryResponse]:
+        """Each committed reading once: a catch-up by time (from ``start_time``, or after
+        each device's newest row), then live, commit by commit, whatever the order in which
+        ingest commits reading times (:mod:`lifebox_grpc.services.telemetry_stream`). After
+        the LISTEN connection is lost and back, a reading older than the newest sent that
+        was committed meanwhile can be missed."""
         principal = require_principal()
         errors = ErrorCollector()
         device_ids = parse_device_ids(
@@ -383,36 +385,24 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         fields = parse_fields(errors, request.fields)
         errors.raise_if_any()
         columns = _raw_columns(fields)
+        start_us: int | None = None
         async with scoped(self.pool, principal) as conn:
             await require_devices(conn, principal, device_ids)
             if request.HasField("start_time"):
-                since = request.start_time.ToDatetime(UTC) - timedelta(microseconds=1)
-                cursors = dict.fromkeys(device_ids, since)
+                start_us = micros(request.start_time.ToDatetime(UTC))
+                after_us = dict.fromkeys(device_ids, start_us - 1)
             else:
                 latest = await store.latest_times(conn, device_ids)
-                cursors = {d: latest.get(d) or _EPOCH for d in device_ids}
-        # Cursors first, then subscribe, then read every device once: a row committed after
-        # the cursors were taken is found by that read or announced by a notification.
-        async with self.fanout.subscribe(device_ids) as subscription:
-            pending = set(device_ids)
-            while True:
-                if not pending:
-                    pending = await subscription.wait(STREAM_POLL_SECONDS)
-                    if not self.fanout.listening:
-                        await self.fanout.ensure_listening()
-                order = [d for d in device_ids if d in pending]
-                pending = set()
-                for i in range(0, len(order), STREAM_DEVICES_PER_READ):
-                    chunk = [(d, cursors[d]) for d in order[i : i + STREAM_DEVICES_PER_READ]]
-                    async with scoped(self.pool, principal) as conn:
-                        rows = await store.rows_after(conn, chunk, fields, STREAM_ROWS)
-                    for series in series_of(rows, columns, 3):
-                        device_id = uuid.UUID(series.device_id)
-                        count = len(series.time_micros)
-                        cursors[device_id] = _EPOCH + timedelta(microseconds=series.time_micros[-1])
-                        if count >= STREAM_ROWS:
-                            pending.add(device_id)
-                        yield telemetry_pb2.StreamTelemetryResponse(series=series)
+                after_us = {d: micros(latest.get(d) or _EPOCH) for d in device_ids}
+        # Times first, then subscribe, then the catch-up read: a row committed after the
+        # times were taken is found by that read or announced by a notification.
+        stream = LiveStream(
+            lambda: scoped(self.pool, principal), self.fanout, device_ids, fields, after_us,
+            start_us,
+        )  # fmt: skip
+        async for run in stream.runs():
+            for series in series_of(run, columns, 3):
+                yield telemetry_pb2.StreamTelemetryResponse(series=series)
 
     async def ListUnknownFields(
         self, request: telemetry_pb2.ListUnknownFieldsRequest, context: Any

@@ -4,13 +4,14 @@ statement names its tenant and device explicitly: the topic, never the payload, 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import asyncpg
+
+from lifebox_grpc.store.telemetry_notices import CHANNEL
 
 TELEMETRY_TABLE = "telemetry_events"
 
@@ -90,6 +91,13 @@ async def devices_by_serial(
         r["serial"]: DeviceRef(r["id"], r["client_id"], r["status"], r["client_status"])
         for r in rows
     }
+
+
+async def current_xact_id(conn: asyncpg.Connection) -> int:
+    """The open transaction's id (64-bit, epoch included): the ``xmin`` of the rows it writes
+    at top level is its low 32 bits."""
+    xid: int = await conn.fetchval("SELECT pg_current_xact_id()::text::int8")
+    return xid
 
 
 async def copy_telemetry(conn: asyncpg.Connection, data: bytes, columns: Sequence[str]) -> None:
@@ -292,10 +300,10 @@ async def record_batch_facts(
     conn: asyncpg.Connection,
     catalog: Sequence[CatalogRow],
     latest_us: dict[uuid.UUID, int],
-    per_device: Sequence[tuple[uuid.UUID, uuid.UUID, int, int]],
+    notices: Sequence[str],
 ) -> None:
-    """After a batch committed: unknown-field catalogue, devices' last seen (Unix µs), and one
-    NOTIFY per device with (device, client, latest reading time, rows) for live streams."""
+    """After batches committed: unknown-field catalogue, devices' last seen (Unix µs), and
+    the NOTIFY payloads (:mod:`telemetry_notices`) live streams follow."""
     await conn.execute(
         _BATCH_FACTS,
         [r.client_id for r in catalog],
@@ -306,22 +314,6 @@ async def record_batch_facts(
         [r.example for r in catalog],
         list(latest_us),
         list(latest_us.values()),
-        TELEMETRY_CHANNEL,
-        [_notice(*entry) for entry in per_device],
-    )
-
-
-TELEMETRY_CHANNEL = "lifebox_telemetry"
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _notice(device_id: uuid.UUID, client_id: uuid.UUID, latest_us: int, rows: int) -> str:
-    return json.dumps(
-        {
-            "device_id": str(device_id),
-            "client_id": str(client_id),
-            # Exact: fromtimestamp goes through a float.
-            "latest": (_UNIX_EPOCH + timedelta(microseconds=latest_us)).isoformat(),
-            "rows": rows,
-        }
+        CHANNEL,
+        list(notices),
     )

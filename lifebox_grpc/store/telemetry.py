@@ -1,4 +1,5 @@
-"""Telemetry reads: raw pages, time buckets, latest per device, rows after a time.
+"""Telemetry reads: raw pages, time buckets, latest per device, rows after a time (with
+the snapshot the read saw) and the rows of given commits.
 
 Field names come from :data:`FIELD_KINDS`, derived from the one column definition
 (:data:`lifebox_grpc.native.COLUMN_TYPES`); a name that is not a key there never reaches
@@ -17,6 +18,7 @@ import asyncpg
 from lifebox_grpc.native import COLUMN_TYPES
 from lifebox_grpc.store.devices import VISIBLE, DeviceFilter
 from lifebox_grpc.store.partitions import TIMESCALEDB
+from lifebox_grpc.store.xact_snapshots import XactSnapshot
 
 # Value kinds as the API reports them.
 DOUBLE, INT64, BOOL, STRING = "double", "int64", "bool", "string"
@@ -201,24 +203,75 @@ async def latest_times(
     return {row["id"]: row["latest"] for row in rows}
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """Rows after per-device times, and the snapshot the read saw."""
+
+    rows: list[asyncpg.Record]
+    """(device_id, t micros, time, fields..., n), per device oldest first."""
+    snapshot: XactSnapshot
+
+
 async def rows_after(
     conn: asyncpg.Connection,
     cursors: Sequence[tuple[uuid.UUID, datetime]],
     fields: Sequence[str],
     limit: int,
+) -> CatchUp:
+    """For each (device, time): up to ``limit`` of its rows after that time, oldest first,
+    with ``pg_current_snapshot()`` of the same statement (so exactly what the read saw)."""
+    rows = await conn.fetch(
+        f"SELECT r.*, s.snapshot FROM (SELECT pg_current_snapshot()::text AS snapshot) s "
+        f"LEFT JOIN LATERAL (SELECT c.id AS device_id, x.*, c.n "
+        f"FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS c(id, after, n) "
+        f"CROSS JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
+        f"{_fields_sql(fields)} FROM telemetry_events e "
+        f"WHERE e.device_id = c.id AND e.time > c.after ORDER BY e.time LIMIT $3) x "
+        f") r ON true ORDER BY r.n, r.time",
+        [c[0] for c in cursors],
+        [c[1] for c in cursors],
+        limit,
+    )
+    snapshot = XactSnapshot.parse(rows[0]["snapshot"])
+    return CatchUp([r for r in rows if r["device_id"] is not None], snapshot)
+
+
+@dataclass(frozen=True)
+class CommitRange:
+    """The rows one transaction (64-bit ``xid``) inserted for a device, within a time range
+    (Unix µs, inclusive)."""
+
+    device_id: uuid.UUID
+    xid: int
+    min_us: int
+    max_us: int
+
+
+async def rows_of_commits(
+    conn: asyncpg.Connection, commits: Sequence[CommitRange], fields: Sequence[str]
 ) -> list[asyncpg.Record]:
-    """For each (device, time): up to ``limit`` of its rows after that time, oldest first."""
+    """(device_id, t micros, time, fields..., n): the rows each commit inserted in its range,
+    by commit (``n``, its 1-based position in ``commits``), oldest first within one.
+
+    Exact because ingest inserts a batch's rows at top level of its transaction, so their
+    ``xmin`` is the low 32 bits of its id (and (device_id, time) is unique).
+    """
     return list(
         await conn.fetch(
-            f"SELECT c.id AS device_id, r.* "
-            f"FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS c(id, after, n) "
+            f"SELECT c.id AS device_id, r.*, c.n "
+            f"FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) "
+            f"WITH ORDINALITY AS c(id, xid, lo, hi, n) "
             f"CROSS JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
             f"{_fields_sql(fields)} FROM telemetry_events e "
-            f"WHERE e.device_id = c.id AND e.time > c.after ORDER BY e.time LIMIT $3) r "
+            f"WHERE e.device_id = c.id "
+            f"AND e.time BETWEEN {_EPOCH} + c.lo * interval '1 microsecond' "
+            f"AND {_EPOCH} + c.hi * interval '1 microsecond' "
+            f"AND e.xmin = (c.xid % 4294967296)::text::xid ORDER BY e.time) r "
             f"ORDER BY c.n, r.time",
-            [c[0] for c in cursors],
-            [c[1] for c in cursors],
-            limit,
+            [c.device_id for c in commits],
+            [c.xid for c in commits],
+            [c.min_us for c in commits],
+            [c.max_us for c in commits],
         )
     )
 

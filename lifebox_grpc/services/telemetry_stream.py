@@ -1,0 +1,158 @@
+"""The rows a StreamTelemetry call sends, exactly once each, whatever the commit order.
+
+A stream first catches up by reading time (rows after its start time, or after each
+device's newest row when it has none, paged), remembering for each read the snapshot it
+saw and the time it read after (an *epoch*). From then on it follows the commits the
+fan-out announces (:mod:`telemetry_fanout`). A commit the first read's snapshot saw is
+skipped: its rows after the start were sent by the catch-up, older ones predate the stream.
+A commit a later epoch saw first had its rows newer than that epoch's time sent, so only
+its rows up to that time are read; a commit no epoch saw is read whole (from the start time,
+if one was given). A commit's rows are found by device, time range and ``xmin``, so a batch
+of older readings that commits after a batch of newer ones is still delivered, once.
+
+When the fan-out's listener is lost (or not yet back), the stream resynchronises by time:
+rows newer than the newest it sent, as a fresh epoch. A reading older than that, committed
+while nobody listened, is then missed; nothing else is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
+from lifebox_grpc.store import telemetry as store
+from lifebox_grpc.store.telemetry_notices import Commit
+from lifebox_grpc.store.xact_snapshots import XactSnapshot
+
+# A stream reads at most this many rows per device per read, this many devices per
+# catch-up read and this many commits per live read.
+STREAM_ROWS = 1_000
+STREAM_DEVICES_PER_READ = 100
+STREAM_COMMITS_PER_READ = 500
+# While the fan-out is not listening, streams read by time this often.
+STREAM_POLL_SECONDS = 15.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BEFORE_ALL = -(2**63)
+
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
+
+def micros(when: datetime) -> int:
+    """Unix microseconds of ``when``, exactly."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+class LiveStream:
+    """One stream's state: per device the newest time sent and its catch-up epochs."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        fanout: TelemetryFanout,
+        device_ids: Sequence[uuid.UUID],
+        fields: Sequence[str],
+        after_us: dict[uuid.UUID, int],
+        start_us: int | None,
+    ) -> None:
+        """``after_us``: per device, send rows after this time (Unix µs); ``start_us``: never
+        send rows older than this (None: rows of later commits, whatever their time)."""
+        self._connect = connect
+        self._fanout = fanout
+        self._device_ids = list(device_ids)
+        self._fields = list(fields)
+        self._sent_us = dict(after_us)
+        self._start_us = start_us
+        self._epochs: dict[uuid.UUID, list[tuple[XactSnapshot, int]]] = {
+            d: [] for d in self._device_ids
+        }
+
+    async def runs(self) -> AsyncIterator[list[asyncpg.Record]]:
+        """Runs of rows of one device, (device_id, t micros, time, fields..., n), forever."""
+        async with self._fanout.subscribe(self._device_ids) as subscription:
+            while True:
+                listening = self._fanout.listening
+                update = await subscription.wait(None if listening else STREAM_POLL_SECONDS)
+                async for run in self._commit_rows(update.commits):
+                    yield run
+                if update.resync:
+                    if not self._fanout.listening:
+                        await self._fanout.ensure_listening()
+                    async for run in self._catch_up():
+                        yield run
+
+    def _add_epoch(self, device_id: uuid.UUID, snapshot: XactSnapshot, after_us: int) -> None:
+        epochs = self._epochs[device_id]
+        if not epochs:
+            # What the first read saw predates the stream, or was sent by that read.
+            after_us = _BEFORE_ALL
+        # A later snapshot sees all an earlier one saw: with the same time, the earlier
+        # epoch decides nothing the later one would not.
+        if epochs and epochs[-1][1] == after_us:
+            epochs.pop()
+        epochs.append((snapshot, after_us))
+
+    async def _catch_up(self) -> AsyncIterator[list[asyncpg.Record]]:
+        pending = list(self._device_ids)
+        while pending:
+            more: list[uuid.UUID] = []
+            for i in range(0, len(pending), STREAM_DEVICES_PER_READ):
+                chunk = pending[i : i + STREAM_DEVICES_PER_READ]
+                cursors = [(d, _EPOCH + timedelta(microseconds=self._sent_us[d])) for d in chunk]
+                async with self._connect() as conn:
+                    read = await store.rows_after(conn, cursors, self._fields, STREAM_ROWS)
+                for device_id in chunk:
+                    self._add_epoch(device_id, read.snapshot, self._sent_us[device_id])
+                for run in _runs(read.rows, 0):  # by device
+                    device_id = run[0][0]
+                    self._sent_us[device_id] = run[-1][1]
+                    if len(run) >= STREAM_ROWS:
+                        more.append(device_id)
+                    yield run
+            pending = more
+
+    def _range_of(self, device_id: uuid.UUID, commit: Commit) -> store.CommitRange | None:
+        """The part of a commit's rows not sent yet (None: all of them were)."""
+        high = commit.max_us
+        for snapshot, after_us in self._epochs.get(device_id, ()):
+            if snapshot.sees(commit.xid):
+                high = min(high, after_us)
+                break
+        low = commit.min_us if self._start_us is None else max(commit.min_us, self._start_us)
+        if low > high:
+            return None
+        return store.CommitRange(device_id, commit.xid, low, high)
+
+    async def _commit_rows(
+        self, commits: dict[uuid.UUID, list[Commit]]
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        ranges = [
+            wanted
+            for device_id in self._device_ids
+            for commit in commits.get(device_id, ())
+            if (wanted := self._range_of(device_id, commit)) is not None
+        ]
+        for i in range(0, len(ranges), STREAM_COMMITS_PER_READ):
+            async with self._connect() as conn:
+                rows = await store.rows_of_commits(
+                    conn, ranges[i : i + STREAM_COMMITS_PER_READ], self._fields
+                )
+            for run in _runs(rows, -1):  # by commit
+                device_id = run[0][0]
+                self._sent_us[device_id] = max(self._sent_us[device_id], run[-1][1])
+                yield run
+
+
+def _runs(rows: list[asyncpg.Record], key: int) -> list[list[asyncpg.Record]]:
+    """Consecutive rows with the same value at position ``key``."""
+    out: list[list[asyncpg.Record]] = []
+    for row in rows:
+        if out and out[-1][0][key] == row[key]:
+            out[-1].append(row)
+        else:
+            out.append([row])
+    return out
