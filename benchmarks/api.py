@@ -322,8 +322,9 @@ async def telemetry_figures(
         rows = 0
         while True:
             async with tenant_transaction(conn, client_id):
-                page = await telemetry_store.query(
+                found = await telemetry_store.query(
                     conn,
+                    DeviceFilter(client_id, None),
                     [main],
                     start,
                     query_end,
@@ -332,6 +333,7 @@ async def telemetry_figures(
                     after=after,
                     limit=QUERY_PAGE + 1,
                 )
+            page = found.rows
             count = sum(len(r[1]) for r in page)
             rows += min(count, QUERY_PAGE)
             if count <= QUERY_PAGE:

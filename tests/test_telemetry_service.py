@@ -137,6 +137,16 @@ async def test_query_values_fields_order_and_nulls(grpc_server: Server, fleet: A
     )
     assert all(column(s, "uptime_s") == [2, 1, 0] for s in newest_first.series)
 
+    # A visible device without readings in the range: an empty answer, not NOT_FOUND.
+    quiet = await stub(grpc_server).QueryTelemetry(
+        T.QueryTelemetryRequest(
+            device_ids=[str(devices[2])], start_time=ts(start), end_time=ts(start + HOUR)
+        ),
+        metadata=admin.md,
+    )
+    assert list(quiet.series) == []
+    assert not quiet.next_page_token
+
 
 async def test_query_pages_have_no_duplicates_or_gaps_while_rows_arrive(
     grpc_server: Server, owner_conn: asyncpg.Connection, fleet: Any

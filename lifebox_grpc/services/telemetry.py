@@ -286,9 +286,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         after = _query_cursor(errors, request.page_token)
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
-            await require_devices(conn, principal, device_ids)
-            rows = await store.query(
+            found = await store.query(
                 conn,
+                device_filter(principal),
                 device_ids,
                 start,
                 end,
@@ -297,7 +297,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                 after=after,
                 limit=size + 1,
             )
-        groups = [list(row) for row in rows]
+        require_found(device_ids, found.visible)
+        groups = [list(row) for row in found.rows]
         more = sum(len(g[1]) for g in groups) > size
         token = ""
         if more:

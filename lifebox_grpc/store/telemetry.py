@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -89,27 +90,43 @@ class Aggregate:
 
 
 def query_sql(fields: Sequence[str], *, descending: bool, after: bool) -> str:
-    """Raw readings of devices $1 in [$2, $3), device by device, $4 rows at most; with
-    ``after``, only those past the cursor ($5 device, $6 time). The cursor is an index
-    condition on (device_id, time), so every page costs the same. One row per device comes
-    back, each column an array: asyncpg decodes arrays in C, far cheaper than per-row
-    records."""
+    """Raw readings of the devices of $3 that the filter ($1, $2: :data:`devices.VISIBLE`)
+    lets the caller see, in [$4, $5), device by device, $6 rows at most; with ``after``, only
+    those past the cursor ($7 device, $8 time). The cursor is an index condition on
+    (device_id, time), so every page costs the same. The first column lists the visible
+    devices (one statement checks and reads); then one row per device, each column an array
+    (asyncpg decodes arrays in C, far cheaper than per-row records), or one row of NULLs when
+    no reading matched."""
     op, order = ("<", " DESC") if descending else (">", "")
-    cursor = f" AND (e.device_id, e.time) {op} ($5::uuid, $6::timestamptz)" if after else ""
+    cursor = f" AND (e.device_id, e.time) {op} ($7::uuid, $8::timestamptz)" if after else ""
     page = (
         f"SELECT e.device_id, e.time{_fields_sql(fields)} FROM telemetry_events e "
-        f"WHERE e.device_id = ANY($1::uuid[]) AND e.time >= $2 AND e.time < $3{cursor} "
-        f"ORDER BY e.device_id{order}, e.time{order} LIMIT $4"
+        f"WHERE e.device_id = ANY(v.ids) AND e.time >= $4 AND e.time < $5{cursor} "
+        f"ORDER BY e.device_id{order}, e.time{order} LIMIT $6"
     )
     arrays = "".join(f', array_agg(p."{f}" ORDER BY p.time{order})' for f in fields)
     return (
+        f"WITH v AS (SELECT coalesce(array_agg(d.id), '{{}}') AS ids FROM devices d "
+        f"WHERE d.id = ANY($3::uuid[]) AND {VISIBLE}) "
+        f"SELECT v.ids AS visible, g.* FROM v LEFT JOIN LATERAL ("
         f"SELECT p.device_id, array_agg({_MICROS.format('p.time')} ORDER BY p.time{order}) "
-        f"AS t{arrays} FROM ({page}) p GROUP BY p.device_id ORDER BY p.device_id{order}"
+        f"AS t{arrays} FROM ({page}) p GROUP BY p.device_id) g ON true "
+        f"ORDER BY g.device_id{order}"
     )
+
+
+@dataclass(frozen=True)
+class QueryPage:
+    """The devices the caller may see, and their readings: one row per device with data,
+    (device_id, [t micros], [field 1 values], ...)."""
+
+    visible: frozenset[uuid.UUID]
+    rows: list[tuple[Any, ...]]
 
 
 async def query(
     conn: asyncpg.Connection,
+    scope: DeviceFilter,
     device_ids: Sequence[uuid.UUID],
     start: datetime,
     end: datetime,
@@ -118,14 +135,14 @@ async def query(
     descending: bool,
     after: tuple[uuid.UUID, datetime] | None,
     limit: int,
-) -> list[asyncpg.Record]:
-    """One row per device: (device_id, [t micros], [field 1 values], ...), ``limit`` readings
-    in all."""
+) -> QueryPage:
+    """``limit`` readings in all, of the visible ones of ``device_ids``."""
     sql = query_sql(fields, descending=descending, after=after is not None)
-    args: list[object] = [list(device_ids), start, end, limit]
+    args: list[object] = [scope.client_id, scope.device_list, list(device_ids), start, end, limit]
     if after is not None:
         args += [after[0], after[1]]
-    return list(await conn.fetch(sql, *args))
+    records = await conn.fetch(sql, *args)
+    return QueryPage(frozenset(records[0][0]), [tuple(r)[1:] for r in records if r[1] is not None])
 
 
 def bucket_sql(storage: str, *, calendar_month: bool) -> str:
