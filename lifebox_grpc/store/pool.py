@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
 
@@ -62,9 +62,25 @@ _ENDED = (asyncpg.InterfaceError, asyncpg.PostgresError, OSError)
 
 
 @asynccontextmanager
-async def tenant_transaction(
-    conn: asyncpg.Connection, client_id: uuid.UUID | None, *, staff: bool = False
+async def _block(
+    conn: asyncpg.Connection, begin: str, end: str, undo: str
 ) -> AsyncIterator[asyncpg.Connection]:
+    """Run ``begin``, the block, then ``end``; ``undo`` instead if the block raises (and if
+    even that fails, the pool's release rolls back or drops the connection)."""
+    await conn.execute(begin)
+    try:
+        yield conn
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(*_ENDED):
+                await conn.execute(undo)
+        raise
+    await conn.execute(end)
+
+
+def tenant_transaction(
+    conn: asyncpg.Connection, client_id: uuid.UUID | None, *, staff: bool = False
+) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A transaction in which row-level security sees one tenant (or, for staff, all).
 
     Both settings are transaction-local (``set_config(..., true)``), so nothing leaks to the
@@ -74,33 +90,19 @@ async def tenant_transaction(
     BEGIN and the settings travel in one round trip, so a one-statement read costs three
     (BEGIN + settings, the read, COMMIT) instead of four. The transaction is started by hand,
     so asyncpg's ``conn.transaction()`` refuses to nest inside it: use :func:`savepoint`.
-    If the block fails, the transaction is rolled back (and if even that fails, the pool's
-    release rolls back or drops the connection).
     """
-    await conn.execute(_begin_sql(client_id, staff))
-    try:
-        yield conn
-    except BaseException:
-        if not conn.is_closed() and conn.is_in_transaction():
-            with contextlib.suppress(*_ENDED):
-                await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
+    return _block(conn, _begin_sql(client_id, staff), "COMMIT", "ROLLBACK")
 
 
-@asynccontextmanager
-async def savepoint(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+def savepoint(conn: asyncpg.Connection) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A nested block of a :func:`tenant_transaction`: undone alone if it raises."""
     name = f"lifebox_sp_{next(_SAVEPOINTS)}"
-    await conn.execute(f"SAVEPOINT {name}")
-    try:
-        yield conn
-    except BaseException:
-        if not conn.is_closed() and conn.is_in_transaction():
-            with contextlib.suppress(*_ENDED):
-                await conn.execute(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
-        raise
-    await conn.execute(f"RELEASE SAVEPOINT {name}")
+    return _block(
+        conn,
+        f"SAVEPOINT {name}",
+        f"RELEASE SAVEPOINT {name}",
+        f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}",
+    )
 
 
 _SAVEPOINTS = itertools.count(1)
