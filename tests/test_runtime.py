@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import stat
 import threading
+from pathlib import Path
 
 import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifebox_grpc.config import Mode, Settings
+from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.runtime.home import load_or_create_secrets
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
-from lifebox_grpc.runtime.postgres import EmbeddedPostgres, RolePasswords
+from lifebox_grpc.runtime.postgres import (
+    APP_ROLE,
+    OWNER_ROLE,
+    SOCKET_DIR,
+    EmbeddedPostgres,
+    RolePasswords,
+    dsn,
+)
 from tests.helpers.services import Database, private_tmpdir
 
 
@@ -29,6 +43,53 @@ async def test_app_role_is_not_owner_and_cannot_bypass_rls(database: Database) -
         assert owner == "lifebox_owner"
     finally:
         await conn.close()
+
+
+async def test_own_processes_connect_through_the_private_socket(database: Database) -> None:
+    server = database.server
+    assert server.socket_dir is not None
+    assert f"host={server.socket_dir}" in database.app_dsn
+    assert stat.S_IMODE(server.socket_dir.stat().st_mode) == 0o700
+    conn = await asyncpg.connect(database.app_dsn)
+    try:  # a Unix-socket backend has no client address
+        assert await conn.fetchval("SELECT inet_client_addr()") is None
+    finally:
+        await conn.close()
+    tcp = dsn(server.port, APP_ROLE, server.passwords.app)
+    conn = await asyncpg.connect(tcp)  # loopback TCP stays open for other clients
+    try:
+        assert str(await conn.fetchval("SELECT inet_client_addr()")) == "127.0.0.1"
+    finally:
+        await conn.close()
+
+
+def test_a_socket_path_too_long_falls_back_to_tcp() -> None:
+    deep = private_tmpdir("lifebox-test-deep-") / ("d" * 90)
+    deep.mkdir()
+    deep.chmod(0o711)
+    server = EmbeddedPostgres(deep / "pg", RolePasswords("s2", "o2", "a2", "i2"))
+    server.start()
+    try:
+        assert server.socket_dir is None
+        assert "@127.0.0.1:" in server.dsn(APP_ROLE)
+        asyncio.run(server.bootstrap())
+        assert asyncio.run(_fetch(server.dsn(OWNER_ROLE), "SELECT 1")) == 1
+    finally:
+        server.stop()
+        shutil.rmtree(deep.parent, ignore_errors=True)
+
+
+def test_endpoints_use_the_socket_only_while_it_is_there(tmp_path: Path) -> None:
+    (tmp_path / "pg.port").write_text("54329\n")
+    settings = Settings(mode=Mode.DEV, home=tmp_path, mqtt_url="mqtt://127.0.0.1:1")
+    load_or_create_secrets(tmp_path)
+    assert "@127.0.0.1:54329/" in resolve_endpoints(settings).app_dsn
+    folder = tmp_path / SOCKET_DIR
+    folder.mkdir()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(folder / ".s.PGSQL.54329"))
+        app = resolve_endpoints(settings).app_dsn
+    assert app.endswith(f"@/lifebox?host={folder}&port=54329")
 
 
 async def test_passwords_are_required_and_stored_as_scram(database: Database) -> None:

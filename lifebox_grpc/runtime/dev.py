@@ -135,7 +135,8 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
             _say("initialising PostgreSQL 15 cluster" if not pg.initialized else "reusing cluster")
             pg.start()
             asyncio.run(pg.bootstrap())
-            _say(f"PostgreSQL listening on 127.0.0.1:{pg.port} (data in {pg.data_dir})")
+            where = f" and {pg.socket_dir}" if pg.socket_dir else ""
+            _say(f"PostgreSQL listening on 127.0.0.1:{pg.port}{where} (data in {pg.data_dir})")
         if settings.mqtt_url is None:
             broker = EmbeddedMosquitto(
                 home / "mqtt",

@@ -53,9 +53,14 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
                 f"{home}) or set LIFEBOX_DATABASE_URL"
             )
         s = load_or_create_secrets(home)
-        app = app or postgres.dsn(pg_port, postgres.APP_ROLE, s.pg_app_password)
-        owner = owner or postgres.dsn(pg_port, postgres.OWNER_ROLE, s.pg_owner_password)
-        ingest = ingest or postgres.dsn(pg_port, postgres.INGEST_ROLE, s.pg_ingest_password)
+        sock = postgres.live_socket_dir(home / postgres.SOCKET_DIR, pg_port)
+        app = app or postgres.dsn(pg_port, postgres.APP_ROLE, s.pg_app_password, socket_dir=sock)
+        owner = owner or postgres.dsn(
+            pg_port, postgres.OWNER_ROLE, s.pg_owner_password, socket_dir=sock
+        )
+        ingest = ingest or postgres.dsn(
+            pg_port, postgres.INGEST_ROLE, s.pg_ingest_password, socket_dir=sock
+        )
         if mqtt is None:
             if not mqtt_port:
                 raise EndpointsError("no broker: run `lifebox dev` or set LIFEBOX_MQTT_URL")

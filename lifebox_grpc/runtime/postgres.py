@@ -1,8 +1,11 @@
 """An embedded PostgreSQL 15 cluster made with Debian's server binaries.
 
-The cluster lives in one folder, listens on loopback only (no Unix socket), authenticates with
-scram-sha-256, and runs as a dedicated system user when we are root (PostgreSQL refuses to run
-as root). Three login roles are made at bootstrap:
+The cluster lives in one folder, listens on loopback TCP and on a Unix socket in a private
+folder beside its data (``pg-socket``, mode 0700: only the user that runs it, and root, can
+reach the socket), authenticates with scram-sha-256 on both, and runs as a dedicated system
+user when we are root (PostgreSQL refuses to run as root). Our own processes connect through
+the socket: a round trip over it costs a fraction of loopback TCP's kernel work, and every
+store call makes several. Three login roles are made at bootstrap:
 
 * ``lifebox_owner`` owns the database and the schema; migrations run as it.
 * ``lifebox_app`` is what ``serve`` connects as: not the owner, no BYPASSRLS, so row-level
@@ -53,8 +56,27 @@ class RolePasswords:
     ingest: str
 
 
-def dsn(port: int, role: str, password: str, database: str = DATABASE) -> str:
-    return f"postgresql://{role}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
+SOCKET_DIR = "pg-socket"  # beside the data folder
+_SUN_PATH_MAX = 107  # bytes of a socket path, less the terminating NUL (Linux)
+
+
+def dsn(
+    port: int, role: str, password: str, database: str = DATABASE, socket_dir: Path | None = None
+) -> str:
+    """A role's URL: through the Unix socket in ``socket_dir`` if given, else loopback TCP."""
+    auth = f"{role}:{quote(password, safe='')}"
+    if socket_dir is not None:
+        return f"postgresql://{auth}@/{database}?host={quote(str(socket_dir))}&port={port}"
+    return f"postgresql://{auth}@127.0.0.1:{port}/{database}"
+
+
+def _socket_path(socket_dir: Path, port: int) -> Path:
+    return socket_dir / f".s.PGSQL.{port}"
+
+
+def live_socket_dir(socket_dir: Path, port: int) -> Path | None:
+    """``socket_dir`` if the server on ``port`` listens there, else None (connect by TCP)."""
+    return socket_dir if port and _socket_path(socket_dir, port).is_socket() else None
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -89,6 +111,7 @@ class EmbeddedPostgres:
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._user = _service_user()
+        self.socket_dir: Path | None = None  # set by start() when the path fits
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -136,7 +159,7 @@ class EmbeddedPostgres:
         conf = self.data_dir / "postgresql.auto.conf"
         settings = {
             "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": "''",
+            "unix_socket_directories": "''",  # start() names the private folder on argv
             "max_connections": "200",
             "shared_buffers": "'256MB'",
             "synchronous_commit": "on",
@@ -149,12 +172,30 @@ class EmbeddedPostgres:
             "timezone": "'UTC'",
         }
         conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+        self._write_hba()
+        _chown_tree(self.data_dir, self._user)
+
+    def _write_hba(self) -> None:
+        """Rewritten on every start, so a cluster made before the socket existed gets it."""
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(
-            "# Loopback TCP only, passwords always (scram-sha-256).\n"
+            "# The private Unix socket and loopback TCP only, passwords always (scram-sha-256).\n"
+            "local all all scram-sha-256\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        _chown_tree(self.data_dir, self._user)
+        if self._user is not None:
+            os.chown(hba, self._user.pw_uid, self._user.pw_gid)
+
+    def _prepare_socket_dir(self, port: int) -> Path | None:
+        """The private socket folder, or None when its path would be too long for a socket."""
+        folder = self.data_dir.parent / SOCKET_DIR
+        if len(os.fsencode(_socket_path(folder, port))) > _SUN_PATH_MAX:
+            log.warning("%s is too deep for a Unix socket: connecting over TCP only", folder)
+            return None
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+        _chown_tree(folder, self._user)
+        return folder
 
     def start(self, timeout: float = 60.0) -> int:
         """Start the server in the foreground as our child; return the port it listens on."""
@@ -169,8 +210,14 @@ class EmbeddedPostgres:
             stale.unlink()
         log_path = self.data_dir.parent / "postgres.log"
         log_file = private_log(log_path)
+        self._write_hba()
+        socket_dir = self._prepare_socket_dir(port)
         self._process = subprocess.Popen(
-            [str(PG_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(port)],
+            [
+                str(PG_BIN / "postgres"),
+                *("-D", str(self.data_dir), "-p", str(port)),
+                *("-k", str(socket_dir) if socket_dir else ""),
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             user=self._user.pw_uid if self._user else None,
@@ -179,6 +226,7 @@ class EmbeddedPostgres:
         )
         log_file.close()
         self.port = port
+        self.socket_dir = socket_dir
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -240,7 +288,7 @@ class EmbeddedPostgres:
             INGEST_ROLE: self.passwords.ingest,
         }[role]
         database = "postgres" if role == SUPERUSER else DATABASE
-        return dsn(self.port, role, password, database)
+        return dsn(self.port, role, password, database, self.socket_dir)
 
     async def bootstrap(self) -> None:
         """Create the roles, the database and the extensions; safe to run on every start."""
@@ -261,7 +309,9 @@ class EmbeddedPostgres:
                 await conn.execute(f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}")
         finally:
             await conn.close()
-        conn = await asyncpg.connect(dsn(self.port, SUPERUSER, self.passwords.superuser, DATABASE))
+        conn = await asyncpg.connect(
+            dsn(self.port, SUPERUSER, self.passwords.superuser, DATABASE, self.socket_dir)
+        )
         try:
             # Only the superuser may create these; the migrations find them in place.
             await conn.execute(

@@ -62,7 +62,8 @@ class Database:
     @property
     def superuser_lifebox_dsn(self) -> str:
         """The superuser, in the lifebox database (not the maintenance database)."""
-        return dsn(self.server.port, SUPERUSER, self.server.passwords.superuser)
+        server = self.server
+        return dsn(server.port, SUPERUSER, server.passwords.superuser, socket_dir=server.socket_dir)
 
 
 def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
