@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from lifebox_grpc.store.pool import savepoint, tenant_transaction
+from lifebox_grpc.store.pool import fetchrow_in_tenant, savepoint, tenant_transaction
 from tests.helpers import factories
 
 
@@ -84,3 +84,46 @@ async def test_only_a_uuid_is_accepted_as_the_client(app_conn: asyncpg.Connectio
         async with tenant_transaction(app_conn, hostile):  # type: ignore[arg-type]
             pass
     assert not app_conn.is_in_transaction()
+
+
+async def test_a_lone_read_scopes_itself_in_one_statement(
+    owner_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
+    mine = await factories.make_client(owner_conn)
+    theirs = await factories.make_client(owner_conn)
+    for client in (mine, theirs):
+        await factories.make_device(owner_conn, client)
+    # No tenant filter of its own: only row-level security, under the settings the
+    # statement made before its read, keeps the other tenant's devices out.
+    unfiltered = "SELECT array_agg(DISTINCT client_id) AS seen, count(*) AS n FROM devices"
+    for _ in range(8):  # past asyncpg's and PostgreSQL's switch to a generic plan
+        row = await fetchrow_in_tenant(app_conn, mine, False, unfiltered)
+        assert row is not None
+        assert row["seen"] == [mine]
+    assert not app_conn.is_in_transaction()
+    assert await _settings(app_conn) == ("", "")  # gone with the statement
+    staff = await fetchrow_in_tenant(app_conn, None, True, unfiltered)
+    assert staff is not None
+    assert {mine, theirs} <= set(staff["seen"])
+    nobody = await fetchrow_in_tenant(app_conn, None, False, unfiltered)
+    assert nobody is not None
+    assert nobody["n"] == 0  # no tenant, no rows
+
+
+async def test_a_read_inside_a_transaction_keeps_the_transaction_scope(
+    owner_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
+    mine = await factories.make_client(owner_conn)
+    theirs = await factories.make_client(owner_conn)
+    await factories.make_device(owner_conn, theirs)
+    async with tenant_transaction(app_conn, mine):
+        row = await fetchrow_in_tenant(
+            app_conn,
+            theirs,
+            False,
+            "SELECT count(*) AS n FROM devices WHERE client_id = $1",
+            theirs,
+        )
+        assert row is not None
+        assert row["n"] == 0
+        assert await _settings(app_conn) == (str(mine), "off")

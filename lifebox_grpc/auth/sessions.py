@@ -363,10 +363,7 @@ class AuthFlows:
         if record is None:
             cache.start()
             ticket = cache.ticket()
-            async with (
-                self.pool.acquire() as conn,
-                scoped_transaction(conn, _scope_of(claims.client_id)),
-            ):
+            async with self.pool.acquire() as conn:  # one statement that scopes itself
                 record = await user_store.principal_record(conn, claims.user_id, claims.client_id)
             if record is not None:
                 cache.put(ticket, record)

@@ -277,7 +277,7 @@ class DeviceServicer(devices_pb2_grpc.DeviceServiceServicer):
     ) -> devices_pb2.GetDeviceResponse:
         principal = require_principal()
         device_id = require_uuid("id", request.id)
-        async with scoped(self.pool, principal) as conn:
+        async with self.pool.acquire() as conn:  # one statement that scopes itself
             device = await require_device(conn, principal, device_id)
         return devices_pb2.GetDeviceResponse(device=device_pb(device))
 

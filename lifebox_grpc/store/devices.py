@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.errors import AlreadyExists, InvalidArgument
+from lifebox_grpc.store.scope import Scope, fetchrow_in
 
 # Online means "seen within this many expected intervals".
 ONLINE_INTERVALS = 3
@@ -223,7 +224,9 @@ async def get_device(
         )
         if found is None:
             return None
-    row = await conn.fetchrow(
+    row = await fetchrow_in(
+        conn,
+        Scope(scope.client_id),
         f"{_SELECT} WHERE d.id = $3 AND {VISIBLE}",
         scope.client_id,
         scope.device_list,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import uuid
 from collections.abc import AsyncIterator
@@ -58,6 +59,48 @@ def _begin_sql(client_id: uuid.UUID | None, staff: bool) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _self_scoped_sql(sql: str, nargs: int) -> str:
+    """``sql`` as one statement that first sets both tenant settings (the two parameters
+    after its own ``nargs``), then runs ``sql`` under them.
+
+    Order is the point: the settings are made in a FROM item that ``sql`` reads laterally
+    (``scope.entered``), so ``sql`` runs once per row of it, after it, by the meaning of
+    LATERAL; OFFSET 0 keeps both subqueries from being merged away. Should a plan ever
+    evaluate a policy before the settings, it sees no tenant (nothing here is ever set for
+    the session) and returns no rows: it fails closed, never open.
+    """
+    client, staff = nargs + 1, nargs + 2
+    return (
+        f"SELECT q.* FROM (SELECT set_config('lifebox.client_id', ${client}::text, true) "
+        f"AS entered, set_config('lifebox.staff', ${staff}::text, true) OFFSET 0) AS scope "
+        f"CROSS JOIN LATERAL (SELECT * FROM ({sql}) AS q "
+        "WHERE scope.entered IS NOT NULL OFFSET 0) AS q"
+    )
+
+
+async def fetchrow_in_tenant(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID | None,
+    staff: bool,
+    sql: str,
+    *args: object,
+) -> asyncpg.Record | None:
+    """The first row of a read, in one round trip, as :func:`tenant_transaction` would scope it.
+
+    Outside a transaction, the statement sets the tenant settings itself (transaction-local
+    to its own implicit transaction, so gone when it ends): one round trip instead of the
+    three of BEGIN + settings, the read and COMMIT. Inside a transaction the read runs as
+    is, under the settings the transaction already has.
+    """
+    if conn.is_in_transaction():
+        return await conn.fetchrow(sql, *args)
+    client = str(client_id) if client_id else ""
+    return await conn.fetchrow(
+        _self_scoped_sql(sql, len(args)), *args, client, "on" if staff else "off"
+    )
+
+
 _ENDED = (asyncpg.InterfaceError, asyncpg.PostgresError, OSError)
 
 
@@ -88,7 +131,8 @@ def tenant_transaction(
     across tenants; only platform staff principals get it.
 
     BEGIN and the settings travel in one round trip, so a one-statement read costs three
-    (BEGIN + settings, the read, COMMIT) instead of four. The transaction is started by hand,
+    (BEGIN + settings, the read, COMMIT) instead of four; :func:`fetchrow_in_tenant` makes
+    a lone read one. The transaction is started by hand,
     so asyncpg's ``conn.transaction()`` refuses to nest inside it: use :func:`savepoint`.
     """
     return _block(conn, _begin_sql(client_id, staff), "COMMIT", "ROLLBACK")

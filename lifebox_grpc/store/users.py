@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.errors import AlreadyExists, InvalidArgument, NotFound
+from lifebox_grpc.store.scope import Scope, fetchrow_in
 
 _COLUMNS = (
     "id, client_id, email, role, display_name, status, failed_login_count, locked_until, "
@@ -81,7 +82,9 @@ async def find_login_candidate(conn: asyncpg.Connection, email: str) -> LoginCan
 async def get_user(
     conn: asyncpg.Connection, user_id: uuid.UUID, client_filter: uuid.UUID | None
 ) -> User | None:
-    row = await conn.fetchrow(
+    row = await fetchrow_in(
+        conn,
+        Scope(client_filter),
         f"SELECT {_COLUMNS} FROM users WHERE id = $1 AND ($2::uuid IS NULL OR client_id = $2)",
         user_id,
         client_filter,
@@ -301,7 +304,7 @@ async def principal_record(
     conn: asyncpg.Connection, user_id: uuid.UUID, client_filter: uuid.UUID | None
 ) -> PrincipalRecord | None:
     """The user's principal as stored now (one round trip), or None when there is no user."""
-    row = await conn.fetchrow(_PRINCIPAL_SQL, user_id, client_filter)
+    row = await fetchrow_in(conn, Scope(client_filter), _PRINCIPAL_SQL, user_id, client_filter)
     if row is None:
         return None
     return PrincipalRecord(
