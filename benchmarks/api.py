@@ -502,9 +502,9 @@ def report(
         "behind a balancer) on one port split the connections, and each holds one LISTEN "
         "connection for its streams and one for principal-cache invalidation. Unary rates are "
         "CPU-bound in Python (principals are cached for principal_cache_seconds and emptied "
-        "by NOTIFY, so a GetDevice costs three round trips: BEGIN with the tenant settings, "
-        "the read, COMMIT), so they grow with processes only while cores are free; on this 2-core "
-        "machine the load client already takes one."
+        "by NOTIFY, and a GetDevice is one statement that sets its own tenant scope: one round "
+        "trip), so they grow with processes only while cores are free; on this 2-core machine "
+        "the load client already takes one."
     )
 
 
