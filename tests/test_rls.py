@@ -8,6 +8,7 @@ a row in :func:`populate_tenant` fails the coverage test instead of escaping the
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -536,3 +537,25 @@ async def test_the_ingest_role_can_do_its_job(
             assert status == expected
     finally:
         await conn.close()
+
+
+async def test_policies_read_the_settings_once_per_statement(
+    owner_conn: asyncpg.Connection,
+) -> None:
+    """Each setting is read in a sub-select (an InitPlan, once per statement), never per row."""
+    rows = await owner_conn.fetch(
+        "SELECT tablename, policyname, coalesce(qual, '') || ' ' || coalesce(with_check, '') "
+        "AS expr FROM pg_policies WHERE schemaname = 'public'"
+    )
+    assert len(rows) > 40
+    once = re.compile(r"\( SELECT (lifebox_is_staff|lifebox_current_client_id)\(\) AS \w+\)")
+    per_row = [
+        (row["tablename"], row["policyname"])
+        for row in rows
+        if re.search(r"lifebox_|current_setting", once.sub("", row["expr"]))
+    ]
+    assert per_row == []
+    plan = await owner_conn.fetchval(
+        "EXPLAIN (FORMAT JSON) SELECT count(*) FROM telemetry_events WHERE time > now()"
+    )
+    assert "InitPlan" in plan
