@@ -69,6 +69,12 @@ _FUNCTION_FROM_PB = {
 }
 _FUNCTION_TO_PB = {v: k for k, v in _FUNCTION_FROM_PB.items()}
 _ZERO = {store.DOUBLE: 0.0, store.INT64: 0, store.BOOL: False, store.STRING: ""}
+_KIND_TO_VALUES = {
+    store.DOUBLE: "doubles",
+    store.INT64: "ints",
+    store.BOOL: "bools",
+    store.STRING: "strings",
+}
 
 
 # -- mapping ------------------------------------------------------------------------------
@@ -84,19 +90,16 @@ def _column(
             _FUNCTION_TO_PB[function] if function else telemetry_pb2.AGGREGATE_FUNCTION_UNSPECIFIED
         ),
     )
-    nulls = [i for i, v in enumerate(values) if v is None] if None in values else []
-    if nulls:
+    target = getattr(column, _KIND_TO_VALUES[kind])
+    try:
+        # Most columns have no gap: a None makes extend raise, and only then are the
+        # values scanned (a scan for None first costs as much as the copy itself).
+        target.extend(values)
+    except TypeError:
+        del target[:]
         zero = _ZERO[kind]
-        values = [zero if v is None else v for v in values]
-        column.null_indexes.extend(nulls)
-    if kind == store.DOUBLE:
-        column.doubles.extend(values)
-    elif kind == store.INT64:
-        column.ints.extend(values)
-    elif kind == store.BOOL:
-        column.bools.extend(values)
-    else:
-        column.strings.extend(values)
+        column.null_indexes.extend(i for i, v in enumerate(values) if v is None)
+        target.extend(zero if v is None else v for v in values)
     return column
 
 
