@@ -1,4 +1,5 @@
-"""The tenant transaction every store call runs in, and savepoints inside it."""
+"""The tenant transaction every store call runs in, savepoints inside it, and lone reads
+that scope themselves in one statement."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import uuid
 import asyncpg
 import pytest
 
+from lifebox_grpc.store import devices as device_store
+from lifebox_grpc.store import users as user_store
 from lifebox_grpc.store.pool import fetchrow_in_tenant, savepoint, tenant_transaction
 from tests.helpers import factories
 
@@ -127,3 +130,62 @@ async def test_a_read_inside_a_transaction_keeps_the_transaction_scope(
         assert row is not None
         assert row["n"] == 0
         assert await _settings(app_conn) == (str(mine), "off")
+
+
+@pytest.mark.parametrize(
+    ("setup", "sql", "error"),
+    [
+        ("", "SELECT 1 / (count(*) - count(*)) AS x FROM devices", asyncpg.DivisionByZeroError),
+        ("SET statement_timeout = 200", "SELECT pg_sleep(5) AS x", asyncpg.QueryCanceledError),
+    ],
+)
+async def test_the_settings_end_with_a_read_that_fails(
+    owner_conn: asyncpg.Connection,
+    app_conn: asyncpg.Connection,
+    setup: str,
+    sql: str,
+    error: type[Exception],
+) -> None:
+    await factories.make_device(owner_conn, await factories.make_client(owner_conn))
+    if setup:
+        await app_conn.execute(setup)
+    with pytest.raises(error):
+        await fetchrow_in_tenant(app_conn, None, True, sql)  # the staff path, then a failure
+    await app_conn.execute("RESET statement_timeout")
+    assert not app_conn.is_in_transaction()
+    assert await _settings(app_conn) == ("", "")
+    assert await app_conn.fetchval("SELECT count(*) FROM devices") == 0
+
+
+async def test_the_three_store_reads_agree_with_a_tenant_transaction(
+    owner_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
+    mine = await factories.make_client(owner_conn)
+    theirs = await factories.make_client(owner_conn)
+    my_device, _ = await factories.make_device(owner_conn, mine)
+    their_device, _ = await factories.make_device(owner_conn, theirs)
+    my_user = await factories.make_user(owner_conn, mine, role="operator")
+    their_user = await factories.make_user(owner_conn, theirs)
+    mine_only = device_store.DeviceFilter(mine, None)
+    any_client = device_store.DeviceFilter(None, None)
+    async with tenant_transaction(app_conn, mine):
+        device = await device_store.get_device(app_conn, my_device, mine_only)
+        user = await user_store.get_user(app_conn, my_user, mine)
+        record = await user_store.principal_record(app_conn, my_user, mine)
+    assert device is not None
+    assert user is not None
+    assert record is not None
+    assert not app_conn.is_in_transaction()
+    assert await device_store.get_device(app_conn, my_device, mine_only) == device
+    assert await user_store.get_user(app_conn, my_user, mine) == user
+    assert await user_store.principal_record(app_conn, my_user, mine) == record
+    assert await device_store.get_device(app_conn, their_device, mine_only) is None
+    assert await user_store.get_user(app_conn, their_user, mine) is None
+    assert await user_store.principal_record(app_conn, their_user, mine) is None
+    # No client and no explicit staff path: no tenant, nothing visible (as in a transaction).
+    assert await user_store.get_user(app_conn, their_user, None) is None
+    assert await device_store.get_device(app_conn, their_device, any_client) is None
+    assert await user_store.principal_record(app_conn, their_user, None) is None
+    staff = device_store.DeviceFilter(None, None, staff=True)
+    assert await device_store.get_device(app_conn, their_device, staff) is not None
+    assert await user_store.get_user(app_conn, their_user, None, staff=True) is not None

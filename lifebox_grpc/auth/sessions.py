@@ -364,7 +364,10 @@ class AuthFlows:
             cache.start()
             ticket = cache.ticket()
             async with self.pool.acquire() as conn:  # one statement that scopes itself
-                record = await user_store.principal_record(conn, claims.user_id, claims.client_id)
+                # Only staff tokens carry no client (we signed it): the staff path, said here.
+                record = await user_store.principal_record(
+                    conn, claims.user_id, claims.client_id, staff=claims.client_id is None
+                )
             if record is not None:
                 cache.put(ticket, record)
         return _principal_of(record, claims)

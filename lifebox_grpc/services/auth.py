@@ -180,7 +180,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetMe(self, request: auth_pb2.GetMeRequest, context: Any) -> auth_pb2.GetMeResponse:
         principal = require_principal()
         async with self.pool.acquire() as conn:  # one statement that scopes itself
-            user = await user_store.get_user(conn, principal.user_id, principal.client_id)
+            user = await user_store.get_user(
+                conn, principal.user_id, principal.client_id, staff=principal.is_staff
+            )
         if user is None:
             raise NotFound("user not found")
         return auth_pb2.GetMeResponse(

@@ -22,7 +22,7 @@ ASSIGNED_ONLY_ROLES = frozenset({OPERATOR, VIEWER})
 
 def device_filter(principal: Principal) -> device_store.DeviceFilter:
     assigned = principal.assigned_device_ids if principal.role in ASSIGNED_ONLY_ROLES else None
-    return device_store.DeviceFilter(principal.client_id, assigned)
+    return device_store.DeviceFilter(principal.client_id, assigned, staff=principal.is_staff)
 
 
 async def require_device(

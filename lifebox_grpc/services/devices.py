@@ -3,6 +3,7 @@ assignments and hardware alarms. Validation and mapping only; the SQL is in the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -300,7 +301,7 @@ class DeviceServicer(devices_pb2_grpc.DeviceServiceServicer):
         if request.client_id:
             client = parse_uuid(errors, "client_id", request.client_id)
             if principal.client_id is None:
-                scope = device_store.DeviceFilter(client, scope.device_ids)
+                scope = dataclasses.replace(scope, client_id=client)
             elif client is not None and client != principal.client_id:
                 errors.add("client_id", "only platform staff choose the client")
         errors.raise_if_any()

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.errors import AlreadyExists, InvalidArgument
-from lifebox_grpc.store.scope import Scope, fetchrow_in
+from lifebox_grpc.store.pool import fetchrow_in_tenant
 
 # Online means "seen within this many expected intervals".
 ONLINE_INTERVALS = 3
@@ -26,10 +26,16 @@ ONLINE_INTERVALS = 3
 @dataclass(frozen=True)
 class DeviceFilter:
     """Which devices a caller may see: ``client_id`` None is every tenant (staff);
-    ``device_ids`` None is every device of the tenant, otherwise only those."""
+    ``device_ids`` None is every device of the tenant, otherwise only those.
+
+    ``staff`` says the caller is platform staff, for the reads that set their own
+    row-level security scope (:func:`get_device` outside a transaction): a None client
+    without it is no tenant, and row-level security shows nothing.
+    """
 
     client_id: uuid.UUID | None
     device_ids: tuple[uuid.UUID, ...] | None
+    staff: bool = False
 
     @property
     def device_list(self) -> list[uuid.UUID] | None:
@@ -224,9 +230,10 @@ async def get_device(
         )
         if found is None:
             return None
-    row = await fetchrow_in(
+    row = await fetchrow_in_tenant(
         conn,
-        Scope(scope.client_id),
+        scope.client_id,
+        scope.staff,
         f"{_SELECT} WHERE d.id = $3 AND {VISIBLE}",
         scope.client_id,
         scope.device_list,

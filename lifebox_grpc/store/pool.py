@@ -44,15 +44,19 @@ async def create_pool(
     return pool
 
 
+def _client_text(client_id: uuid.UUID | None) -> str:
+    if client_id is not None and not isinstance(client_id, uuid.UUID):
+        raise TypeError("client_id must be a UUID")
+    return str(client_id) if client_id else ""
+
+
 def _begin_sql(client_id: uuid.UUID | None, staff: bool) -> str:
     """BEGIN and both tenant settings as one simple-query string (one round trip).
 
     Literals, not parameters, because a simple query takes none: the values are a UUID's
     canonical text (hex and dashes) and a fixed word, so nothing a caller sends is quoted in.
     """
-    if client_id is not None and not isinstance(client_id, uuid.UUID):
-        raise TypeError("client_id must be a UUID")
-    client = str(client_id) if client_id else ""
+    client = _client_text(client_id)
     return (
         "BEGIN; SELECT set_config('lifebox.client_id', "
         f"'{client}', true), set_config('lifebox.staff', '{'on' if staff else 'off'}', true)"
@@ -68,13 +72,15 @@ def _self_scoped_sql(sql: str, nargs: int) -> str:
     (``scope.entered``), so ``sql`` runs once per row of it, after it, by the meaning of
     LATERAL; OFFSET 0 keeps both subqueries from being merged away. Should a plan ever
     evaluate a policy before the settings, it sees no tenant (nothing here is ever set for
-    the session) and returns no rows: it fails closed, never open.
+    the session) and returns no rows: it fails closed, never open. One part of a plan is
+    evaluated at executor startup, before any row: partition pruning. A read that prunes on
+    the settings themselves would find nothing, so such reads belong in a transaction.
     """
     client, staff = nargs + 1, nargs + 2
     return (
         f"SELECT q.* FROM (SELECT set_config('lifebox.client_id', ${client}::text, true) "
         f"AS entered, set_config('lifebox.staff', ${staff}::text, true) OFFSET 0) AS scope "
-        f"CROSS JOIN LATERAL (SELECT * FROM ({sql}) AS q "
+        f"CROSS JOIN LATERAL (SELECT * FROM ({sql}\n) AS q "
         "WHERE scope.entered IS NOT NULL OFFSET 0) AS q"
     )
 
@@ -90,12 +96,13 @@ async def fetchrow_in_tenant(
 
     Outside a transaction, the statement sets the tenant settings itself (transaction-local
     to its own implicit transaction, so gone when it ends): one round trip instead of the
-    three of BEGIN + settings, the read and COMMIT. Inside a transaction the read runs as
-    is, under the settings the transaction already has.
+    three of BEGIN + settings, the read and COMMIT. As there, ``staff`` is said explicitly:
+    no client id without it is no tenant at all, and sees nothing. Inside a transaction the
+    read runs as is, under the settings the transaction already has.
     """
+    client = _client_text(client_id)
     if conn.is_in_transaction():
         return await conn.fetchrow(sql, *args)
-    client = str(client_id) if client_id else ""
     return await conn.fetchrow(
         _self_scoped_sql(sql, len(args)), *args, client, "on" if staff else "off"
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from lifebox_grpc.store.pool import fetchrow_in_tenant, tenant_transaction
+from lifebox_grpc.store.pool import tenant_transaction
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,3 @@ async def scoped_transaction(
     """A transaction whose row-level security context is ``scope``."""
     async with tenant_transaction(conn, scope.client_id, staff=scope.is_staff) as tx:
         yield tx
-
-
-async def fetchrow_in(
-    conn: asyncpg.Connection, scope: Scope, sql: str, *args: object
-) -> asyncpg.Record | None:
-    """One row of a read under ``scope``: one round trip on a connection outside a
-    transaction, or as is inside a :func:`scoped_transaction`."""
-    return await fetchrow_in_tenant(conn, scope.client_id, scope.is_staff, sql, *args)

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.errors import AlreadyExists, InvalidArgument, NotFound
-from lifebox_grpc.store.scope import Scope, fetchrow_in
+from lifebox_grpc.store.pool import fetchrow_in_tenant
 
 _COLUMNS = (
     "id, client_id, email, role, display_name, status, failed_login_count, locked_until, "
@@ -80,11 +80,18 @@ async def find_login_candidate(conn: asyncpg.Connection, email: str) -> LoginCan
 
 
 async def get_user(
-    conn: asyncpg.Connection, user_id: uuid.UUID, client_filter: uuid.UUID | None
+    conn: asyncpg.Connection,
+    user_id: uuid.UUID,
+    client_filter: uuid.UUID | None,
+    *,
+    staff: bool = False,
 ) -> User | None:
-    row = await fetchrow_in(
+    """The user if ``client_filter`` (None: any client) admits it; ``staff`` as in
+    :func:`pool.fetchrow_in_tenant` for a read outside a transaction."""
+    row = await fetchrow_in_tenant(
         conn,
-        Scope(client_filter),
+        client_filter,
+        staff,
         f"SELECT {_COLUMNS} FROM users WHERE id = $1 AND ($2::uuid IS NULL OR client_id = $2)",
         user_id,
         client_filter,
@@ -301,10 +308,17 @@ WHERE u.id = $1 AND ($2::uuid IS NULL OR u.client_id = $2)
 
 
 async def principal_record(
-    conn: asyncpg.Connection, user_id: uuid.UUID, client_filter: uuid.UUID | None
+    conn: asyncpg.Connection,
+    user_id: uuid.UUID,
+    client_filter: uuid.UUID | None,
+    *,
+    staff: bool = False,
 ) -> PrincipalRecord | None:
-    """The user's principal as stored now (one round trip), or None when there is no user."""
-    row = await fetchrow_in(conn, Scope(client_filter), _PRINCIPAL_SQL, user_id, client_filter)
+    """The user's principal as stored now (one round trip), or None when there is no user;
+    ``staff`` as in :func:`get_user`."""
+    row = await fetchrow_in_tenant(
+        conn, client_filter, staff, _PRINCIPAL_SQL, user_id, client_filter
+    )
     if row is None:
         return None
     return PrincipalRecord(
