@@ -169,6 +169,24 @@ def run_load(
     }
 
 
+def alternating_rounds(
+    target: str, token: str, load: tuple[int, float, int, list[str]], rounds: int
+) -> tuple[dict[str, float], ...]:
+    """Check, GetMe and GetDevice, one after the other, ``rounds`` times; the median round of
+    each. A share of the ceiling is taken within each round (the machine's speed drifts
+    between runs), and its median is reported as ``share``."""
+    methods = ("check", "get_me", "get_device")
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for i in range(rounds):
+        print(f"  round {i + 1}/{rounds}", file=sys.stderr)
+        for method in methods:
+            runs[method].append(run_load(target, token, method, *load))
+    for method in methods:
+        for check, run in zip(runs["check"], runs[method], strict=True):
+            run["share"] = run["rps"] / check["rps"]
+    return tuple({k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]} for m in methods)
+
+
 # -- setup -----------------------------------------------------------------------------------
 
 
@@ -240,21 +258,40 @@ def ts(value: datetime) -> timestamp_pb2.Timestamp:
     return out
 
 
-async def median_ms(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
+async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
+    began = time.perf_counter()
     await fn()
-    await fn()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - began)
-    return 1000 * statistics.median(times)
+    return time.perf_counter() - began
+
+
+async def paired_ms(
+    rpc: Callable[[], Awaitable[Any]], direct: Callable[[], Awaitable[Any]], repeat: int
+) -> tuple[float, float, float]:
+    """Median RPC ms, median direct ms, and the median of each pair's ratio. The two run in
+    turns (which goes first alternates), so both see the same caches and the same machine:
+    this VM's speed drifts by tens of percent over a few seconds."""
+    for fn in (rpc, direct, rpc, direct):
+        await fn()  # warm caches, plans and connections
+    rpc_times, direct_times, ratios = [], [], []
+    for i in range(repeat):
+        if i % 2:
+            d, r = await _timed(direct), await _timed(rpc)
+        else:
+            r, d = await _timed(rpc), await _timed(direct)
+        rpc_times.append(r)
+        direct_times.append(d)
+        ratios.append(r / d)
+    return (
+        1000 * statistics.median(rpc_times),
+        1000 * statistics.median(direct_times),
+        statistics.median(ratios),
+    )
 
 
 async def telemetry_figures(
     target: str, token: str, app_dsn: str, data: dict[str, Any], repeat: int
-) -> list[tuple[str, float, float]]:
-    """(what, RPC ms, direct SQL ms) for each telemetry case."""
+) -> list[tuple[str, float, float, float]]:
+    """(what, RPC ms, direct SQL ms, median pair ratio) for each telemetry case."""
     channel = grpc.aio.insecure_channel(
         target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     )
@@ -354,7 +391,7 @@ async def telemetry_figures(
             "AggregateTelemetry 1 device-month, hourly avg x5",
             aggregate_rpc(start, end),
             aggregate_sql(start, end),
-            max(3, repeat // 4),
+            max(5, repeat // 3),
         ),
         (
             "GetLatestTelemetry 1,000 devices x5 fields",
@@ -366,15 +403,12 @@ async def telemetry_figures(
             "QueryTelemetry 100,000 rows x5 fields (10 pages)",
             query_rpc,
             query_sql,
-            max(3, repeat // 4),
+            max(5, repeat // 2),
         ),
     ]
     out = []
     for name, rpc, direct, n in cases:
-        # Interleave so both see the same cache state.
-        direct_ms = await median_ms(direct, n)
-        rpc_ms = await median_ms(rpc, n)
-        out.append((name, rpc_ms, direct_ms))
+        out.append((name, *await paired_ms(rpc, direct, n)))
     await conn.close()
     await channel.close()
     return out
@@ -426,6 +460,9 @@ def main() -> None:
         "--serve-procs", type=int, default=1, help="serve processes sharing the port"
     )
     parser.add_argument("--repeat", type=int, default=15, help="runs per telemetry case")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of Check, GetMe, GetDevice"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -454,9 +491,7 @@ def main() -> None:
                 token = asyncio.run(sign_in(target))
                 ids = [str(d) for d in data["ids"]]
                 load = (args.procs, args.seconds, args.concurrency, ids)
-                check = run_load(target, token, "check", *load)
-                me = run_load(target, token, "get_me", *load)
-                get = run_load(target, token, "get_device", *load)
+                check, me, get = alternating_rounds(target, token, load, args.rounds)
                 half = run_load(target, token, "get_device", *load, rate=get["rps"] / 2)
                 tele = asyncio.run(telemetry_figures(target, token, db.app_dsn, data, args.repeat))
             finally:
@@ -473,12 +508,13 @@ def report(
     me: dict[str, float],
     get: dict[str, float],
     half: dict[str, float],
-    tele: list[tuple[str, float, float]],
+    tele: list[tuple[str, float, float, float]],
 ) -> None:
     cores = os.cpu_count()
     print(
         f"\nLifeBox API, {args.serve_procs} serve process(es), {args.procs} load processes x "
-        f"{args.concurrency} in flight, {args.seconds:.0f}s each, {cores} cores, auth + RLS on\n"
+        f"{args.concurrency} in flight, {args.rounds} rounds of {args.seconds:.0f}s, {cores} "
+        "cores, auth + RLS on\n"
     )
     print(f"{'':52} {'req/s':>9} {'of (0)':>8} {'p50 ms':>8} {'p99 ms':>8}")
     rows = [
@@ -488,13 +524,14 @@ def report(
         (f"GetDevice at half its max ({get['rps'] / 2:.0f}/s)", half),
     ]
     for name, r in rows:
-        share = f"{100 * r['rps'] / check['rps']:.0f} %"
+        share = f"{100 * r.get('share', r['rps'] / check['rps']):.0f} %"
         print(f"{name:52} {r['rps']:9.0f} {share:>8} {r['p50']:8.2f} {r['p99']:8.2f}")
     print(f"\n{'':52} {'RPC ms':>9} {'SQL ms':>8} {'ratio':>8}")
-    for name, rpc_ms, sql_ms in tele:
-        print(f"{name:52} {rpc_ms:9.1f} {sql_ms:8.1f} {rpc_ms / sql_ms:7.2f}x")
+    for name, rpc_ms, sql_ms, ratio in tele:
+        print(f"{name:52} {rpc_ms:9.1f} {sql_ms:8.1f} {ratio:7.2f}x")
     print(
-        "\nMedian of repeated runs; SQL = the store's statement through asyncpg in the same "
+        "\nUnary rows: the median of the rounds (of (0): the median of each round's share). "
+        "Telemetry: RPC and SQL run in turns; medians, and the median of each pair's ratio; SQL = the store's statement through asyncpg in the same "
         "tenant transaction (RLS on), no gRPC, no protobuf, no auth."
     )
     print(
