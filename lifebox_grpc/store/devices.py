@@ -119,6 +119,7 @@ LEFT JOIN device_latest_locations l ON l.device_id = d.id
 # What a DeviceFilter lets a caller see of ``devices d``: $1 the client (None: any), $2 the
 # device ids (None: all). Callers number their own parameters from $3.
 VISIBLE = "($1::uuid IS NULL OR d.client_id = $1) AND ($2::uuid[] IS NULL OR d.id = ANY($2))"
+_ONE_DEVICE = f"{_SELECT} WHERE d.id = $3 AND {VISIBLE}"
 
 
 def _device(row: Mapping[str, Any]) -> Device:
@@ -234,7 +235,7 @@ async def get_device(
         conn,
         scope.client_id,
         scope.staff,
-        f"{_SELECT} WHERE d.id = $3 AND {VISIBLE}",
+        _ONE_DEVICE,
         scope.client_id,
         scope.device_list,
         device_id,
