@@ -1,7 +1,8 @@
 """API figures with auth and row-level security on: `serve` process(es), load from others.
 
     .venv/bin/python benchmarks/api.py [--seconds 5] [--procs 2] [--concurrency 32]
-                                       [--serve-procs 1]
+                                       [--rounds 3] [--client both|python|rust]
+                                       [--serve-procs 1] [--repeat 15]
 
 Starts a throwaway PostgreSQL (migrated, seeded), loads one tenant with 1,000 devices and
 telemetry (one device-month of 2-second readings, 1.3 M rows; one reading for every other
@@ -16,9 +17,12 @@ SO_REUSEPORT), signs in as the tenant's administrator and measures, in one run:
    one device-day (43,200 rows) and one device-month; GetLatestTelemetry of 1,000 devices;
    QueryTelemetry paging through 100,000 rows (5 fields, pages of 10,000).
 
-The load processes are plain Python grpc.aio clients (``--worker`` mode of this script); on 2
-cores they compete with the server for CPU, which is why every rate is also shown as a share
-of the Check ceiling measured in the same run. Prints a table; asserts nothing.
+Unary load comes from separate processes, with two clients side by side: plain Python
+grpc.aio ones (``--worker`` mode of this script, the reference of issue 7) and
+``lifebox-apiload`` (benchmarks/apiload, Rust tonic, built on first use), which costs about a
+tenth of the CPU per call, so that the server, not the client, sets the ceiling. On 2 cores
+the load competes with the server, which is why every rate is also shown as a share of the
+Check ceiling, measured in alternating rounds in the same run. Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,6 +133,25 @@ async def _worker(args: argparse.Namespace) -> None:
     print(json.dumps({"count": len(latencies), "elapsed": elapsed, "latencies": latencies}))
 
 
+PYTHON_CLIENT = [sys.executable, __file__, "--worker"]
+APILOAD = Path(__file__).resolve().parent.parent / "target" / "release" / "lifebox-apiload"
+
+
+def rust_client() -> list[str] | None:
+    """The Rust load client (benchmarks/apiload), built first if need be; None without cargo."""
+    if not APILOAD.exists():
+        if shutil.which("cargo") is None:
+            print("cargo not found: the Rust load client is skipped", file=sys.stderr)
+            return None
+        print("building the Rust load client (cargo build --release)...", file=sys.stderr)
+        subprocess.run(
+            ["cargo", "build", "--release", "--locked", "-q", "-p", "lifebox-apiload"],
+            cwd=APILOAD.parents[2],
+            check=True,
+        )
+    return [str(APILOAD)]
+
+
 def run_load(
     target: str,
     token: str,
@@ -137,12 +161,11 @@ def run_load(
     concurrency: int,
     devices: list[str],
     rate: float = 0.0,
+    client: list[str] = PYTHON_CLIENT,
 ) -> dict[str, float]:
-    """Requests/s and p50/p99 (ms) of ``procs`` worker processes."""
+    """Requests/s and p50/p99 (ms) of ``procs`` load processes running ``client``."""
     argv = [
-        sys.executable,
-        __file__,
-        "--worker",
+        *client,
         "--target",
         target,
         "--token",
@@ -170,7 +193,11 @@ def run_load(
 
 
 def alternating_rounds(
-    target: str, token: str, load: tuple[int, float, int, list[str]], rounds: int
+    target: str,
+    token: str,
+    load: tuple[int, float, int, list[str]],
+    rounds: int,
+    client: list[str],
 ) -> tuple[dict[str, float], ...]:
     """Check, GetMe and GetDevice, one after the other, ``rounds`` times; the median round of
     each. A share of the ceiling is taken within each round (the machine's speed drifts
@@ -180,7 +207,7 @@ def alternating_rounds(
     for i in range(rounds):
         print(f"  round {i + 1}/{rounds}", file=sys.stderr)
         for method in methods:
-            runs[method].append(run_load(target, token, method, *load))
+            runs[method].append(run_load(target, token, method, *load, client=client))
     for method in methods:
         for check, run in zip(runs["check"], runs[method], strict=True):
             run["share"] = run["rps"] / check["rps"]
@@ -463,6 +490,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds of Check, GetMe, GetDevice"
     )
+    parser.add_argument(
+        "--client",
+        choices=("both", "python", "rust"),
+        default="both",
+        help="unary load from Python grpc.aio processes, Rust tonic ones, or both",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -478,6 +511,9 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.helpers.services import running_database
 
+    clients = [("Python grpc.aio load client", PYTHON_CLIENT)]
+    if args.client in ("both", "rust") and (rust := rust_client()) is not None:
+        clients = [*(clients if args.client == "both" else []), ("Rust tonic load client", rust)]
     with running_database() as db:
         print("loading data (1,000 devices, 1.3 M readings)...", file=sys.stderr)
         began = time.perf_counter()
@@ -491,48 +527,53 @@ def main() -> None:
                 token = asyncio.run(sign_in(target))
                 ids = [str(d) for d in data["ids"]]
                 load = (args.procs, args.seconds, args.concurrency, ids)
-                check, me, get = alternating_rounds(target, token, load, args.rounds)
-                half = run_load(target, token, "get_device", *load, rate=get["rps"] / 2)
+                unary = []
+                for label, client in clients:
+                    print(f"{label}:", file=sys.stderr)
+                    check, me, get = alternating_rounds(target, token, load, args.rounds, client)
+                    rate = get["rps"] / 2
+                    half = run_load(target, token, "get_device", *load, rate=rate, client=client)
+                    unary.append((label, check, me, get, half))
                 tele = asyncio.run(telemetry_figures(target, token, db.app_dsn, data, args.repeat))
             finally:
                 for serve in serves:
                     serve.terminate()
                 for serve in serves:
                     serve.wait(30)
-    report(args, check, me, get, half, tele)
+    report(args, unary, tele)
 
 
 def report(
     args: argparse.Namespace,
-    check: dict[str, float],
-    me: dict[str, float],
-    get: dict[str, float],
-    half: dict[str, float],
+    unary: list[tuple[str, dict[str, float], dict[str, float], dict[str, float], dict[str, float]]],
     tele: list[tuple[str, float, float, float]],
 ) -> None:
     cores = os.cpu_count()
     print(
         f"\nLifeBox API, {args.serve_procs} serve process(es), {args.procs} load processes x "
         f"{args.concurrency} in flight, {args.rounds} rounds of {args.seconds:.0f}s, {cores} "
-        "cores, auth + RLS on\n"
+        "cores, auth + RLS on"
     )
-    print(f"{'':52} {'req/s':>9} {'of (0)':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    rows = [
-        ("(0) health Check (ceiling)", check),
-        ("GetMe (token + principal, cached)", me),
-        ("GetDevice, closed loop", get),
-        (f"GetDevice at half its max ({get['rps'] / 2:.0f}/s)", half),
-    ]
-    for name, r in rows:
-        share = f"{100 * r.get('share', r['rps'] / check['rps']):.0f} %"
-        print(f"{name:52} {r['rps']:9.0f} {share:>8} {r['p50']:8.2f} {r['p99']:8.2f}")
+    for label, check, me, get, half in unary:
+        print(f"\n{label:52} {'req/s':>9} {'of (0)':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        rows = [
+            ("(0) health Check (ceiling)", check),
+            ("GetMe (token + principal, cached)", me),
+            ("GetDevice, closed loop", get),
+            (f"GetDevice at half its max ({get['rps'] / 2:.0f}/s)", half),
+        ]
+        for name, r in rows:
+            share = f"{100 * r.get('share', r['rps'] / check['rps']):.0f} %"
+            print(f"{name:52} {r['rps']:9.0f} {share:>8} {r['p50']:8.2f} {r['p99']:8.2f}")
     print(f"\n{'':52} {'RPC ms':>9} {'SQL ms':>8} {'ratio':>8}")
     for name, rpc_ms, sql_ms, ratio in tele:
         print(f"{name:52} {rpc_ms:9.1f} {sql_ms:8.1f} {ratio:7.2f}x")
     print(
         "\nUnary rows: the median of the rounds (of (0): the median of each round's share). "
-        "Telemetry: RPC and SQL run in turns; medians, and the median of each pair's ratio; SQL = the store's statement through asyncpg in the same "
-        "tenant transaction (RLS on), no gRPC, no protobuf, no auth."
+        "The Rust client costs a tenth of the Python one's CPU, so the server gets the cores. "
+        "Telemetry: RPC and SQL run in turns; medians, and the median of each pair's ratio; "
+        "SQL = the store's statement through asyncpg in the same tenant transaction (RLS on), "
+        "no gRPC, no protobuf, no auth."
     )
     print(
         "Multi-process: serve binds with SO_REUSEPORT, so N `serve` processes (or replicas "
