@@ -12,6 +12,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
 COPY ingest_native ingest_native
 COPY loadgen loadgen
+# Every workspace member must be present for cargo to load the workspace.
+COPY benchmarks/apiload benchmarks/apiload
 COPY lifebox_grpc lifebox_grpc
 COPY lifebox lifebox
 RUN maturin build --release --locked --out /wheels \

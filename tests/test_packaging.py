@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,11 @@ def test_dockerfile_is_multistage_and_runs_as_non_root() -> None:
     assert users[-1] not in ("root", "0")
     for copied in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M):
         assert (ROOT / copied).exists(), f"Dockerfile copies missing {copied}"
+
+
+def test_the_build_stage_has_every_cargo_workspace_member() -> None:
+    """cargo refuses to load a workspace whose member folder is missing."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.M))
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]
+    assert set(workspace["members"]) <= copied
