@@ -35,7 +35,7 @@ from lifebox_grpc.services.device_access import (
     require_found,
 )
 from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
-from lifebox_grpc.services.telemetry_stream import LiveStream, micros
+from lifebox_grpc.services.telemetry_stream import LiveStream, micros, runs
 from lifebox_grpc.store import partitions
 from lifebox_grpc.store import telemetry as store
 
@@ -111,11 +111,7 @@ def series_of(
     """One Series per run of rows of the same device. Each row is (device_id, t micros,
     ..., values from position ``first_value``); ``columns`` is (field, kind, function)."""
     out: list[telemetry_pb2.Series] = []
-    start = 0
-    for end in range(1, len(rows) + 1):
-        if end < len(rows) and rows[end][0] == rows[start][0]:
-            continue
-        run = rows[start:end]
+    for run in runs(rows, 0):
         series = telemetry_pb2.Series(device_id=str(run[0][0]))
         series.time_micros.extend([r[1] for r in run])
         series.columns.extend(
@@ -123,7 +119,6 @@ def series_of(
             for i, (field, kind, function) in enumerate(columns)
         )
         out.append(series)
-        start = end
     return out
 
 

@@ -17,6 +17,8 @@ while nobody listened, is then missed; nothing else is.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -107,7 +109,7 @@ class LiveStream:
                     read = await store.rows_after(conn, cursors, self._fields, STREAM_ROWS)
                 for device_id in chunk:
                     self._add_epoch(device_id, read.snapshot, self._sent_us[device_id])
-                for run in _runs(read.rows, 0):  # by device
+                for run in runs(read.rows, 0):  # by device
                     device_id = run[0][0]
                     self._sent_us[device_id] = run[-1][1]
                     if len(run) >= STREAM_ROWS:
@@ -141,18 +143,12 @@ class LiveStream:
                 rows = await store.rows_of_commits(
                     conn, ranges[i : i + STREAM_COMMITS_PER_READ], self._fields
                 )
-            for run in _runs(rows, -1):  # by commit
+            for run in runs(rows, -1):  # by commit
                 device_id = run[0][0]
                 self._sent_us[device_id] = max(self._sent_us[device_id], run[-1][1])
                 yield run
 
 
-def _runs(rows: list[asyncpg.Record], key: int) -> list[list[asyncpg.Record]]:
+def runs(rows: Sequence[asyncpg.Record], key: int) -> list[list[asyncpg.Record]]:
     """Consecutive rows with the same value at position ``key``."""
-    out: list[list[asyncpg.Record]] = []
-    for row in rows:
-        if out and out[-1][0][key] == row[key]:
-            out[-1].append(row)
-        else:
-            out.append([row])
-    return out
+    return [list(run) for _, run in itertools.groupby(rows, operator.itemgetter(key))]
