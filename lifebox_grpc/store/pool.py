@@ -139,8 +139,8 @@ def tenant_transaction(
 
     BEGIN and the settings travel in one round trip, so a one-statement read costs three
     (BEGIN + settings, the read, COMMIT) instead of four; :func:`fetchrow_in_tenant` makes
-    a lone read one. The transaction is started by hand,
-    so asyncpg's ``conn.transaction()`` refuses to nest inside it: use :func:`savepoint`.
+    a lone read one. The transaction is started by hand, so asyncpg's
+    ``conn.transaction()`` refuses to nest inside it: use :func:`savepoint`.
     """
     return _block(conn, _begin_sql(client_id, staff), "COMMIT", "ROLLBACK")
 
