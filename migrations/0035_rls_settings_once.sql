@@ -5,11 +5,11 @@
 -- and a text-to-uuid parse per row. Over a device-day of readings (43,200 rows) that was
 -- about 40 % of an hourly aggregate's time. Written with scalar sub-selects, the settings
 -- become InitPlans, computed once when the statement first needs them, and the comparison
--- per row is a plain uuid equality (which a client_id index can also serve).
+-- per row is a plain uuid equality.
 --
--- The meaning is unchanged: a row is visible when its client is `lifebox.client_id`, or on
--- the staff path (`lifebox.staff` = 'on'); with neither set, nothing is (`client_id = NULL`
--- is not true, and WITH CHECK refuses a row whose check is not true).
+-- The meaning is unchanged, NULLs included: a row is visible when its client is
+-- `lifebox.client_id`, or on the staff path (`lifebox.staff` = 'on'); with neither set,
+-- nothing is. coalesce() keeps the predicate true or false, never NULL, as before.
 --
 -- Every existing policy is rewritten in place (names, commands and roles kept), the two
 -- helpers that make policies for new tables now write the new form, and
@@ -27,7 +27,8 @@ CREATE FUNCTION lifebox_tenant_predicate(p_column name) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$
         SELECT format(
-            '(%I = (SELECT lifebox_current_client_id()) OR (SELECT lifebox_is_staff()))',
+            '(coalesce(%I = (SELECT lifebox_current_client_id()), false) '
+            'OR (SELECT lifebox_is_staff()))',
             p_column
         )
     $$;
@@ -84,12 +85,16 @@ BEGIN
         -- Staff first, so the sub-selects the tenant rewrite adds are not wrapped twice.
         v_using := regexp_replace(v_using, 'lifebox_is_staff\(\)', '(SELECT lifebox_is_staff())', 'g');
         v_check := regexp_replace(v_check, 'lifebox_is_staff\(\)', '(SELECT lifebox_is_staff())', 'g');
+        -- Any other spelling of the call is left alone, and the DROP at the end then fails
+        -- loudly instead of leaving a policy on a dropped function.
         v_using := regexp_replace(
-            v_using, 'lifebox_tenant_visible\(([a-z_]+)\)',
-            '(\1 = (SELECT lifebox_current_client_id()) OR (SELECT lifebox_is_staff()))', 'g');
+            v_using, 'lifebox_tenant_visible\(([a-z_][a-z0-9_]*)\)',
+            '(coalesce(\1 = (SELECT lifebox_current_client_id()), false) '
+            'OR (SELECT lifebox_is_staff()))', 'g');
         v_check := regexp_replace(
-            v_check, 'lifebox_tenant_visible\(([a-z_]+)\)',
-            '(\1 = (SELECT lifebox_current_client_id()) OR (SELECT lifebox_is_staff()))', 'g');
+            v_check, 'lifebox_tenant_visible\(([a-z_][a-z0-9_]*)\)',
+            '(coalesce(\1 = (SELECT lifebox_current_client_id()), false) '
+            'OR (SELECT lifebox_is_staff()))', 'g');
         IF v_using IS DISTINCT FROM v_policy.qual THEN
             EXECUTE format('ALTER POLICY %I ON %s USING (%s)', v_policy.polname, v_policy.rel, v_using);
         END IF;
@@ -101,3 +106,19 @@ END
 $$;
 
 DROP FUNCTION lifebox_tenant_visible(uuid);
+
+-- TimescaleDB: a parallel ChunkAppend whose chunk filter reads an InitPlan value can return
+-- no rows at all (timescale/timescaledb#10503, fixed in releases after the 2.17 line, the last
+-- for PostgreSQL 15). The policies above put InitPlan values in every chunk's filter, so
+-- parallel ChunkAppend is turned off for this database where the extension exists (other
+-- parallel plans stay on).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        EXECUTE format(
+            'ALTER DATABASE %I SET timescaledb.enable_parallel_chunk_append = off',
+            current_database()
+        );
+    END IF;
+END
+$$;

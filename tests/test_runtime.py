@@ -79,6 +79,45 @@ def test_a_socket_path_too_long_falls_back_to_tcp() -> None:
         shutil.rmtree(deep.parent, ignore_errors=True)
 
 
+def test_an_older_cluster_gets_the_socket_and_keeps_its_operator_lines() -> None:
+    base = private_tmpdir("lifebox-test-hba-")
+    server = EmbeddedPostgres(base / "pg", RolePasswords("s3", "o3", "a3", "i3"))
+    server.init()
+    hba = base / "pg" / "pg_hba.conf"
+    operator_line = "host all all 10.0.0.0/8 scram-sha-256"
+    hba.write_text(f"host all all 127.0.0.1/32 scram-sha-256\n{operator_line}\n")
+    server.start()
+    try:
+        lines = hba.read_text().splitlines()
+        assert operator_line in lines
+        assert lines[0] == "local all all scram-sha-256"
+        asyncio.run(server.bootstrap())
+        assert server.socket_dir is not None
+        assert asyncio.run(_fetch(server.dsn(OWNER_ROLE), "SELECT inet_client_addr()")) is None
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_folder_that_refuses_sockets_falls_back_to_tcp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = private_tmpdir("lifebox-test-nosock-")
+    refusing = base / "no-sockets"
+    refusing.mkdir(mode=0o500)  # nobody may create a socket in it
+    server = EmbeddedPostgres(base / "pg", RolePasswords("s4", "o4", "a4", "i4"))
+    monkeypatch.setattr(server, "_prepare_socket_dir", lambda port: refusing)
+    server.start()
+    try:
+        assert server.socket_dir is None
+        asyncio.run(server.bootstrap())
+        assert asyncio.run(_fetch(server.dsn(OWNER_ROLE), "SELECT 1")) == 1
+    finally:
+        server.stop()
+        refusing.chmod(0o700)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_endpoints_use_the_socket_only_while_it_is_there(tmp_path: Path) -> None:
     (tmp_path / "pg.port").write_text("54329\n")
     settings = Settings(mode=Mode.DEV, home=tmp_path, mqtt_url="mqtt://127.0.0.1:1")

@@ -57,6 +57,7 @@ class RolePasswords:
 
 
 SOCKET_DIR = "pg-socket"  # beside the data folder
+_HBA_LOCAL = "local all all scram-sha-256"
 _SUN_PATH_MAX = 107  # bytes of a socket path, less the terminating NUL (Linux)
 
 
@@ -76,7 +77,10 @@ def _socket_path(socket_dir: Path, port: int) -> Path:
 
 def live_socket_dir(socket_dir: Path, port: int) -> Path | None:
     """``socket_dir`` if the server on ``port`` listens there, else None (connect by TCP)."""
-    return socket_dir if port and _socket_path(socket_dir, port).is_socket() else None
+    try:
+        return socket_dir if port and _socket_path(socket_dir, port).is_socket() else None
+    except OSError:  # a folder we may not enter: its socket is not ours to use
+        return None
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -172,19 +176,21 @@ class EmbeddedPostgres:
             "timezone": "'UTC'",
         }
         conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-        self._write_hba()
-        _chown_tree(self.data_dir, self._user)
-
-    def _write_hba(self) -> None:
-        """Rewritten on every start, so a cluster made before the socket existed gets it."""
-        hba = self.data_dir / "pg_hba.conf"
-        hba.write_text(
+        (self.data_dir / "pg_hba.conf").write_text(
             "# The private Unix socket and loopback TCP only, passwords always (scram-sha-256).\n"
-            "local all all scram-sha-256\n"
+            f"{_HBA_LOCAL}\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        if self._user is not None:
-            os.chown(hba, self._user.pw_uid, self._user.pw_gid)
+        _chown_tree(self.data_dir, self._user)
+
+    def _ensure_local_hba(self) -> None:
+        """A cluster made before the socket existed gets its line, first; nothing else in
+        the file (an operator's own lines) is touched."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        if any(line.split()[:1] == ["local"] for line in lines):
+            return
+        hba.write_text("\n".join([_HBA_LOCAL, *lines]) + "\n")
 
     def _prepare_socket_dir(self, port: int) -> Path | None:
         """The private socket folder, or None when its path would be too long for a socket."""
@@ -208,10 +214,22 @@ class EmbeddedPostgres:
         stale = self.data_dir / "postmaster.pid"
         if stale.exists() and not _pid_alive(stale):
             stale.unlink()
+        self._ensure_local_hba()
+        socket_dir = self._prepare_socket_dir(port)
+        try:
+            return self._launch(port, socket_dir, timeout)
+        except PostgresError as exc:
+            # Some file systems (FUSE and virtiofs mounts) and confinement profiles refuse
+            # Unix sockets or their lock files; the server then refuses to start at all.
+            # Once more without the socket: TCP alone works, and any other failure repeats.
+            if socket_dir is None or str(socket_dir) not in str(exc):
+                raise
+            log.warning("postgres could not use %s: connecting over TCP only", socket_dir)
+            return self._launch(port, None, timeout)
+
+    def _launch(self, port: int, socket_dir: Path | None, timeout: float) -> int:
         log_path = self.data_dir.parent / "postgres.log"
         log_file = private_log(log_path)
-        self._write_hba()
-        socket_dir = self._prepare_socket_dir(port)
         self._process = subprocess.Popen(
             [
                 str(PG_BIN / "postgres"),
@@ -230,9 +248,9 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                code, self._process = self._process.returncode, None
                 raise PostgresError(
-                    f"postgres exited with {self._process.returncode}; see {log_path}:\n"
-                    + _tail(log_path)
+                    f"postgres exited with {code}; see {log_path}:\n" + _tail(log_path)
                 )
             if self._ready():
                 (self.data_dir.parent / "pg.port").write_text(f"{port}\n")
