@@ -138,17 +138,18 @@ APILOAD = Path(__file__).resolve().parent.parent / "target" / "release" / "lifeb
 
 
 def rust_client() -> list[str] | None:
-    """The Rust load client (benchmarks/apiload), built first if need be; None without cargo."""
-    if not APILOAD.exists():
-        if shutil.which("cargo") is None:
-            print("cargo not found: the Rust load client is skipped", file=sys.stderr)
-            return None
-        print("building the Rust load client (cargo build --release)...", file=sys.stderr)
+    """The Rust load client (benchmarks/apiload), built (or brought up to date: a no-op when
+    it is) first; the binary as it is without cargo, and None without either."""
+    if shutil.which("cargo") is not None:
+        print("cargo build --release -p lifebox-apiload (the Rust load client)", file=sys.stderr)
         subprocess.run(
             ["cargo", "build", "--release", "--locked", "-q", "-p", "lifebox-apiload"],
             cwd=APILOAD.parents[2],
             check=True,
         )
+    elif not APILOAD.exists():
+        print("cargo not found: the Rust load client is skipped", file=sys.stderr)
+        return None
     return [str(APILOAD)]
 
 
@@ -192,26 +193,38 @@ def run_load(
     }
 
 
+Figures = dict[str, float]
+
+
 def alternating_rounds(
     target: str,
     token: str,
     load: tuple[int, float, int, list[str]],
     rounds: int,
-    client: list[str],
-) -> tuple[dict[str, float], ...]:
-    """Check, GetMe and GetDevice, one after the other, ``rounds`` times; the median round of
-    each. A share of the ceiling is taken within each round (the machine's speed drifts
-    between runs), and its median is reported as ``share``."""
+    clients: list[list[str]],
+) -> list[tuple[Figures, Figures, Figures]]:
+    """Check, GetMe and GetDevice from each client in turn, ``rounds`` times; per client, the
+    median of each figure over the rounds. Shares of the ceiling are taken within a round
+    (this VM's speed drifts between runs) and their median is reported as ``share``; the
+    clients take turns inside every round, so drift favours neither."""
     methods = ("check", "get_me", "get_device")
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    runs = [{m: list[Figures]() for m in methods} for _ in clients]
     for i in range(rounds):
         print(f"  round {i + 1}/{rounds}", file=sys.stderr)
+        for client, by_method in zip(clients, runs, strict=True):
+            for method in methods:
+                by_method[method].append(run_load(target, token, method, *load, client=client))
+    out = []
+    for by_method in runs:
         for method in methods:
-            runs[method].append(run_load(target, token, method, *load, client=client))
-    for method in methods:
-        for check, run in zip(runs["check"], runs[method], strict=True):
-            run["share"] = run["rps"] / check["rps"]
-    return tuple({k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]} for m in methods)
+            for check, run in zip(by_method["check"], by_method[method], strict=True):
+                run["share"] = run["rps"] / check["rps"]
+        check, me, get = (
+            {k: statistics.median(r[k] for r in by_method[m]) for k in by_method[m][0]}
+            for m in methods
+        )
+        out.append((check, me, get))
+    return out
 
 
 # -- setup -----------------------------------------------------------------------------------
@@ -537,10 +550,12 @@ def main() -> None:
                 token = asyncio.run(sign_in(target))
                 ids = [str(d) for d in data["ids"]]
                 load = (args.procs, args.seconds, args.concurrency, ids)
+                rounds = alternating_rounds(
+                    target, token, load, args.rounds, [client for _, client in clients]
+                )
                 unary = []
-                for label, client in clients:
-                    print(f"{label}:", file=sys.stderr)
-                    check, me, get = alternating_rounds(target, token, load, args.rounds, client)
+                for (label, client), (check, me, get) in zip(clients, rounds, strict=True):
+                    # Half of this client's own maximum: the latency the issue asks for.
                     rate = get["rps"] / 2
                     half = run_load(target, token, "get_device", *load, rate=rate, client=client)
                     unary.append((label, check, me, get, half))
