@@ -15,6 +15,11 @@
 -- helpers that make policies for new tables now write the new form, and
 -- lifebox_tenant_visible() goes, so that there is one spelling of the predicate.
 
+-- Every policy is altered in this one transaction, which locks each of their tables: on a
+-- busy database, give up (and let the operator retry) rather than queue every query behind
+-- a long one.
+SET LOCAL lock_timeout = '30s';
+
 CREATE FUNCTION lifebox_current_client_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT nullif(current_setting('lifebox.client_id', true), '')::uuid $$;

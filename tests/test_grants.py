@@ -10,24 +10,46 @@ import asyncpg
 
 RUNTIME_ROLES = ["lifebox_app", "lifebox_ingest"]
 
-# Table- and column-level privileges of the runtime roles on our own tables (partitions are
-# reached through their parent, whose grant is what counts).
+# Every privilege the runtime roles hold, from the ACLs themselves: tables and sequences of
+# schema public (partitions are reached through their parent, whose grant is what counts),
+# their columns, the schema, the database and our functions.
 _PRIVILEGES = """
-SELECT 'table' AS level, t.grantee, t.table_name, '' AS column_name, t.privilege_type
-FROM information_schema.role_table_grants t
-JOIN pg_class c ON c.relname = t.table_name AND c.relnamespace = 'public'::regnamespace
-WHERE t.grantee = ANY($1) AND t.table_schema = 'public' AND NOT c.relispartition
-UNION ALL
-SELECT 'column', p.grantee, p.table_name, p.column_name, p.privilege_type
-FROM information_schema.column_privileges p
-JOIN pg_class c ON c.relname = p.table_name AND c.relnamespace = 'public'::regnamespace
-WHERE p.grantee = ANY($1) AND p.table_schema = 'public' AND NOT c.relispartition
-  -- a table-level grant shows on every column too: keep only the column-only ones
-  AND NOT EXISTS (
-      SELECT 1 FROM information_schema.role_table_grants t
-      WHERE t.grantee = p.grantee AND t.table_schema = 'public'
-        AND t.table_name = p.table_name AND t.privilege_type = p.privilege_type)
+WITH grants AS (
+    SELECT 'relation' AS kind, c.relname AS object, '' AS col, a.grantee, a.privilege_type
+    FROM pg_class c, aclexplode(c.relacl) a
+    WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
+    UNION ALL
+    SELECT 'column', c.relname, att.attname, a.grantee, a.privilege_type
+    FROM pg_class c JOIN pg_attribute att ON att.attrelid = c.oid,
+         aclexplode(att.attacl) a
+    WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
+    UNION ALL
+    SELECT 'schema', n.nspname, '', a.grantee, a.privilege_type
+    FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspname = 'public'
+    UNION ALL
+    SELECT 'database', d.datname, '', a.grantee, a.privilege_type
+    FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database()
+    UNION ALL
+    SELECT 'function', p.oid::regprocedure::text, '', a.grantee, a.privilege_type
+    FROM pg_proc p, aclexplode(p.proacl) a WHERE p.pronamespace = 'public'::regnamespace
+)
+SELECT kind, object, col, r.rolname, privilege_type
+FROM grants JOIN pg_roles r ON r.oid = grants.grantee
+WHERE r.rolname = ANY($1)
 ORDER BY 1, 2, 3, 4, 5
+"""
+
+# What an operator's freshly created roles hold before the function runs (CONNECT comes from
+# the init script, which is not the function's job).
+_REVOKE_ALL = """
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM lifebox_app, lifebox_ingest;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM lifebox_app, lifebox_ingest;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM lifebox_app, lifebox_ingest;
+REVOKE ALL ON SCHEMA public FROM lifebox_app, lifebox_ingest;
+DO $$ BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM lifebox_app, lifebox_ingest',
+                   current_database());
+END $$;
 """
 
 
@@ -39,18 +61,23 @@ async def test_the_function_rebuilds_every_grant_and_rerunning_widens_nothing(
     owner_conn: asyncpg.Connection,
 ) -> None:
     migrated = await _privileges(owner_conn)
-    assert ("column", "lifebox_ingest", "control_commands", "status", "SELECT") in migrated
-    assert ("table", "lifebox_app", "device_latest_locations", "", "SELECT") in migrated
+    for expected in (
+        ("column", "control_commands", "status", "lifebox_ingest", "SELECT"),
+        ("relation", "device_latest_locations", "", "lifebox_app", "SELECT"),
+        ("schema", "public", "", "lifebox_ingest", "USAGE"),
+        ("database", "lifebox", "", "lifebox_ingest", "TEMPORARY"),
+    ):
+        assert expected in migrated
+    # The ingest role reads only some columns of the commands it acknowledges.
+    assert ("relation", "control_commands", "", "lifebox_ingest", "SELECT") not in migrated
     tx = owner_conn.transaction()
     await tx.start()
     try:
         await owner_conn.execute("SELECT lifebox_apply_grants()")
         assert await _privileges(owner_conn) == migrated  # re-run: nothing widened
         # As if the roles had been made after the migrations: nothing granted yet.
-        await owner_conn.execute(
-            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM lifebox_app, lifebox_ingest"
-        )
-        assert await _privileges(owner_conn) == []
+        await owner_conn.execute(_REVOKE_ALL)
+        assert {p[0] for p in await _privileges(owner_conn)} <= {"database"}  # CONNECT
         await owner_conn.execute("SELECT lifebox_apply_grants()")
         assert await _privileges(owner_conn) == migrated
     finally:
