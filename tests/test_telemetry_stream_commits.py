@@ -51,6 +51,17 @@ async def pipeline(database: Database) -> AsyncIterator[Pipeline]:
         await pool.close()
 
 
+# (client id, device id, serial, a base time in ms ten minutes ago) of a new one-device tenant
+OneDevice = tuple[uuid.UUID, uuid.UUID, str, int]
+
+
+@pytest.fixture
+async def one_device(database: Database) -> OneDevice:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    ((device, serial),) = fleet.devices
+    return fleet.client_id, device, serial, (int(time.time()) - 600) * 1000
+
+
 def batch(serial: str, times_ms: list[int]) -> list[Received]:
     payload = json.dumps([{"ts": t, "voltage_l1": float(t % 100_000)} for t in times_ms])
     now_us = time.time_ns() // 1000
@@ -114,15 +125,13 @@ async def open_streams(
 
 
 async def test_older_readings_committed_after_newer_ones_are_streamed_once(
-    database: Database, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
+    one_device: OneDevice, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
 ) -> None:
-    fleet = await register_fleet(database.owner_dsn, 1)
-    ((device, serial),) = fleet.devices
-    base = (int(time.time()) - 600) * 1000
+    client_id, device, serial, base = one_device
     newer = [base + 10_000 + i * 1000 for i in range(5)]
     older = [base + i * 1000 for i in range(5)]
     newest = [base + 60_000]
-    live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
+    live, since = await open_streams(grpc_server, owner_conn, client_id, device, base)
     await commit_and_read(pipeline, serial, newer, live, since)
     # The older batch commits last: it is sent, after the newer one.
     await commit_and_read(pipeline, serial, older, live, since)
@@ -133,16 +142,14 @@ async def test_older_readings_committed_after_newer_ones_are_streamed_once(
 
 
 async def test_a_commit_the_catch_up_saw_is_not_streamed_again(
-    database: Database, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
+    one_device: OneDevice, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
 ) -> None:
-    fleet = await register_fleet(database.owner_dsn, 1)
-    ((device, serial),) = fleet.devices
-    base = (int(time.time()) - 600) * 1000
+    client_id, device, serial, base = one_device
     first = [base + i * 1000 for i in range(3)]
     second = [base + 30_000, base + 31_000]
     # Committed, but its notification is held back until the catch-up has read it.
     await pipeline.process(batch(serial, first))
-    live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
+    live, since = await open_streams(grpc_server, owner_conn, client_id, device, base)
     assert await read_exactly(since, 3) == first
     await pipeline.facts.flush()
     await pipeline.process(batch(serial, second))
@@ -187,13 +194,11 @@ class _FailingOnce:
 
 
 async def test_notifications_a_failed_facts_write_did_not_send_go_out_with_the_next(
-    database: Database, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
+    one_device: OneDevice, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
 ) -> None:
-    fleet = await register_fleet(database.owner_dsn, 1)
-    ((device, serial),) = fleet.devices
-    base = (int(time.time()) - 600) * 1000
+    client_id, device, serial, base = one_device
     newer, older = [base + 20_000, base + 21_000], [base + 1000]
-    live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
+    live, since = await open_streams(grpc_server, owner_conn, client_id, device, base)
     await pipeline.process(batch(serial, newer))
     flaky = _FailingOnce(pipeline.facts.pool)
     pipeline.facts.pool = flaky  # type: ignore[assignment]
@@ -217,13 +222,15 @@ async def listener_pid(conn: asyncpg.Connection) -> int | None:
 
 
 async def test_streams_resynchronise_after_the_listener_connection_is_lost(
-    database: Database, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
+    database: Database,
+    one_device: OneDevice,
+    grpc_server: Server,
+    owner_conn: asyncpg.Connection,
+    pipeline: Pipeline,
 ) -> None:
-    fleet = await register_fleet(database.owner_dsn, 1)
-    ((device, serial),) = fleet.devices
-    base = (int(time.time()) - 600) * 1000
+    client_id, device, serial, base = one_device
     first, second, third = [base + 1000], [base + 2000, base + 3000], [base + 4000]
-    live, since = await open_streams(grpc_server, owner_conn, fleet.client_id, device, base)
+    live, since = await open_streams(grpc_server, owner_conn, client_id, device, base)
     await commit_and_read(pipeline, serial, first, live, since)
     old_pid = await listener_pid(owner_conn)
     superuser = await asyncpg.connect(database.superuser_dsn)

@@ -50,6 +50,15 @@ def _client_text(client_id: uuid.UUID | None) -> str:
     return str(client_id) if client_id else ""
 
 
+def _set_scope(client: str, staff: str) -> str:
+    """The select list that sets both tenant settings, transaction-local, to two SQL values;
+    the client's column is named ``entered``."""
+    return (
+        f"set_config('lifebox.client_id', {client}, true) AS entered, "
+        f"set_config('lifebox.staff', {staff}, true)"
+    )
+
+
 def _begin_sql(client_id: uuid.UUID | None, staff: bool) -> str:
     """BEGIN and both tenant settings as one simple-query string (one round trip).
 
@@ -57,10 +66,8 @@ def _begin_sql(client_id: uuid.UUID | None, staff: bool) -> str:
     canonical text (hex and dashes) and a fixed word, so nothing a caller sends is quoted in.
     """
     client = _client_text(client_id)
-    return (
-        "BEGIN; SELECT set_config('lifebox.client_id', "
-        f"'{client}', true), set_config('lifebox.staff', '{'on' if staff else 'off'}', true)"
-    )
+    settings = _set_scope(f"'{client}'", "'on'" if staff else "'off'")
+    return f"BEGIN; SELECT {settings}"
 
 
 @functools.lru_cache(maxsize=256)
@@ -78,8 +85,8 @@ def _self_scoped_sql(sql: str, nargs: int) -> str:
     """
     client, staff = nargs + 1, nargs + 2
     return (
-        f"SELECT q.* FROM (SELECT set_config('lifebox.client_id', ${client}::text, true) "
-        f"AS entered, set_config('lifebox.staff', ${staff}::text, true) OFFSET 0) AS scope "
+        f"SELECT q.* FROM (SELECT {_set_scope(f'${client}::text', f'${staff}::text')} "
+        "OFFSET 0) AS scope "
         f"CROSS JOIN LATERAL (SELECT * FROM ({sql}\n) AS q "
         "WHERE scope.entered IS NOT NULL OFFSET 0) AS q"
     )
