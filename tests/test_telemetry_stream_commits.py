@@ -23,6 +23,7 @@ from lifebox_grpc.ingest.pipeline import Pipeline
 from lifebox_grpc.native import Decoder
 from lifebox_grpc.services import telemetry_fanout
 from lifebox_grpc.services.telemetry_fanout import Subscription
+from lifebox_grpc.store.pool import tenant_transaction
 from lifebox_grpc.store.telemetry_notices import (
     COMMITS_PER_NOTICE,
     Commit,
@@ -182,15 +183,43 @@ def test_notices_split_below_the_payload_limit_and_keep_commit_order() -> None:
 class _FailingOnce:
     """A pool whose next acquire fails as a lost database would."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, error: Exception | None = None) -> None:
         self.pool = pool
+        self.error = error or OSError("database unreachable")
         self.failed = False
 
     def acquire(self) -> Any:
         if not self.failed:
             self.failed = True
-            raise OSError("database unreachable")
+            raise self.error
         return self.pool.acquire()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError("database unreachable"),
+        FileNotFoundError("no socket while the server restarts"),
+        # What asyncpg raises when COMMIT meets a connection the server is dropping.
+        asyncpg.InternalClientError("cannot switch to state 15; another operation"),
+    ],
+)
+async def test_a_batch_is_retried_after_a_lost_connection(
+    one_device: OneDevice,
+    owner_conn: asyncpg.Connection,
+    pipeline: Pipeline,
+    error: Exception,
+) -> None:
+    client_id, device, serial, base = one_device
+    pool = pipeline.pool
+    pipeline.pool = _FailingOnce(pool, error)  # type: ignore[assignment]
+    await pipeline.process(batch(serial, [base, base + 1000]))
+    assert pipeline.pool.failed  # type: ignore[attr-defined]
+    async with tenant_transaction(owner_conn, client_id):
+        count = await owner_conn.fetchval(
+            "SELECT count(*) FROM telemetry_events WHERE device_id = $1", device
+        )
+    assert count == 2
 
 
 async def test_notifications_a_failed_facts_write_did_not_send_go_out_with_the_next(

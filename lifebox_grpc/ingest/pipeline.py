@@ -41,6 +41,10 @@ RETRYABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.InterfaceError,
+    # A COMMIT that meets a connection the server is dropping (seen in the outage test:
+    # "cannot switch to state 15"); whether it committed, the retry (or its unique
+    # violation, then the deduplicating path) settles.
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
