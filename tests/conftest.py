@@ -12,17 +12,75 @@ import asyncpg
 import pytest
 
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
-from tests.helpers.services import Database, running_broker, running_database
+from tests.helpers.services import (
+    STORAGE_PATHS,
+    Database,
+    running_broker,
+    running_database,
+    session_storage,
+    storage_unavailable,
+)
 
 # The gRPC server fixture (`grpc_server`) lives with its helpers.
 pytest_plugins = ("tests.helpers.grpc",)
 
 
 @pytest.fixture(scope="session")
-def database() -> Iterator[Database]:
-    """A migrated, seeded PostgreSQL 15 cluster shared by the session."""
-    with running_database() as db:
+def session_database() -> Iterator[Database]:
+    """A migrated, seeded PostgreSQL 15 cluster shared by the session, on the storage path
+    ``LIFEBOX_TEST_STORAGE`` names (pg_partman unless told otherwise)."""
+    storage = session_storage()
+    reason = storage_unavailable(storage)
+    if reason:
+        pytest.exit(f"LIFEBOX_TEST_STORAGE={storage}: {reason}", returncode=2)
+    with running_database(storage=storage) as db:
         yield db
+
+
+@pytest.fixture(scope="session")
+def database(session_database: Database) -> Database:
+    """The cluster tests use. A module whose tests must hold on both storage paths overrides
+    it with ``storage_database``."""
+    return session_database
+
+
+@pytest.fixture(scope="session")
+def other_storage_database(session_database: Database) -> Iterator[Database | None]:
+    """A second cluster on the storage path the session's cluster is not on, or None when
+    that path cannot run here (then tests on it are skipped, saying why)."""
+    (other,) = (path for path in STORAGE_PATHS if path != session_database.storage)
+    if storage_unavailable(other):
+        yield None
+        return
+    with running_database(storage=other) as db:
+        yield db
+
+
+@pytest.fixture(params=STORAGE_PATHS)
+def storage_database(request: pytest.FixtureRequest, session_database: Database) -> Database:
+    """The cluster of each storage path in turn: storage-sensitive tests run on both."""
+    if request.param == session_database.storage:
+        return session_database
+    reason = storage_unavailable(request.param)
+    if reason:
+        pytest.skip(reason)
+    other: Database | None = request.getfixturevalue("other_storage_database")
+    assert other is not None
+    return other
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``storage(path)`` belong to one storage path: skipped on the other."""
+    storage = session_storage()
+    for item in items:
+        marker = item.get_closest_marker("storage")
+        if marker and storage not in marker.args:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"{', '.join(marker.args)} only; this session runs on {storage} "
+                    "(LIFEBOX_TEST_STORAGE)"
+                )
+            )
 
 
 @pytest.fixture(scope="session")

@@ -357,6 +357,8 @@ async def test_a_client_with_money_history_cannot_be_deleted_but_one_without_cas
     assert not await _exists(owner_conn, "command_templates", "client_id", trial)
 
 
+# docs/schema.md is generated from the pg_partman shape (partitions, the default partition).
+@pytest.mark.storage("partman")
 async def test_docs_schema_md_matches_the_database(owner_conn: asyncpg.Connection) -> None:
     text = await schema_doc.render(owner_conn)
     assert "erDiagram" in text

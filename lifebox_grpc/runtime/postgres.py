@@ -108,10 +108,14 @@ def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
 class EmbeddedPostgres:
     """A PostgreSQL server process that we own: init once, start, stop."""
 
-    def __init__(self, data_dir: Path, passwords: RolePasswords, port: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, passwords: RolePasswords, port: int = 0, *, timescaledb: bool = False
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.passwords = passwords
         self.requested_port = port
+        # Preload TimescaleDB and create the extension: time series become hypertables.
+        self.timescaledb = timescaledb
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._user = _service_user()
@@ -207,6 +211,11 @@ class EmbeddedPostgres:
         """Start the server in the foreground as our child; return the port it listens on."""
         if self._process is not None:
             return self.port
+        if self.timescaledb and not timescaledb_available():
+            raise PostgresError(
+                f"TimescaleDB is not installed for PostgreSQL {PG_VERSION} "
+                f"({_extension_control('timescaledb')} is missing)"
+            )
         self.init()
         port = self.requested_port or _remembered_port(self.data_dir)
         if not port or not port_is_free(port):
@@ -235,6 +244,7 @@ class EmbeddedPostgres:
                 str(PG_BIN / "postgres"),
                 *("-D", str(self.data_dir), "-p", str(port)),
                 *("-k", str(socket_dir) if socket_dir else ""),
+                *self._extension_options(),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -258,6 +268,18 @@ class EmbeddedPostgres:
             time.sleep(0.05)
         self.stop()
         raise PostgresError(f"postgres did not accept connections in {timeout}s; see {log_path}")
+
+    def _extension_options(self) -> list[str]:
+        """Server options on argv, so a cluster made without them gets them on its next start."""
+        if not self.timescaledb:
+            return []
+        # telemetry_level off: the extension never reports to its vendor from our clusters.
+        return [
+            "-c",
+            "shared_preload_libraries=timescaledb",
+            "-c",
+            "timescaledb.telemetry_level=off",
+        ]
 
     def _ready(self) -> bool:
         result = subprocess.run(
@@ -354,8 +376,20 @@ class EmbeddedPostgres:
                     GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO {OWNER_ROLE};
                     """
                 )
+            if self.timescaledb:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         finally:
             await conn.close()
+
+
+def _extension_control(name: str) -> Path:
+    share = Path(os.environ.get("LIFEBOX_PG_SHARE", f"/usr/share/postgresql/{PG_VERSION}"))
+    return share / "extension" / f"{name}.control"
+
+
+def timescaledb_available() -> bool:
+    """Whether this machine's PostgreSQL 15 has the TimescaleDB extension installed."""
+    return _extension_control("timescaledb").exists()
 
 
 def _remembered_port(data_dir: Path) -> int:

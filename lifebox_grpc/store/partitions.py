@@ -5,7 +5,9 @@ beyond the premade range fall into the default partition; `serve` calls
 :func:`run_maintenance` every ``maintenance_interval_seconds`` (pg_partman takes its own
 advisory lock, so replicas running it at once are harmless). On TimescaleDB the extension's
 own jobs do the work and maintenance only keeps the retention policy equal to the setting.
-Both paths prune ``ingest_rejects`` past retention.
+Both paths prune ``ingest_rejects`` past retention, and both make every child (partition or
+chunk) private to the owner again: rows are tenant-scoped only through the parent (migration
+0036 explains why a GRANT could widen them).
 
 Runs as the owner role.
 """
@@ -55,7 +57,14 @@ async def run_maintenance(
     else:
         report = await _maintain_timescaledb(conn, retention_days)
     pruned = await _prune_rejects(conn, retention_days or 90)
-    return f"{report}; {pruned} ingest reject(s) pruned"
+    closed = await make_children_private(conn)
+    return f"{report}; {pruned} ingest reject(s) pruned; {closed} child table(s) made private"
+
+
+async def make_children_private(conn: asyncpg.Connection) -> int:
+    """Revoke every privilege a role other than the owner holds on a partition or chunk
+    of the time-series tables; return how many children had any."""
+    return int(await conn.fetchval("SELECT lifebox_private_time_series_children()"))
 
 
 async def _has_extension(conn: asyncpg.Connection, name: str) -> bool:

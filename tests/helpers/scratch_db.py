@@ -43,6 +43,8 @@ async def scratch_database(
                 GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO {OWNER_ROLE};
                 """
             )
+            if server.timescaledb:
+                await conn.execute("CREATE EXTENSION timescaledb")
         finally:
             await conn.close()
         owner_dsn = dsn(server.port, OWNER_ROLE, server.passwords.owner, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import tempfile
@@ -24,10 +25,35 @@ from lifebox_grpc.runtime.postgres import (
     EmbeddedPostgres,
     RolePasswords,
     dsn,
+    timescaledb_available,
 )
 from lifebox_grpc.store import migrations, seeds
 
 T = TypeVar("T")
+
+PARTMAN = "partman"
+TIMESCALEDB = "timescaledb"
+STORAGE_PATHS = (PARTMAN, TIMESCALEDB)
+
+
+def session_storage() -> str:
+    """The storage path of the session's main cluster: ``LIFEBOX_TEST_STORAGE``, default
+    pg_partman (what CI runs); ``timescaledb`` runs the whole suite on hypertables."""
+    storage = os.environ.get("LIFEBOX_TEST_STORAGE", PARTMAN)
+    if storage not in STORAGE_PATHS:
+        raise ValueError(f"LIFEBOX_TEST_STORAGE must be one of {STORAGE_PATHS}, not {storage!r}")
+    return storage
+
+
+def storage_unavailable(storage: str) -> str | None:
+    """Why a cluster on this storage path cannot be started here, or None when it can."""
+    if storage == TIMESCALEDB and not timescaledb_available():
+        return (
+            "TimescaleDB is not installed for this machine's PostgreSQL 15, so the hypertable "
+            "path is not tested here (install the extension; LIFEBOX_TEST_STORAGE=timescaledb "
+            "runs the whole suite on it)"
+        )
+    return None
 
 
 def private_tmpdir(prefix: str) -> Path:
@@ -42,6 +68,10 @@ class Database:
     """A running, migrated and seeded cluster and the DSN of each role."""
 
     server: EmbeddedPostgres
+
+    @property
+    def storage(self) -> str:
+        return TIMESCALEDB if self.server.timescaledb else PARTMAN
 
     @property
     def owner_dsn(self) -> str:
@@ -82,10 +112,10 @@ async def _migrate_and_seed(dsn: str) -> None:
 
 
 @contextmanager
-def running_database(migrate: bool = True) -> Iterator[Database]:
+def running_database(migrate: bool = True, *, storage: str = PARTMAN) -> Iterator[Database]:
     base = private_tmpdir("lifebox-test-pg-")
     passwords = RolePasswords(*(secrets.token_urlsafe(16) for _ in range(4)))
-    server = EmbeddedPostgres(base / "pg", passwords)
+    server = EmbeddedPostgres(base / "pg", passwords, timescaledb=storage == TIMESCALEDB)
     try:
         server.start()
         run_blocking(server.bootstrap())
