@@ -201,8 +201,20 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings, args.command)
     handler: Handler = args.handler
+    if args.command in ("migrate", "seed", "maintain"):  # serve and ingest check their own
+        problems = settings.production_problems(args.command)
+        for problem in problems:
+            print(f"refusing to start: {problem}", file=sys.stderr)
+        if problems:
+            return 2
+    from lifebox_grpc.runtime.endpoints import EndpointsError
+    from lifebox_grpc.store.role_checks import RoleCheckError
+
     try:
         return handler(args, settings)
+    except (EndpointsError, RoleCheckError) as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     pg_port: int = Field(0, description="Embedded PostgreSQL port; 0 picks a free one.")
     db_pool_min: int = Field(1, ge=0, description="Minimum connections per pool.")
     db_pool_max: int = Field(10, ge=1, description="Maximum connections per pool.")
+    db_pool_acquire_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long an API call waits for a pooled connection; past it the call "
+        "fails with RESOURCE_EXHAUSTED and a RetryInfo (`serve` only).",
+    )
     db_statement_timeout_ms: int = Field(
         30_000, ge=0, description="statement_timeout of application connections."
     )
@@ -105,6 +111,33 @@ class Settings(BaseSettings):
     )
     grpc_max_deadline_seconds: float = Field(
         60.0, description="Server-side cap on any call's deadline."
+    )
+    # Concurrency limits of one `serve` process (counted in memory, never shared between
+    # replicas): past one, a call fails at once with RESOURCE_EXHAUSTED, QuotaFailure and
+    # RetryInfo. A principal is one signed-in user.
+    grpc_max_calls_per_principal: int = Field(
+        32, ge=1, description="Unary calls one principal may have running at once."
+    )
+    grpc_max_heavy_calls_per_principal: int = Field(
+        2,
+        ge=1,
+        description="Expensive calls (telemetry reads, batches; interceptors/limits.py "
+        "HEAVY_METHODS) one principal may have running at once.",
+    )
+    grpc_max_streams_per_principal: int = Field(
+        16, ge=1, description="Server streams (StreamTelemetry...) one principal may hold open."
+    )
+    grpc_max_calls_per_server: int = Field(
+        1_000, ge=1, description="Unary calls running at once, all callers together."
+    )
+    grpc_max_heavy_calls_per_server: int = Field(
+        4,
+        ge=1,
+        description="Expensive calls running at once, all callers together; keep it below "
+        "LIFEBOX_DB_POOL_MAX so that cheap calls always find a connection.",
+    )
+    grpc_max_streams_per_server: int = Field(
+        2_000, ge=1, description="Server streams open at once, all callers together."
     )
     tls_cert_file: Path | None = Field(None, description="PEM certificate: enables TLS.")
     tls_key_file: Path | None = Field(None, description="PEM private key for tls_cert_file.")
@@ -210,9 +243,30 @@ class Settings(BaseSettings):
     ingest_max_past_days: int = Field(30, description="Oldest accepted ts, days before now.")
     ingest_max_future_seconds: int = Field(300, description="ts at most this far ahead.")
     ingest_reject_raw_cap: int = Field(4096, description="Raw bytes kept per stored reject.")
+    ingest_unknown_rejects_per_interval: int = Field(
+        600,
+        ge=0,
+        description="Rejects of messages naming no device (malformed or unknown serial, a topic "
+        "that isn't ours) a worker stores one by one per interval; past it each is counted in "
+        "lifebox_ingest_rejects_total and the interval's counts are stored in one "
+        "suppressed_rejects row.",
+    )
+    ingest_unknown_rejects_interval_s: int = Field(
+        60, ge=1, description="The interval of that cap, aligned to the clock."
+    )
+    ingest_unknown_serial_cache_size: int = Field(
+        10_000, ge=1, description="Unknown serials a worker remembers (least recently used out)."
+    )
 
     # Time series.
     telemetry_retention_days: int = Field(90, ge=1, description="Telemetry kept this long.")
+    telemetry_max_cells_per_call: int = Field(
+        500_000,
+        ge=1,
+        description="Most values one telemetry call may compute: AggregateTelemetry devices x "
+        "buckets x aggregations, QueryTelemetry page size x (fields + 1), "
+        "GetLatestTelemetry devices x fields; past it RESOURCE_EXHAUSTED.",
+    )
     partition_premake_days: int = Field(7, ge=1, description="Partitions made ahead (partman).")
     maintenance_interval_seconds: int = Field(
         3600,
@@ -225,20 +279,34 @@ class Settings(BaseSettings):
         "http://localhost:8080", description="Base of links sent to users."
     )
 
-    def production_problems(self) -> list[str]:
-        """What makes this configuration unsafe to run outside dev; empty when fine."""
+    def production_problems(self, process: str | None = None) -> list[str]:
+        """What makes this configuration unsafe to run outside dev; empty when fine.
+
+        For a ``process`` (a key of :data:`PROCESS_CREDENTIALS`), the credentials it needs
+        are required and any other credential it was given is refused: each process holds
+        only what it uses.
+        """
         if self.mode is Mode.DEV:
             return []
         problems = []
-        for name in ("database_url", "owner_database_url", "ingest_database_url", "mqtt_url"):
-            if getattr(self, name) is None:
-                problems.append(f"LIFEBOX_{name.upper()} is required in prod mode")
+        if process is not None:
+            needed = PROCESS_CREDENTIALS[process]
+            for name in CREDENTIALS:
+                is_set = getattr(self, name) is not None
+                if name in needed and not is_set:
+                    problems.append(f"LIFEBOX_{name.upper()} is required by `lifebox {process}`")
+                elif name not in needed and is_set:
+                    problems.append(
+                        f"LIFEBOX_{name.upper()} is set, but `lifebox {process}` does not use "
+                        "it: remove it from this process's environment (least privilege)"
+                    )
         key = self.jwt_signing_key
-        if key is None:
-            problems.append("LIFEBOX_JWT_SIGNING_KEY is required in prod mode")
-        elif len(key.get_secret_value()) < 32:
-            problems.append("LIFEBOX_JWT_SIGNING_KEY must be at least 32 characters")
-        for name in ("database_url", "owner_database_url", "ingest_database_url", "mqtt_url"):
+        if process in (None, "serve"):  # only the API signs and verifies tokens
+            if key is None:
+                problems.append("LIFEBOX_JWT_SIGNING_KEY is required in prod mode")
+            elif len(key.get_secret_value()) < 32:
+                problems.append("LIFEBOX_JWT_SIGNING_KEY must be at least 32 characters")
+        for name in CREDENTIALS:
             value = getattr(self, name)
             if value is not None and _has_default_password(value.get_secret_value()):
                 problems.append(f"LIFEBOX_{name.upper()} uses a default password")
@@ -268,6 +336,16 @@ class Settings(BaseSettings):
             out[name] = value
         return out
 
+
+CREDENTIALS = ("database_url", "owner_database_url", "ingest_database_url", "mqtt_url")
+# What each long-running or administrative process may hold (README: who holds what).
+PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "serve": ("database_url",),
+    "ingest": ("ingest_database_url", "mqtt_url"),
+    "migrate": ("owner_database_url",),
+    "seed": ("owner_database_url",),
+    "maintain": ("owner_database_url",),
+}
 
 _DEFAULT_PASSWORDS = ("password", "postgres", "lifebox", "changeme", "secret", "admin")
 

@@ -26,6 +26,7 @@ from lifebox_grpc.interceptors import build_interceptors
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.services.registry import Dependencies, register_services
 from lifebox_grpc.store.pool import create_pool
+from lifebox_grpc.store.role_checks import checked_role
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ async def start_server(
     keyring = keyring_from_settings(settings)
     endpoints = resolve_endpoints(settings)
     pool = await create_pool(endpoints.app_dsn, settings, "lifebox-serve", session_state=False)
+    await checked_role(pool, "serve")
     flows = AuthFlows(pool, settings, keyring, sender_from_settings(settings))
     server = grpc.aio.server(
         options=_server_options(settings),
@@ -198,7 +200,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_server(settings: Settings) -> int:
-    problems = settings.production_problems()
+    problems = settings.production_problems("serve")
     try:
         keyring_from_settings(settings)
     except KeyringError as exc:

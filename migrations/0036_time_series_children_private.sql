@@ -56,7 +56,7 @@ BEGIN
             SELECT a.grantee FROM aclexplode(c.relacl) a
             UNION
             SELECT a.grantee FROM pg_attribute att, aclexplode(att.attacl) a
-            WHERE att.attrelid = c.oid AND att.attnum > 0
+            WHERE att.attrelid = c.oid
         ) g ON g.grantee <> c.relowner
         GROUP BY ch.relid
     LOOP
@@ -77,7 +77,8 @@ END
 $$;
 
 -- Every current column of a table, for column privileges. Each privilege of a GRANT takes
--- its own column list (`SELECT, INSERT (a)` would grant SELECT on the whole table).
+-- its own column list (`SELECT, INSERT (a)` would grant SELECT on the whole table). SELECT
+-- also covers the system column xmin: live streams select a commit's rows by it.
 CREATE OR REPLACE FUNCTION lifebox_grant_columns(
     p_privileges text[], p_table regclass, p_role name
 ) RETURNS void
@@ -91,7 +92,9 @@ DECLARE
 BEGIN
     EXECUTE format(
         'GRANT %s ON TABLE %s TO %I',
-        (SELECT string_agg(format('%s (%s)', p, v_columns), ', ') FROM unnest(p_privileges) p),
+        (SELECT string_agg(
+             format('%s (%s%s)', p, v_columns, CASE WHEN p = 'SELECT' THEN ', xmin' END), ', ')
+         FROM unnest(p_privileges) p),
         p_table, p_role
     );
 END

@@ -89,3 +89,41 @@ def test_the_build_stage_has_every_cargo_workspace_member() -> None:
     copied = set(re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.M))
     workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]
     assert set(workspace["members"]) <= copied
+
+
+def _lifebox_command(service: dict[str, Any]) -> str | None:
+    """The `lifebox` subcommand a service of our image runs."""
+    if service.get("image") != "lifebox:local":
+        return None
+    command = service.get("command", ["serve"])
+    if command[:2] == ["/bin/sh", "-c"]:
+        return str(command[2]).split()[1]  # "lifebox migrate && …"
+    return str(command[0])
+
+
+def test_each_compose_service_holds_only_its_own_credentials() -> None:
+    from lifebox_grpc.config import CREDENTIALS, PROCESS_CREDENTIALS
+
+    checked = []
+    for name, service in _compose()["services"].items():
+        command = _lifebox_command(service)
+        if command is None:
+            continue
+        env = service.get("environment", {})
+        held = {key for key in CREDENTIALS if f"LIFEBOX_{key.upper()}" in env}
+        assert held == set(PROCESS_CREDENTIALS[command]), f"{name} ({command}) holds {held}"
+        signs_tokens = "LIFEBOX_JWT_SIGNING_KEY" in env
+        assert signs_tokens == (command == "serve"), f"{name}: signing key"
+        checked.append(command)
+    assert sorted(checked) == ["ingest", "maintain", "migrate", "serve"]
+
+
+def test_the_broker_healthcheck_account_reads_only_the_topic_it_checks() -> None:
+    acl = (ROOT / "deploy/mosquitto/acl").read_text()
+    rules = acl.split("user lifebox-health", 1)[1].split("\nuser ", 1)[0]
+    topics = [line.split()[1:] for line in rules.splitlines() if line.startswith("topic")]
+    assert topics == [["read", "$SYS/broker/uptime"]]
+    test = " ".join(_compose()["services"]["mosquitto"]["healthcheck"]["test"])
+    assert "$$SYS/broker/uptime" in test
+    assert "mosquitto/auth/health" in test
+    assert "lifebox-health" in (ROOT / "deploy/mosquitto/make-passwd.sh").read_text()

@@ -43,6 +43,14 @@ WHERE relnamespace = to_regnamespace('_timescaledb_internal') AND relkind IN ('r
 ORDER BY 1
 """
 
+_GRANTED = """
+SELECT c.oid::regclass::text, a.grantee::regrole::text FROM pg_class c,
+LATERAL (SELECT grantee FROM aclexplode(c.relacl) UNION
+         SELECT x.grantee FROM pg_attribute att, aclexplode(att.attacl) x
+         WHERE att.attrelid = c.oid) a
+WHERE c.oid = ANY($1::regclass[]) AND a.grantee <> c.relowner
+"""
+
 _WRITES = (
     "INSERT INTO {t} SELECT * FROM {t} WHERE false",
     "UPDATE {t} SET client_id = client_id WHERE false",
@@ -82,9 +90,12 @@ async def _assert_children_closed(database: Database, tenant: uuid.UUID) -> list
     owner = await asyncpg.connect(database.owner_dsn)
     try:
         children = await _children(owner)
+        # Not even a column (system columns included) is granted to anyone but the owner.
+        granted = await owner.fetch(_GRANTED, children)
     finally:
         await owner.close()
     assert children, "no partition or chunk to check"
+    assert [tuple(r) for r in granted] == []
     leaks: list[str] = []
     for role, dsn in (("lifebox_app", database.app_dsn), ("lifebox_ingest", database.ingest_dsn)):
         conn = await asyncpg.connect(dsn)

@@ -1,20 +1,51 @@
 #!/bin/bash
-# First-boot init for the TimescaleDB container: the LifeBox database, its three roles and the
-# extensions that only a superuser may create. Migrations then run as lifebox_owner.
+# One-time setup of an external PostgreSQL 15 for LifeBox, as a superuser: the database, its
+# three roles and the extensions only a superuser may create. Migrations then run as
+# lifebox_owner. The TimescaleDB image runs it on first boot (docker-entrypoint-initdb.d);
+# on any other server run it once with the superuser's connection in the usual PG* variables:
+#   LIFEBOX_OWNER_PASSWORD=… LIFEBOX_APP_PASSWORD=… LIFEBOX_INGEST_PASSWORD=… \
+#     PGHOST=db PGUSER=postgres bash deploy/postgres/init-lifebox.sh
+# Time series go to TimescaleDB when the server preloads it, else to pg_partman (one is needed).
+# Passwords are read from the environment by psql itself (\getenv), never put on a command
+# line, where any local user could read them in the process list.
 set -euo pipefail
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
-  -v owner_pw="$LIFEBOX_OWNER_PASSWORD" -v app_pw="$LIFEBOX_APP_PASSWORD" \
-  -v ingest_pw="$LIFEBOX_INGEST_PASSWORD" <<'SQL'
-CREATE ROLE lifebox_owner LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE PASSWORD :'owner_pw';
+: "${LIFEBOX_OWNER_PASSWORD:?}" "${LIFEBOX_APP_PASSWORD:?}" "${LIFEBOX_INGEST_PASSWORD:?}"
+superuser=${POSTGRES_USER:-${PGUSER:-postgres}}
+
+psql -v ON_ERROR_STOP=1 --username "$superuser" --dbname postgres <<'SQL'
+\getenv owner_pw LIFEBOX_OWNER_PASSWORD
+\getenv app_pw LIFEBOX_APP_PASSWORD
+\getenv ingest_pw LIFEBOX_INGEST_PASSWORD
+-- No role creates roles (no migration needs it; on PostgreSQL 15 CREATEROLE lets a role
+-- grant itself pg_execute_server_program). Only ingest bypasses row-level security: COPY
+-- cannot run under it, so that role is granted nothing but its INSERTs.
+CREATE ROLE lifebox_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE PASSWORD :'owner_pw';
 CREATE ROLE lifebox_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD :'app_pw';
-CREATE ROLE lifebox_ingest LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB PASSWORD :'ingest_pw';
+CREATE ROLE lifebox_ingest LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE
+    PASSWORD :'ingest_pw';
 CREATE DATABASE lifebox OWNER lifebox_owner;
 SQL
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname lifebox <<'SQL'
+
+psql -v ON_ERROR_STOP=1 --username "$superuser" --dbname lifebox <<'SQL'
 REVOKE ALL ON DATABASE lifebox FROM PUBLIC;
 GRANT CONNECT ON DATABASE lifebox TO lifebox_app, lifebox_ingest;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 ALTER SCHEMA public OWNER TO lifebox_owner;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS timescaledb;
+-- TimescaleDB only where the server preloads it (the extension cannot work otherwise).
+SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])timescaledb($|[ ,])' AS has_tsdb
+\gset
+\if :has_tsdb
+  CREATE EXTENSION IF NOT EXISTS timescaledb;
+  -- The extension never reports to its vendor from our databases.
+  ALTER SYSTEM SET timescaledb.telemetry_level = 'off';
+  SELECT pg_reload_conf();
+\else
+  CREATE SCHEMA IF NOT EXISTS partman AUTHORIZATION lifebox_owner;
+  CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;
+  GRANT ALL ON SCHEMA partman TO lifebox_owner;
+  GRANT ALL ON ALL TABLES IN SCHEMA partman TO lifebox_owner;
+  GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO lifebox_owner;
+  GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO lifebox_owner;
+\endif
 SQL

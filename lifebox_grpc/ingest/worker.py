@@ -27,6 +27,7 @@ from lifebox_grpc.ingest.pipeline import Pipeline, ShutdownError
 from lifebox_grpc.native import DecodeLimits, Decoder
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store.pool import create_pool
+from lifebox_grpc.store.role_checks import checked_role
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     # No session reset between uses: ingest keeps no session state but the staging temp
     # table of the redelivery path, which is meant to outlive a batch.
     pool = await create_pool(endpoints.ingest_dsn, settings, "lifebox-ingest", session_state=False)
+    await checked_role(pool, "ingest")
     directory = DeviceDirectory()
     listener = asyncio.create_task(follow_device_changes(endpoints.ingest_dsn, directory, stop))
     wake = asyncio.Event()
@@ -137,7 +139,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def run_worker(settings: Settings) -> int:
-    problems = settings.production_problems()
+    problems = settings.production_problems("ingest")
     if problems:
         for problem in problems:
             print(f"refusing to start: {problem}", file=sys.stderr)

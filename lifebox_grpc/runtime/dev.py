@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 
 from lifebox_grpc.auth.passwords import hash_password
-from lifebox_grpc.config import Mode, Settings
+from lifebox_grpc.config import PROCESS_CREDENTIALS, Mode, Settings
 from lifebox_grpc.runtime.endpoints import Endpoints, resolve_endpoints
 from lifebox_grpc.runtime.home import (
     CREDENTIALS_FILE,
@@ -152,12 +152,14 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
         grpc_port = _port_or_free(settings.grpc_port, settings.grpc_host)
         http_port = _port_or_free(settings.http_port, settings.http_host)
         metrics_port = _port_or_free(settings.ingest_metrics_port, settings.http_host)
-        env = {
-            **os.environ,
+        credentials = {
             "LIFEBOX_DATABASE_URL": endpoints.app_dsn,
             "LIFEBOX_OWNER_DATABASE_URL": endpoints.owner_dsn,
             "LIFEBOX_INGEST_DATABASE_URL": endpoints.ingest_dsn,
             "LIFEBOX_MQTT_URL": endpoints.mqtt_url,
+        }
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in credentials},
             "LIFEBOX_HOME": str(home),
             "LIFEBOX_GRPC_PORT": str(grpc_port),
             "LIFEBOX_HTTP_PORT": str(http_port),
@@ -165,9 +167,19 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
         }
         if settings.jwt_signing_key is None:
             env["LIFEBOX_JWT_SIGNING_KEY"] = secrets.jwt_signing_key
-        children.spawn("serve", env)
-        children.spawn("ingest", env)
-        children.spawn("maintain", env)
+        for process in ("serve", "ingest", "maintain"):  # each with only its own credentials
+            own = PROCESS_CREDENTIALS[process]
+            children.spawn(
+                process,
+                {
+                    **env,
+                    **{
+                        k: v
+                        for k, v in credentials.items()
+                        if k.removeprefix("LIFEBOX_").lower() in own
+                    },
+                },
+            )
         _say(
             f"ready in {time.monotonic() - started:.1f}s\n"
             f"  gRPC          {settings.grpc_host}:{grpc_port}  (health, reflection)\n"

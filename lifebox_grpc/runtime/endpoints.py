@@ -15,10 +15,35 @@ class EndpointsError(RuntimeError):
 
 @dataclass(frozen=True)
 class Endpoints:
-    app_dsn: str
-    owner_dsn: str
-    ingest_dsn: str
-    mqtt_url: str
+    """The credentials this process was given. Each process holds only its own (README: who
+    holds what); asking for one it was not given is an :class:`EndpointsError` naming it."""
+
+    app: str | None
+    owner: str | None
+    ingest: str | None
+    mqtt: str | None
+    missing_hint: str = ""
+
+    def _need(self, value: str | None, setting: str) -> str:
+        if value is None:
+            raise EndpointsError(f"{setting} is not set{self.missing_hint}")
+        return value
+
+    @property
+    def app_dsn(self) -> str:
+        return self._need(self.app, "LIFEBOX_DATABASE_URL")
+
+    @property
+    def owner_dsn(self) -> str:
+        return self._need(self.owner, "LIFEBOX_OWNER_DATABASE_URL")
+
+    @property
+    def ingest_dsn(self) -> str:
+        return self._need(self.ingest, "LIFEBOX_INGEST_DATABASE_URL")
+
+    @property
+    def mqtt_url(self) -> str:
+        return self._need(self.mqtt, "LIFEBOX_MQTT_URL")
 
 
 def _embedded_port(settings: Settings, name: str) -> int:
@@ -45,29 +70,21 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
         home = settings.home.resolve()
         pg_port = _embedded_port(settings, "pg.port")
         mqtt_port = _embedded_port(settings, "mqtt/port")
-        if (app is None or owner is None or ingest is None) and (
-            not (home / SECRETS_FILE).exists() or not pg_port
-        ):
-            raise EndpointsError(
-                "no database: run `lifebox dev` (embedded PostgreSQL under "
-                f"{home}) or set LIFEBOX_DATABASE_URL"
+        if (home / SECRETS_FILE).exists() and pg_port:
+            s = load_or_create_secrets(home)
+            sock = postgres.live_socket_dir(home / postgres.SOCKET_DIR, pg_port)
+            app = app or postgres.dsn(
+                pg_port, postgres.APP_ROLE, s.pg_app_password, socket_dir=sock
             )
-        s = load_or_create_secrets(home)
-        sock = postgres.live_socket_dir(home / postgres.SOCKET_DIR, pg_port)
-        app = app or postgres.dsn(pg_port, postgres.APP_ROLE, s.pg_app_password, socket_dir=sock)
-        owner = owner or postgres.dsn(
-            pg_port, postgres.OWNER_ROLE, s.pg_owner_password, socket_dir=sock
-        )
-        ingest = ingest or postgres.dsn(
-            pg_port, postgres.INGEST_ROLE, s.pg_ingest_password, socket_dir=sock
-        )
-        if mqtt is None:
-            if not mqtt_port:
-                raise EndpointsError("no broker: run `lifebox dev` or set LIFEBOX_MQTT_URL")
+            owner = owner or postgres.dsn(
+                pg_port, postgres.OWNER_ROLE, s.pg_owner_password, socket_dir=sock
+            )
+            ingest = ingest or postgres.dsn(
+                pg_port, postgres.INGEST_ROLE, s.pg_ingest_password, socket_dir=sock
+            )
+        if mqtt is None and mqtt_port:
             mqtt = f"mqtt://127.0.0.1:{mqtt_port}"
-    if app is None or owner is None or ingest is None or mqtt is None:
-        raise EndpointsError(
-            "set LIFEBOX_DATABASE_URL, LIFEBOX_OWNER_DATABASE_URL, "
-            "LIFEBOX_INGEST_DATABASE_URL and LIFEBOX_MQTT_URL"
-        )
-    return Endpoints(app, owner, ingest, mqtt)
+        hint = f" and no embedded one runs under {home}: start `lifebox dev` or set it"
+    else:
+        hint = " (each process needs its own: README, who holds what)"
+    return Endpoints(app, owner, ingest, mqtt, hint)

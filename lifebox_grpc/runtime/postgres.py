@@ -335,9 +335,15 @@ class EmbeddedPostgres:
         conn = await asyncpg.connect(self.dsn(SUPERUSER))
         try:
             for role, password, attrs in (
-                (OWNER_ROLE, self.passwords.owner, "NOSUPERUSER NOBYPASSRLS CREATEROLE"),
+                # No role may create roles: no migration needs it, and on PostgreSQL 15
+                # CREATEROLE lets a role grant itself pg_execute_server_program.
+                (OWNER_ROLE, self.passwords.owner, "NOSUPERUSER NOBYPASSRLS NOCREATEROLE"),
                 (APP_ROLE, self.passwords.app, "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
-                (INGEST_ROLE, self.passwords.ingest, "NOSUPERUSER BYPASSRLS NOCREATEDB"),
+                (
+                    INGEST_ROLE,
+                    self.passwords.ingest,
+                    "NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE",
+                ),
             ):
                 exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
                 verb = "ALTER" if exists else "CREATE"
