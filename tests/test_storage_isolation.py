@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from lifebox_grpc.store import partitions
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers import factories
 from tests.helpers.services import Database
@@ -162,6 +163,16 @@ async def test_the_parents_still_serve_their_roles_after_the_children_are_closed
     finally:
         await app.close()
     assert counts == {"telemetry_events": 2, "device_locations": 1, "device_data_points": 1}
+    # Maintenance and retention still run as the owner over the closed children.
+    report = await partitions.run_maintenance(owner_conn, 90, 7)
+    assert "child table(s) made private" in report
+    if database.storage == "timescaledb":
+        jobs = await owner_conn.fetch(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+        )
+        assert len(jobs) == 3
+        for job in jobs:
+            await owner_conn.execute(f"CALL run_job({int(job['job_id'])})")
 
 
 async def test_a_tenant_aggregate_is_the_same_with_parallel_plans_forced_on_and_off(
