@@ -95,14 +95,65 @@ def test_the_build_stage_has_every_cargo_workspace_member() -> None:
     assert set(workspace["members"]) <= copied
 
 
+def _image_argv() -> tuple[list[str], list[str]]:
+    """ENTRYPOINT and CMD of our Dockerfile's final stage."""
+    text = (ROOT / "Dockerfile").read_text()
+    final = text.rsplit("\nFROM ", 1)[1]
+    entry = re.search(r"^ENTRYPOINT (\[.*\])$", final, re.M)
+    cmd = re.search(r"^CMD (\[.*\])$", final, re.M)
+    assert entry
+    assert cmd
+    return yaml.safe_load(entry.group(1)), yaml.safe_load(cmd.group(1))
+
+
+def _lifebox_runs(service: dict[str, Any]) -> list[list[str]]:
+    """Each `lifebox …` argv a service of our image runs, as Docker would build it
+    (entrypoint + command, a service's own replacing the image's)."""
+    entrypoint, cmd = _image_argv()
+    argv = list(service.get("entrypoint", entrypoint)) + list(service.get("command", cmd))
+    if argv[:2] == ["/bin/sh", "-c"]:
+        return [part.split() for part in " ".join(argv[2:]).split("&&")]
+    return [argv]
+
+
 def _lifebox_command(service: dict[str, Any]) -> str | None:
-    """The `lifebox` subcommand a service of our image runs."""
+    """The `lifebox` subcommand a service of our image runs (its first, for a chain)."""
     if service.get("image") != "lifebox:local":
         return None
-    command = service.get("command", ["serve"])
-    if command[:2] == ["/bin/sh", "-c"]:
-        return str(command[2]).split()[1]  # "lifebox migrate && …"
-    return str(command[0])
+    return _lifebox_runs(service)[0][1]
+
+
+def test_every_compose_service_runs_a_real_lifebox_command() -> None:
+    import subprocess
+    import sys
+
+    ran = []
+    for name, service in _compose()["services"].items():
+        if service.get("image") != "lifebox:local":
+            continue
+        for argv in _lifebox_runs(service):
+            assert argv[0] == "lifebox", f"{name} runs {argv}"
+            result = subprocess.run(
+                [sys.executable, "-m", "lifebox_grpc.cli", *argv[1:], "--help"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 0, f"{name}: {argv}: {result.stderr}"
+            ran.append(argv[1])
+    assert sorted(ran) == ["ingest", "maintain", "migrate", "seed", "serve"]
+
+
+def test_every_lifebox_variable_compose_sets_is_a_setting() -> None:
+    from lifebox_grpc.config import Settings
+
+    known = {f"LIFEBOX_{name.upper()}" for name in Settings.model_fields}
+    for name, service in _compose()["services"].items():
+        if service.get("image") != "lifebox:local":
+            continue  # the database's init script reads LIFEBOX_*_PASSWORD of its own
+        env = service.get("environment", {})
+        unknown = {key for key in env if key.startswith("LIFEBOX_")} - known
+        assert not unknown, f"{name} sets unknown settings {unknown}"
 
 
 def test_each_compose_service_holds_only_its_own_credentials() -> None:
