@@ -25,6 +25,12 @@ INGEST_ROWS = Counter("lifebox_ingest_rows_total", "Telemetry rows committed")
 INGEST_REJECTS = Counter(
     "lifebox_ingest_rejects_total", "Readings or messages rejected, by reason", ["reason"]
 )
+INGEST_REJECTS_NOT_STORED = Counter(
+    "lifebox_ingest_rejects_not_stored_total",
+    "Rejects of messages naming no device past the worker's cap: counted (also in "
+    "lifebox_ingest_rejects_total) and summed up in one suppressed_rejects row per interval",
+    ["reason"],
+)
 INGEST_DB_RETRIES = Counter(
     "lifebox_ingest_db_retries_total", "Batches waiting for the database, by error", ["error"]
 )

@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from lifebox_grpc import metrics
-from lifebox_grpc.ingest.topics import SUBSCRIPTIONS, shared
+from lifebox_grpc.ingest.topics import KEPT_TOPIC_CHARS, SUBSCRIPTIONS, shared
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Received:
 
     mid: int
     qos: int
-    topic: str
+    topic: str  # at most KEPT_TOPIC_CHARS characters (a longer one is cut at receipt)
     payload: bytes
     received_us: int
     generation: int  # the connection it arrived on: acks are only valid on that connection
@@ -131,15 +131,24 @@ class MqttConsumer:
         metrics.MQTT_SUBSCRIBED.set(1)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.qos == 0 and self._pending_bytes >= 4 * self._wake_at_bytes:
+        if msg.qos == 0 and (
+            self._pending_bytes >= 4 * self._wake_at_bytes
+            or len(self._pending) >= 4 * self._wake_at
+        ):
             # Receive Maximum bounds QoS 1 only: QoS 0 (at most once by definition) is what
-            # gives way when we fall behind, so memory stays bounded.
+            # gives way when we fall behind, so memory stays bounded (in bytes, and in
+            # messages for empty ones).
             metrics.INGEST_QOS0_DROPPED.inc()
             return
+        topic = msg.topic
+        if len(topic) > KEPT_TOPIC_CHARS:
+            # Longer than any of ours (a reject): keep only what the reject stores, so
+            # held messages cost what their payloads do, not up to 64 kB of topic each.
+            topic = topic[:KEPT_TOPIC_CHARS]
         item = Received(
             msg.mid,
             msg.qos,
-            msg.topic,
+            topic,
             bytes(msg.payload),
             time.time_ns() // 1000,
             self._generation,

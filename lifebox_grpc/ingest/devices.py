@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import asyncpg
@@ -18,13 +19,24 @@ log = logging.getLogger(__name__)
 class DeviceDirectory:
     """Caches what the topic's serial names. Unknown serials are cached briefly too, so a
     device that publishes before it is registered costs one query per few seconds, not one
-    per message. A NOTIFY on ``lifebox_devices`` (sent by a trigger on devices and clients)
-    drops entries at once; the TTL bounds staleness if a notification is missed."""
+    per message; that cache is bounded (least recently used out first, `max_unknown`), since
+    anyone who can publish can name any number of serials. Known devices are bounded by the
+    devices table. A NOTIFY on ``lifebox_devices`` (sent by a trigger on devices and clients)
+    drops entries at once; the TTL bounds staleness if a notification is missed. Callers pass
+    only serials of valid grammar (:func:`lifebox_grpc.serials.is_valid_serial`)."""
 
-    def __init__(self, ttl_s: float = 60.0, negative_ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, ttl_s: float = 60.0, negative_ttl_s: float = 5.0, max_unknown: int = 10_000
+    ) -> None:
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
-        self._entries: dict[str, tuple[DeviceRef | None, float]] = {}
+        self._max_unknown = max_unknown
+        self._known: dict[str, tuple[DeviceRef, float]] = {}
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # serial → expiry, LRU first
+
+    @property
+    def unknown_cached(self) -> int:
+        return len(self._unknown)
 
     async def resolve(
         self, conn: asyncpg.Connection, serials: Iterable[str]
@@ -33,26 +45,40 @@ class DeviceDirectory:
         found: dict[str, DeviceRef | None] = {}
         missing = []
         for serial in set(serials):
-            entry = self._entries.get(serial)
-            if entry is not None and entry[1] > now:
-                found[serial] = entry[0]
-            else:
-                missing.append(serial)
+            known = self._known.get(serial)
+            if known is not None and known[1] > now:
+                found[serial] = known[0]
+                continue
+            expiry = self._unknown.get(serial)
+            if expiry is not None and expiry > now:
+                self._unknown.move_to_end(serial)
+                found[serial] = None
+                continue
+            missing.append(serial)
         if missing:
             looked_up = await devices_by_serial(conn, missing)
             for serial in missing:
                 ref = looked_up.get(serial)
                 found[serial] = ref
-                ttl = self._ttl_s if ref is not None else self._negative_ttl_s
-                self._entries[serial] = (ref, now + ttl)
+                if ref is not None:
+                    self._unknown.pop(serial, None)
+                    self._known[serial] = (ref, now + self._ttl_s)
+                    continue
+                self._known.pop(serial, None)
+                self._unknown[serial] = now + self._negative_ttl_s
+                self._unknown.move_to_end(serial)
+            while len(self._unknown) > self._max_unknown:
+                self._unknown.popitem(last=False)
         return found
 
     def invalidate(self, serial: str | None = None) -> None:
         """Forget one serial, or everything (``None``: e.g. a client was suspended)."""
         if serial is None:
-            self._entries.clear()
+            self._known.clear()
+            self._unknown.clear()
         else:
-            self._entries.pop(serial, None)
+            self._known.pop(serial, None)
+            self._unknown.pop(serial, None)
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.invalidate(payload or None)

@@ -5,6 +5,10 @@ transaction COPY the rows, store the rejects, alarms and acks. Only after COMMIT
 messages acknowledged. A unique violation (a redelivery after a crash) redoes the batch
 through a staging table with ON CONFLICT DO NOTHING; any other database error is retried
 until the database is back, so nothing received is ever lost or acked early.
+
+A topic is judged before anything is looked up (:mod:`topics`: the serial's grammar), and
+rejects of messages that name no device are stored up to the worker's cap (:mod:`reject_cap`);
+past it they are counted and summed up, never silently dropped.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
-from array import array
-from collections import defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +31,11 @@ from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
 from lifebox_grpc.ingest.facts import BatchFacts
 from lifebox_grpc.ingest.messages import MessageError, decode_ack, decode_alarm
-from lifebox_grpc.ingest.topics import TopicKind, parse_topic
+from lifebox_grpc.ingest.reject_cap import RejectCap
+from lifebox_grpc.ingest.reporting import RateLimitedLog, WindowStats
+from lifebox_grpc.ingest.topics import KEPT_TOPIC_CHARS, ParsedTopic, TopicKind, parse_topic
 from lifebox_grpc.native import COLUMN_TYPES, COLUMNS, DecodedBatch, Decoder
+from lifebox_grpc.serials import MAX_SERIAL
 from lifebox_grpc.store import ingest as store
 from lifebox_grpc.store.ingest import AckRow, AlarmRow, DeviceRef, RejectRow
 
@@ -52,15 +58,13 @@ RETRYABLE = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
-LATENCY_SAMPLES_PER_BATCH = 32
 # SQLSTATE classes a single bad message can cause: data exception, integrity violation.
 MESSAGE_CAUSED = ("22", "23")
 
 
 def _serial(item: Received) -> str:
-    """The serial a message's topic names ("" for a topic that isn't ours)."""
-    topic = parse_topic(item.topic)
-    return topic.serial if topic else ""
+    """The serial a message's topic names (as far as a reject stores it)."""
+    return parse_topic(item.topic).serial
 
 
 def _utc(us: int) -> datetime:
@@ -79,32 +83,7 @@ class PreparedBatch:
     telemetry: list[tuple[int, DeviceRef]] = field(default_factory=list)  # (batch index, ref)
     kinds: dict[TopicKind, int] = field(default_factory=dict)  # accepted messages by topic
     ack_rejects: list[RejectRow] = field(default_factory=list)  # acks no command matched
-
-
-class RateLimitedLog:
-    """At most one reject log line per reason code per interval, with the count skipped."""
-
-    def __init__(self, interval_s: float = 10.0) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = defaultdict(int)
-
-    def reject(self, row: RejectRow) -> None:
-        now = time.monotonic()
-        if now - self._last.get(row.code, 0.0) < self.interval_s:
-            self._skipped[row.code] += 1
-            return
-        self._last[row.code] = now
-        # Serial, topic and reason only: payloads may carry secrets and are stored, not logged.
-        log.warning(
-            "reading rejected",
-            extra={
-                "code": row.code,
-                "reason": row.reason[:200],
-                "serial": row.serial,
-                "suppressed": self._skipped.pop(row.code, 0),
-            },
-        )
+    unstored: list[RejectRow] = field(default_factory=list)  # past the cap: counted only
 
 
 class Pipeline:
@@ -119,6 +98,7 @@ class Pipeline:
         raw_cap: int,
         facts_interval: float = 0.5,
         stop: asyncio.Event | None = None,
+        cap: RejectCap | None = None,
     ) -> None:
         self.pool = pool
         self.decoder = decoder
@@ -127,6 +107,7 @@ class Pipeline:
         self.raw_cap = raw_cap
         self.reject_log = RateLimitedLog()
         self.stop = stop or asyncio.Event()
+        self.cap = cap  # None: every reject is stored
         self.facts = BatchFacts(pool, facts_interval, (*RETRYABLE, asyncpg.PostgresError))
         self.stats = WindowStats()
 
@@ -142,28 +123,35 @@ class Pipeline:
         client_id: uuid.UUID | None = None,
         reading_index: int | None = None,
     ) -> None:
+        # A reject no tenant's device sent is stored while the worker's cap allows.
+        stored = client_id is not None or self.cap is None or self.cap.admit(code)
         row = RejectRow(
             client_id=client_id,
-            serial=serial,
-            topic=item.topic,
+            serial=serial[:MAX_SERIAL],
+            topic=item.topic[:KEPT_TOPIC_CHARS],
             received_at=_utc(item.received_us),
             code=code,
             reason=reason,
-            raw=item.payload[: self.raw_cap],
+            raw=item.payload[: self.raw_cap] if stored else b"",
             raw_truncated=len(item.payload) > self.raw_cap,
             reading_index=reading_index,
         )
-        batch.rejects.append(row)
+        (batch.rejects if stored else batch.unstored).append(row)
 
     async def prepare(self, messages: list[Received]) -> PreparedBatch:
         batch = PreparedBatch(messages)
         parsed = [parse_topic(m.topic) for m in messages]
-        serials = {p.serial for p in parsed if p is not None}
+        # Only serials of valid grammar reach the cache and the database.
+        serials = {p.serial for p in parsed if isinstance(p, ParsedTopic)}
         kinds: dict[TopicKind, int] = defaultdict(int)
-        refs = await self._retrying(lambda conn: self.directory.resolve(conn, serials))
+        refs = (
+            await self._retrying(lambda conn: self.directory.resolve(conn, serials))
+            if serials
+            else {}
+        )
         for index, (item, topic) in enumerate(zip(messages, parsed, strict=True)):
-            if topic is None:
-                self._reject(batch, item, "unknown_topic", "not a LifeBox device topic", "")
+            if not isinstance(topic, ParsedTopic):
+                self._reject(batch, item, topic.code, topic.reason, topic.serial)
                 continue
             ref = refs.get(topic.serial)
             if ref is None:
@@ -321,6 +309,10 @@ class Pipeline:
     async def commit(self, batch: PreparedBatch) -> tuple[int, int | None]:
         """Write the batch, retrying until it commits; return the telemetry rows inserted and
         the id of the transaction that inserted them."""
+        if not (
+            batch.rejects or batch.alarms or batch.acks or (batch.decoded and batch.decoded.rows)
+        ):
+            return 0, None  # nothing to write (e.g. only rejects past the cap): no round trip
         try:
             return await self._retrying(lambda conn: self._write(conn, batch, False))
         except asyncpg.UniqueViolationError:
@@ -367,9 +359,11 @@ class Pipeline:
         """Metrics and reject log lines of a committed batch (once, whatever the retries)."""
         for kind, count in batch.kinds.items():
             metrics.INGEST_MESSAGES.labels(kind.value).inc(count)
-        for row in (*batch.rejects, *batch.ack_rejects):
+        for row in (*batch.rejects, *batch.ack_rejects, *batch.unstored):
             metrics.INGEST_REJECTS.labels(row.code).inc()
             self.reject_log.reject(row)
+        if self.cap is not None and batch.unstored:
+            self.cap.tally(Counter(row.code for row in batch.unstored))
 
     async def _refuse(self, item: Received, cause: asyncpg.PostgresError) -> None:
         log.error(
@@ -404,41 +398,3 @@ class BatchRefusedError(Exception):
     def __init__(self, cause: asyncpg.PostgresError) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-class WindowStats:
-    """Committed rows/s and publish-to-commit latency percentiles over a sliding window,
-    exported as gauges (at most once a second) so load tests can read them from /metrics."""
-
-    def __init__(self, window_s: float = 10.0) -> None:
-        self.window_s = window_s
-        self._rows: deque[tuple[float, int]] = deque()
-        self._latencies: deque[tuple[float, float]] = deque()
-        self._published = 0.0
-
-    def observe(self, rows: int, row_times_us: bytes, committed_us: int) -> None:
-        now = time.monotonic()
-        self._rows.append((now, rows))
-        times = array("q")
-        times.frombytes(row_times_us)
-        step = max(1, len(times) // LATENCY_SAMPLES_PER_BATCH)
-        for ts in times[::step]:
-            latency = max(0.0, (committed_us - ts) / 1_000_000)
-            self._latencies.append((now, latency))
-            metrics.INGEST_LATENCY.observe(latency)
-        if now - self._published >= 1.0:
-            self._publish(now)
-
-    def _publish(self, now: float) -> None:
-        self._published = now
-        cutoff = now - self.window_s
-        while self._rows and self._rows[0][0] < cutoff:
-            self._rows.popleft()
-        while self._latencies and self._latencies[0][0] < cutoff:
-            self._latencies.popleft()
-        span = now - self._rows[0][0] if len(self._rows) > 1 else self.window_s
-        metrics.INGEST_ROWS_PER_SECOND.set(sum(r for _, r in self._rows) / max(span, 1e-3))
-        ordered = sorted(x for _, x in self._latencies)
-        if ordered:
-            metrics.INGEST_LATENCY_P50.set(ordered[len(ordered) // 2])
-            metrics.INGEST_LATENCY_P99.set(ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)])

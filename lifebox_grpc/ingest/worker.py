@@ -24,6 +24,7 @@ from lifebox_grpc.config import Settings
 from lifebox_grpc.ingest.consumer import MqttConsumer
 from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
 from lifebox_grpc.ingest.pipeline import Pipeline, ShutdownError
+from lifebox_grpc.ingest.reject_cap import RejectCap
 from lifebox_grpc.native import DecodeLimits, Decoder
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store.pool import create_pool
@@ -62,7 +63,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     # table of the redelivery path, which is meant to outlive a batch.
     pool = await create_pool(endpoints.ingest_dsn, settings, "lifebox-ingest", session_state=False)
     await checked_role(pool, "ingest")
-    directory = DeviceDirectory()
+    directory = DeviceDirectory(max_unknown=settings.ingest_unknown_serial_cache_size)
     listener = asyncio.create_task(follow_device_changes(endpoints.ingest_dsn, directory, stop))
     wake = asyncio.Event()
     flush_at = max(1, min(settings.ingest_batch_readings, settings.ingest_receive_maximum // 2))
@@ -75,6 +76,11 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         wake_at=flush_at,
         wake_at_bytes=settings.ingest_batch_bytes,
     )
+    cap = RejectCap(
+        settings.ingest_unknown_rejects_per_interval,
+        settings.ingest_unknown_rejects_interval_s,
+        client_id(settings),
+    )
     pipeline = Pipeline(
         pool,
         Decoder(decode_limits(settings)),
@@ -83,9 +89,11 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         settings.ingest_reject_raw_cap,
         settings.ingest_facts_interval_ms / 1000,
         stop,
+        cap,
     )
     facts_stop = asyncio.Event()  # set once the last batch is in: its facts still get written
     facts = asyncio.create_task(pipeline.facts.run(facts_stop))
+    summaries = asyncio.create_task(cap.run(pool, pipeline.facts.errors, facts_stop))
     consumer.start()
     log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
     backlog = False  # messages left over by the last take: they have waited long enough
@@ -133,6 +141,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         consumer.stop()
         facts_stop.set()
         await facts
+        await summaries
         stop.set()
         await listener
         await pool.close()

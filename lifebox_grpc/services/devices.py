@@ -20,6 +20,7 @@ from lifebox_grpc.auth.permissions import ALARMS_ACK, DEVICES_WRITE
 from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.config import Settings
 from lifebox_grpc.errors import ErrorCollector, FieldViolation, InvalidArgument, NotFound
+from lifebox_grpc.serials import is_valid_serial
 from lifebox_grpc.services.common import (
     check_text,
     decode_page_token,
@@ -46,8 +47,6 @@ MAX_REASON = 500
 MAX_METADATA_BYTES = 16_384
 MAX_INTERVAL_S = 7 * 86_400
 MAX_BATCH = 10_000
-# Mirrors the CHECK on devices.serial: one MQTT topic level.
-_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _DEVICE_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEVICE_MASK_FIELDS = (
@@ -200,7 +199,7 @@ def _metadata_of(errors: ErrorCollector, field: str, value: struct_pb2.Struct) -
 def _check_serial(errors: ErrorCollector, field: str, serial: str) -> None:
     if not serial:
         errors.add(field, "required")
-    elif not _SERIAL.match(serial):
+    elif not is_valid_serial(serial):  # the CHECK on devices.serial: one MQTT topic level
         errors.add(field, "1-64 letters, digits, '_', '.', ':' or '-', starting alphanumeric")
 
 

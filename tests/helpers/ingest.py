@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import paho.mqtt.client as mqtt
@@ -49,6 +50,7 @@ class IngestProcess:
     client_id: str = field(default_factory=lambda: f"test-ingest-{uuid.uuid4().hex[:8]}")
     metrics_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None  # the worker's stderr goes here when set
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -63,7 +65,12 @@ class IngestProcess:
             "LIFEBOX_LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
-        self.proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "ingest"], env=env)
+        command = [sys.executable, "-m", "lifebox_grpc.cli", "ingest"]
+        if self.log_path is None:
+            self.proc = subprocess.Popen(command, env=env)
+        else:
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(command, env=env, stderr=log)
         wait_until(
             lambda: (
                 self.proc is not None
@@ -77,6 +84,14 @@ class IngestProcess:
     def metric(self, name: str) -> float:
         text = _metrics(self.metrics_port)
         return metric_value(text, name) if text else float("nan")
+
+    def rss_bytes(self) -> int:
+        """The worker's resident set size now (VmRSS in /proc/<pid>/status)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS line")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -101,9 +116,9 @@ class IngestProcess:
 
 @contextmanager
 def running_ingest(
-    database: Database, broker_url: str, broker_port: int, **env: str
+    database: Database, broker_url: str, broker_port: int, log_path: Path | None = None, **env: str
 ) -> Iterator[IngestProcess]:
-    worker = IngestProcess(database, broker_url, extra_env=env)
+    worker = IngestProcess(database, broker_url, extra_env=env, log_path=log_path)
     worker.start()
     try:
         yield worker
