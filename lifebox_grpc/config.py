@@ -176,16 +176,32 @@ class Settings(BaseSettings):
         12, ge=8, le=128, description="Shortest accepted password (policy; max is 128)."
     )
     login_max_failures: int = Field(
-        5, ge=1, description="Consecutive failed logins that lock an account."
+        5,
+        ge=1,
+        description="Password attempts (Login or ChangePassword) from one client address on "
+        "one e-mail, without a success, that lock that pair (never the account for everyone); "
+        "also the wrong passwords per e-mail, from all addresses, after which the progressive "
+        "delay starts.",
     )
     login_lock_seconds: int = Field(
-        900, ge=1, description="How long a locked account stays locked."
+        900,
+        ge=1,
+        description="How long an (e-mail, address) pair stays locked, from its last attempt "
+        "let through; then its count starts again. Also the window the failures are counted in.",
+    )
+    login_delay_base_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="First wait before checking a password once an e-mail has had "
+        "LIFEBOX_LOGIN_MAX_FAILURES wrong ones in a window (any address); doubles with each "
+        "further failure. 0 turns the delay off.",
+    )
+    login_delay_max_seconds: float = Field(
+        10.0, ge=0, le=60, description="Longest progressive delay of one password attempt."
     )
     auth_rate_window_seconds: int = Field(
         900, ge=1, description="Window of the login and password-reset rate limits."
-    )
-    login_attempts_per_account: int = Field(
-        20, ge=1, description="Login attempts per email per window (any outcome)."
     )
     login_attempts_per_address: int = Field(
         100, ge=1, description="Login attempts per client address per window."
@@ -304,8 +320,10 @@ class Settings(BaseSettings):
         if process in (None, "serve"):  # only the API signs and verifies tokens
             if key is None:
                 problems.append("LIFEBOX_JWT_SIGNING_KEY is required in prod mode")
-            elif len(key.get_secret_value()) < 32:
+            elif len(key.get_secret_value()) < MIN_JWT_KEY_LENGTH:
                 problems.append("LIFEBOX_JWT_SIGNING_KEY must be at least 32 characters")
+            if self.jwt_previous_keys is not None:
+                problems += _previous_key_problems(self.jwt_previous_keys.get_secret_value())
         for name in CREDENTIALS:
             value = getattr(self, name)
             if value is not None and _has_default_password(value.get_secret_value()):
@@ -346,6 +364,35 @@ PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "seed": ("owner_database_url",),
     "maintain": ("owner_database_url",),
 }
+
+MIN_JWT_KEY_LENGTH = 32
+
+
+def parse_previous_keys(value: str) -> dict[str, str]:
+    """``LIFEBOX_JWT_PREVIOUS_KEYS`` (``kid=key,kid=key``) as kid → key, first one winning;
+    ValueError when an item is not ``kid=key``."""
+    keys: dict[str, str] = {}
+    for item in value.split(","):
+        kid, sep, key = item.strip().partition("=")
+        if not sep or not kid or not key:
+            raise ValueError("LIFEBOX_JWT_PREVIOUS_KEYS must be 'kid=key,kid=key'")
+        keys.setdefault(kid, key)
+    return keys
+
+
+def _previous_key_problems(value: str) -> list[str]:
+    """A retired key still verifies tokens, so it must be as strong as the current one."""
+    try:
+        keys = parse_previous_keys(value)
+    except ValueError as exc:
+        return [str(exc)]
+    return [
+        f"LIFEBOX_JWT_PREVIOUS_KEYS: the key of kid {kid!r} must be at least "
+        f"{MIN_JWT_KEY_LENGTH} characters"
+        for kid, key in keys.items()
+        if len(key) < MIN_JWT_KEY_LENGTH
+    ]
+
 
 _DEFAULT_PASSWORDS = ("password", "postgres", "lifebox", "changeme", "secret", "admin")
 

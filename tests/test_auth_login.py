@@ -1,5 +1,6 @@
 """Login over gRPC against a real server: success, failures that leak nothing, lockout,
-disabled accounts, suspended clients, rehash on login and rate limits."""
+disabled accounts, suspended clients, rehash on login and the per-address rate limit (the
+lockout per e-mail and address: tests/test_auth_lockout.py)."""
 
 from __future__ import annotations
 
@@ -141,29 +142,6 @@ async def test_login_rehashes_a_password_stored_with_weaker_parameters(
     assert stored != weak
     assert not HASHER.check_needs_rehash(stored)
     await _login(grpc_server, email, PASSWORD)
-
-
-async def test_login_attempts_are_rate_limited_per_account_with_retry_info(
-    database: Database, broker: EmbeddedMosquitto, owner_conn: asyncpg.Connection
-) -> None:
-    server = await open_server(
-        server_settings(database, broker, login_attempts_per_account=3, login_max_failures=100)
-    )
-    try:
-        account = await make_account(owner_conn, "viewer", await factories.make_client(owner_conn))
-        for _ in range(3):
-            with pytest.raises(grpc.aio.AioRpcError):
-                await _login(server, account.email, "wrong password, again")
-        with pytest.raises(grpc.aio.AioRpcError) as limited:
-            await _login(server, account.email, PASSWORD)
-        code, details = error_of(limited.value)
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert details["ErrorInfo"].reason == "ERROR_REASON_RATE_LIMITED"
-        assert details["RetryInfo"].retry_delay.seconds > 0
-        assert details["QuotaFailure"].violations[0].subject == "login:account"
-        assert account.email not in str(details)
-    finally:
-        await close_server(server)
 
 
 async def test_login_attempts_are_rate_limited_per_client_address(

@@ -26,6 +26,11 @@ async def _account(server: Server, conn: asyncpg.Connection) -> Account:
     return await sign_in(server, await make_account(conn, "client", client_id))
 
 
+def _family(account: Account) -> str:
+    """The session family of the account's sign-in (a token of ours names a live one)."""
+    return str(jwt.decode(account.access_token, options={"verify_signature": False})["fam"])
+
+
 def _claims(account: Account, **overrides: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
     claims: dict[str, Any] = {
@@ -38,7 +43,7 @@ def _claims(account: Account, **overrides: Any) -> dict[str, Any]:
         "typ": "access",
         "cid": str(account.client_id),
         "role": account.role,
-        "fam": str(uuid.uuid4()),
+        "fam": _family(account),
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -98,6 +103,8 @@ async def test_a_well_formed_token_of_our_own_making_is_accepted(
         pytest.param(lambda a: a.refresh_token, id="refresh-token-as-access"),
         pytest.param(lambda a: _sign(_claims(a, sub=str(uuid.uuid4()))), id="unknown-user"),
         pytest.param(lambda a: _sign(_claims(a, cid=str(uuid.uuid4()))), id="other-client"),
+        pytest.param(lambda a: _sign(_claims(a, fam=str(uuid.uuid4()))), id="unknown-session"),
+        pytest.param(lambda a: _sign(_claims(a, fam=None)), id="no-session"),
         pytest.param(lambda a: "not-a-jwt", id="garbage"),
     ],
 )
@@ -198,3 +205,19 @@ def test_retired_keys_still_verify_by_kid_and_unknown_kids_do_not() -> None:
     dropped = Settings(jwt_signing_key="new-key-" + "n" * 40, jwt_key_id="k1")
     with pytest.raises(Unauthenticated):
         tokens.verify_access_token(tokens.keyring_from_settings(dropped), issued.token)
+
+
+def test_retired_keys_must_be_as_long_as_the_current_one_in_prod() -> None:
+    current = "new-key-" + "n" * 40
+
+    def key_problems(previous: str, mode: str = "prod") -> list[str]:
+        settings = Settings(mode=mode, jwt_signing_key=current, jwt_previous_keys=previous)
+        return [p for p in settings.production_problems("serve") if "PREVIOUS_KEYS" in p]
+
+    long_enough = "o" * 32
+    assert key_problems(f"k0={long_enough}") == []
+    assert key_problems(f"k0={long_enough},k9=short-old-key") == [
+        "LIFEBOX_JWT_PREVIOUS_KEYS: the key of kid 'k9' must be at least 32 characters"
+    ]
+    assert key_problems("k0") == ["LIFEBOX_JWT_PREVIOUS_KEYS must be 'kid=key,kid=key'"]
+    assert key_problems("k9=short-old-key", mode="dev") == []

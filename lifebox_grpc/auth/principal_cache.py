@@ -6,10 +6,12 @@ user come seconds apart with nothing changed. The cache keeps each user's
 promises:
 
 - Entries are served only while this process LISTENs on :data:`CHANNEL`. Triggers
-  (migration 0031) notify on every change a principal is made of: a user's status, role,
-  e-mail, password or tenant, their device assignments, a role's permissions, a client's
-  status. A notification drops the entry (or, with an empty payload, every entry) before the
-  next call of that user is served.
+  (migrations 0031 and 0038) notify on every change a principal is made of: a user's status,
+  role, e-mail, password or tenant, their device assignments, a role's permissions, a
+  client's status, the end of one of their sessions (a refresh token revoked or deleted).
+  A notification drops the entry (or, with an empty payload, every entry) before the next
+  call of that user is served. The process that ends a session also drops the entry itself
+  (:meth:`invalidate`), without waiting for its own notification.
 - While the listener is down nothing is served from the cache, and every (re)connection
   drops every entry: a change made while nobody listened is never missed.
 - A load that raced with a change is not stored: an entry is stored only if no notification
@@ -18,7 +20,8 @@ promises:
   noticing (a half-open socket between probes).
 
 The token-dependent checks (password changed after the token was issued, the token's
-tenant) are not cached: callers apply them to the record on every call.
+tenant, its session family among the record's live ones) are not cached: callers apply them
+to the record on every call (:mod:`lifebox_grpc.auth.principal_loader`).
 """
 
 from __future__ import annotations

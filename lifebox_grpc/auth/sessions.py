@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from lifebox_grpc.auth import passwords, tokens
+from lifebox_grpc.auth import passwords, principal_loader, tokens
 from lifebox_grpc.auth.principal import Principal
 from lifebox_grpc.auth.principal_cache import PrincipalCache
-from lifebox_grpc.auth.ratelimit import AuthRateLimiter, account_bucket
+from lifebox_grpc.auth.principal_loader import ACTIVE
+from lifebox_grpc.auth.ratelimit import AuthRateLimiter, LoginGate, LoginLockout
 from lifebox_grpc.auth.reset_sender import ResetMessage, ResetSender, reset_link
 from lifebox_grpc.config import Settings
 from lifebox_grpc.errors import (
@@ -30,14 +31,12 @@ from lifebox_grpc.errors import (
 )
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store import clients as client_store
-from lifebox_grpc.store import ratelimits
 from lifebox_grpc.store import tokens as token_store
 from lifebox_grpc.store import users as user_store
 from lifebox_grpc.store.scope import Scope, scoped_transaction
 
 log = logging.getLogger(__name__)
 
-ACTIVE = "active"
 SUSPENDED = "suspended"
 
 
@@ -80,7 +79,8 @@ def _invalid_reset() -> Unauthenticated:
 
 def _locked(retry_after: float) -> FailedPrecondition:
     return FailedPrecondition(
-        f"account locked after repeated failed logins; retry in {int(retry_after) + 1}s",
+        "sign-in locked for this address after repeated failed passwords; "
+        f"retry in {int(retry_after) + 1}s",
         reason="ERROR_REASON_ACCOUNT_LOCKED",
     )
 
@@ -104,6 +104,7 @@ class AuthFlows:
         self.keyring = keyring
         self.sender = sender
         self.limiter = AuthRateLimiter(settings)
+        self.lockout = LoginLockout(settings)
         self._deliveries: set[asyncio.Task[None]] = set()
         self.principals = PrincipalCache(
             resolve_endpoints(settings).app_dsn, settings.principal_cache_seconds
@@ -160,48 +161,60 @@ class AuthFlows:
                 "the client of this account is suspended", reason="ERROR_REASON_CLIENT_SUSPENDED"
             )
 
-    async def login(self, email: str, password: str, caller: Caller) -> Session:
-        """Check the password and open a session, or raise without saying which part failed."""
-        s = self.settings
+    async def _verify_attempt(
+        self, gate: LoginGate, email: str, address: str | None, stored: str | None, password: str
+    ) -> bool:
+        """Check one password attempt that :meth:`LoginLockout.enter` let in (or locked).
+
+        Exactly one hash verification whatever the case (no account: the dummy hash), the
+        e-mail's delay first, with no connection held while waiting; a locked pair raises
+        only after that, so a locked, an unknown and a real e-mail cost and read the same.
+        """
+        if gate.delay > 0:
+            await asyncio.sleep(gate.delay)
+        matched = await passwords.verify_in_thread(stored, password)
+        if gate.locked:
+            raise _locked(gate.locked_for)
         async with self.pool.acquire() as conn:
-            await self.limiter.hit(conn, "login", email=email, address=caller.address)
+            if matched:
+                await self.lockout.succeeded(conn, email, address)
+            else:
+                await self.lockout.failed(conn, email)
+        return matched
+
+    async def login(self, email: str, password: str, caller: Caller) -> Session:
+        """Check the password and open a session, or raise without saying which part failed.
+
+        An unknown e-mail takes the same path as a real one up to a wrong password's answer.
+        """
+        async with self.pool.acquire() as conn:
+            await self.limiter.hit(conn, "login", email=None, address=caller.address)
+            gate = await self.lockout.enter(conn, email, caller.address)
             candidate = await user_store.find_login_candidate(conn, email)
-            if candidate is None:
-                # Same work as a wrong password, and an unknown e-mail locks like a real one.
-                await passwords.verify_in_thread(None, password)
-                fails = await ratelimits.count_attempt(
-                    conn, account_bucket("login-fail", email), s.login_lock_seconds
-                )
-                if fails.attempts > s.login_max_failures:
-                    raise _locked(fails.resets_in)
-                raise _invalid_credentials()
-            user = candidate.user
-            now = datetime.now(UTC)
-            if user.locked_until is not None and user.locked_until > now:
-                await passwords.verify_in_thread(None, password)
-                raise _locked((user.locked_until - now).total_seconds())
-            if not await passwords.verify_in_thread(candidate.password_hash, password):
-                async with scoped_transaction(conn, _scope_of(user.client_id)):
-                    await user_store.record_login_failure(
-                        conn, user.id, s.login_max_failures, s.login_lock_seconds
-                    )
-                raise _invalid_credentials()
-            # The password is right: from here on, saying why sign-in is refused leaks nothing.
-            if user.status != ACTIVE:
-                raise FailedPrecondition(
-                    "this account is disabled", reason="ERROR_REASON_ACCOUNT_DISABLED"
-                )
-            rehashed = (
-                await passwords.hash_in_thread(password)
-                if passwords.needs_rehash(candidate.password_hash)
-                else None
+        stored = candidate.password_hash if candidate is not None else None
+        if not await self._verify_attempt(gate, email, caller.address, stored, password):
+            raise _invalid_credentials()
+        assert candidate is not None  # only a stored hash can match
+        user = candidate.user
+        # The password is right: from here on, saying why sign-in is refused leaks nothing.
+        if user.status != ACTIVE:
+            raise FailedPrecondition(
+                "this account is disabled", reason="ERROR_REASON_ACCOUNT_DISABLED"
             )
-            async with scoped_transaction(conn, _scope_of(user.client_id)):
-                await self._require_client_active(conn, user.client_id)
-                user = await user_store.record_login_success(conn, user.id, rehashed)
-                return await self._open_session(
-                    conn, user, caller, family_id=uuid.uuid4(), parent_id=None
-                )
+        rehashed = (
+            await passwords.hash_in_thread(password)
+            if passwords.needs_rehash(candidate.password_hash)
+            else None
+        )
+        async with (
+            self.pool.acquire() as conn,
+            scoped_transaction(conn, _scope_of(user.client_id)),
+        ):
+            await self._require_client_active(conn, user.client_id)
+            user = await user_store.record_login_success(conn, user.id, rehashed)
+            return await self._open_session(
+                conn, user, caller, family_id=uuid.uuid4(), parent_id=None
+            )
 
     async def refresh(self, refresh_token: str, caller: Caller) -> Session:
         """Rotate a refresh token; reuse of a spent one revokes its whole family."""
@@ -226,6 +239,7 @@ class AuthFlows:
                         extra={"user_id": str(row.user_id), "revoked": revoked},
                     )
                     reused = True
+                    user_id = row.user_id
                 elif row.expires_at <= datetime.now(UTC):
                     raise _invalid_refresh()
                 else:
@@ -240,6 +254,7 @@ class AuthFlows:
                     return session
         # Raised after the commit: the family's revocation must stick.
         assert reused
+        self.principals.invalidate(user_id)
         raise _invalid_refresh()
 
     async def logout(
@@ -252,6 +267,7 @@ class AuthFlows:
                     raise Unauthenticated("ending every session needs an access token")
                 async with scoped_transaction(conn, _scope_of(principal.client_id)):
                     await token_store.revoke_user_sessions(conn, principal.user_id, "logout_all")
+                self.principals.invalidate(principal.user_id)
                 return
             if not refresh_token:
                 raise InvalidArgument.field("refresh_token", "required unless all_sessions")
@@ -267,6 +283,7 @@ class AuthFlows:
                 return  # already pruned: the session is over either way
             async with scoped_transaction(conn, _scope_of(found.client_id)):
                 await token_store.revoke_family(conn, found.family_id, "logout")
+            self.principals.invalidate(found.user_id)
 
     # -- passwords ------------------------------------------------------------------------
 
@@ -330,67 +347,38 @@ class AuthFlows:
                 await user_store.set_password(conn, found.user_id, new_hash)
                 await token_store.expire_user_reset_tokens(conn, found.user_id)
                 await token_store.revoke_user_sessions(conn, found.user_id, "password_reset")
+            self.principals.invalidate(found.user_id)
 
-    async def change_password(self, principal: Principal, current: str, new: str) -> None:
-        """Check the current password, set the new one, end the caller's other sessions."""
+    async def change_password(
+        self, principal: Principal, current: str, new: str, caller: Caller
+    ) -> None:
+        """Check the current password, set the new one, end the caller's other sessions.
+
+        A wrong current password counts toward the same lockout as a failed login (of the
+        principal's e-mail from the caller's address): a stolen access token is no oracle.
+        """
         self.check_password_policy("new_password", new, principal.email)
+        scope = _scope_of(principal.client_id)
         async with self.pool.acquire() as conn:
-            await self.limiter.hit(conn, "login", email=principal.email, address=None)
-            async with scoped_transaction(conn, _scope_of(principal.client_id)):
+            await self.limiter.hit(conn, "login", email=None, address=caller.address)
+            gate = await self.lockout.enter(conn, principal.email, caller.address)
+            async with scoped_transaction(conn, scope):
                 stored = await user_store.get_password_hash(conn, principal.user_id)
-            if not await passwords.verify_in_thread(stored, current):
-                raise InvalidArgument.field("current_password", "does not match")
-            new_hash = await passwords.hash_in_thread(new)
-            async with scoped_transaction(conn, _scope_of(principal.client_id)):
-                await user_store.set_password(conn, principal.user_id, new_hash)
-                await token_store.expire_user_reset_tokens(conn, principal.user_id)
-                await token_store.revoke_user_sessions(
-                    conn, principal.user_id, "password_change", keep_family=principal.session_family
-                )
+        if not await self._verify_attempt(gate, principal.email, caller.address, stored, current):
+            raise InvalidArgument.field("current_password", "does not match")
+        new_hash = await passwords.hash_in_thread(new)
+        async with self.pool.acquire() as conn, scoped_transaction(conn, scope):
+            await user_store.set_password(conn, principal.user_id, new_hash)
+            await token_store.expire_user_reset_tokens(conn, principal.user_id)
+            await token_store.revoke_user_sessions(
+                conn, principal.user_id, "password_change", keep_family=principal.session_family
+            )
+        self.principals.invalidate(principal.user_id)
 
     # -- principals -----------------------------------------------------------------------
 
     async def load_principal(self, claims: tokens.AccessClaims) -> Principal:
-        """The principal an access token stands for, as the database says now.
-
-        A deleted or disabled user, or a password changed after the token was issued,
-        makes the token worthless at once; a suspended client's users are refused. The
-        record may come from :attr:`principals`, which a change empties by NOTIFY before the
-        user's next call (see :mod:`lifebox_grpc.auth.principal_cache`).
-        """
-        cache = self.principals
-        record = cache.get(claims.user_id)
-        if record is None:
-            cache.start()
-            ticket = cache.ticket()
-            async with self.pool.acquire() as conn:  # one statement that scopes itself
-                # Only staff tokens carry no client (we signed it): the staff path, said here.
-                record = await user_store.principal_record(
-                    conn, claims.user_id, claims.client_id, staff=claims.client_id is None
-                )
-            if record is not None:
-                cache.put(ticket, record)
-        return _principal_of(record, claims)
-
-
-def _principal_of(
-    record: user_store.PrincipalRecord | None, claims: tokens.AccessClaims
-) -> Principal:
-    """Check ``record`` against the token on every call (nothing token-specific is cached)."""
-    if record is None or record.status != ACTIVE or record.client_id != claims.client_id:
-        raise Unauthenticated("the account behind this token is no longer active")
-    if claims.issued_at < record.password_changed_at.replace(microsecond=0):
-        raise Unauthenticated("the password changed since this token was issued")
-    if record.client_id is not None and record.client_status != ACTIVE:
-        raise FailedPrecondition(
-            "the client of this account is suspended", reason="ERROR_REASON_CLIENT_SUSPENDED"
-        )
-    return Principal(
-        user_id=record.user_id,
-        email=record.email,
-        role=record.role,
-        client_id=record.client_id,
-        permissions=record.permissions,
-        assigned_device_ids=record.assigned_device_ids,
-        session_family=claims.family_id,
-    )
+        """The principal an access token stands for, as the database says now
+        (:func:`lifebox_grpc.auth.principal_loader.load_principal`, over :attr:`principals`,
+        which this process empties itself whenever it ends a session)."""
+        return await principal_loader.load_principal(self.pool, self.principals, claims)

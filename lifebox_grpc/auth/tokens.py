@@ -4,6 +4,8 @@ Promises:
 - Only HS256 is accepted (an allow-list, so ``alg: none`` and algorithm swaps fail).
 - Every token carries ``kid``, ``iss``, ``aud``, ``exp``, ``iat``, ``jti``, ``sub`` and a
   ``typ`` claim; a refresh token is never accepted where an access token is expected.
+- Access and refresh tokens name their session family (``fam``): an access token without
+  one is invalid, and the principal load refuses one whose family has ended.
 - Keys rotate by ``kid``: the current key signs, retired keys (``jwt_previous_keys``) still
   verify until their tokens expire.
 - Refresh and reset tokens are stored only as SHA-256 hashes (:func:`token_hash`).
@@ -21,7 +23,7 @@ from typing import Any
 
 import jwt
 
-from lifebox_grpc.config import Mode, Settings
+from lifebox_grpc.config import Mode, Settings, parse_previous_keys
 from lifebox_grpc.errors import Unauthenticated
 
 ALGORITHM = "HS256"
@@ -67,10 +69,11 @@ def keyring_from_settings(settings: Settings) -> Keyring:
         raise KeyringError("LIFEBOX_JWT_SIGNING_KEY is empty")
     keys = {settings.jwt_key_id: current.encode()}
     if settings.jwt_previous_keys is not None:
-        for item in settings.jwt_previous_keys.get_secret_value().split(","):
-            kid, sep, key = item.strip().partition("=")
-            if not sep or not kid or not key:
-                raise KeyringError("LIFEBOX_JWT_PREVIOUS_KEYS must be 'kid=key,kid=key'")
+        try:
+            previous = parse_previous_keys(settings.jwt_previous_keys.get_secret_value())
+        except ValueError as exc:
+            raise KeyringError(str(exc)) from exc
+        for kid, key in previous.items():
             keys.setdefault(kid, key.encode())
     return Keyring(settings.jwt_key_id, keys, settings.jwt_issuer, settings.jwt_audience)
 
@@ -86,12 +89,13 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class AccessClaims:
-    """What a verified access token says about its bearer."""
+    """What a verified access token says about its bearer, and the sign-in session (refresh
+    token family) it belongs to: it works only while that family is live."""
 
     user_id: uuid.UUID
     client_id: uuid.UUID | None
     role: str
-    family_id: uuid.UUID | None
+    family_id: uuid.UUID
     jti: uuid.UUID
     issued_at: datetime
     expires_at: datetime
@@ -188,12 +192,11 @@ def verify_access_token(keyring: Keyring, token: str) -> AccessClaims:
     """The claims of a valid access token; :class:`Unauthenticated` for anything else."""
     claims = _verify(keyring, token, TokenType.ACCESS)
     cid = claims.get("cid")
-    fam = claims.get("fam")
     return AccessClaims(
         user_id=_uuid(claims["sub"]),
         client_id=_uuid(cid) if cid else None,
         role=str(claims.get("role", "")),
-        family_id=_uuid(fam) if fam else None,
+        family_id=_uuid(claims.get("fam")),
         jti=_uuid(claims["jti"]),
         issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),

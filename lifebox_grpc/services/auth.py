@@ -174,7 +174,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         _check_secret(errors, "current_password", request.current_password)
         _check_secret(errors, "new_password", request.new_password)
         errors.raise_if_any()
-        await self.flows.change_password(principal, request.current_password, request.new_password)
+        await self.flows.change_password(
+            principal, request.current_password, request.new_password, caller_of(context)
+        )
         return auth_pb2.ChangePasswordResponse()
 
     async def GetMe(self, request: auth_pb2.GetMeRequest, context: Any) -> auth_pb2.GetMeResponse:

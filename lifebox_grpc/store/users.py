@@ -104,28 +104,6 @@ async def get_password_hash(conn: asyncpg.Connection, user_id: uuid.UUID) -> str
     return str(value) if value is not None else None
 
 
-async def record_login_failure(
-    conn: asyncpg.Connection, user_id: uuid.UUID, max_failures: int, lock_seconds: int
-) -> User:
-    """Count a failed password; the ``max_failures``-th in a row locks the account."""
-    row = await conn.fetchrow(
-        f"""
-        UPDATE users SET
-            failed_login_count = failed_login_count + 1,
-            locked_until = CASE WHEN failed_login_count + 1 >= $2
-                THEN now() + make_interval(secs => $3) ELSE locked_until END
-        WHERE id = $1
-        RETURNING {_COLUMNS}
-        """,
-        user_id,
-        max_failures,
-        lock_seconds,
-    )
-    if row is None:
-        raise NotFound("user not found")
-    return _user(row)
-
-
 async def record_login_success(
     conn: asyncpg.Connection, user_id: uuid.UUID, new_password_hash: str | None
 ) -> User:
@@ -281,7 +259,8 @@ async def assigned_device_ids(conn: asyncpg.Connection, user_id: uuid.UUID) -> l
 @dataclass(frozen=True)
 class PrincipalRecord:
     """Everything a principal is made of, read in one statement: the user, their client's
-    status, their role's permissions and (for operators and viewers) their assigned devices."""
+    status, their role's permissions, (for operators and viewers) their assigned devices and
+    their live session families."""
 
     user_id: uuid.UUID
     client_id: uuid.UUID | None
@@ -292,8 +271,12 @@ class PrincipalRecord:
     client_status: str | None
     permissions: frozenset[str]
     assigned_device_ids: tuple[uuid.UUID, ...]
+    # Session families with a live refresh token (the newest of the family, unrevoked and
+    # unexpired): an access token works only while its family is one of them.
+    live_families: frozenset[uuid.UUID]
 
 
+# A family's live refresh token is its unrotated, unrevoked one (index of migration 0038).
 _PRINCIPAL_SQL = """
 SELECT u.id, u.client_id, u.email, u.role, u.status, u.password_changed_at,
        (SELECT c.status FROM clients c WHERE c.id = u.client_id) AS client_status,
@@ -301,7 +284,10 @@ SELECT u.id, u.client_id, u.email, u.role, u.status, u.password_changed_at,
        CASE WHEN u.role IN ('operator', 'viewer') THEN
            ARRAY(SELECT a.device_id FROM user_device_assignments a
                  WHERE a.user_id = u.id ORDER BY a.device_id)
-       END AS devices
+       END AS devices,
+       ARRAY(SELECT r.family_id FROM refresh_tokens r
+             WHERE r.user_id = u.id AND r.revoked_at IS NULL AND r.replaced_by IS NULL
+               AND r.expires_at > now()) AS families
 FROM users u
 WHERE u.id = $1 AND ($2::uuid IS NULL OR u.client_id = $2)
 """
@@ -331,6 +317,7 @@ async def principal_record(
         client_status=row["client_status"],
         permissions=frozenset(row["permissions"]),
         assigned_device_ids=tuple(row["devices"] or ()),
+        live_families=frozenset(row["families"]),
     )
 
 
