@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _UserStatus:
@@ -75,8 +80,12 @@ class User(_message.Message):
     status: Global___UserStatus.ValueType
     """Whether the user may sign in."""
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def locked_until(self) -> _timestamp_pb2.Timestamp:
-        """Set while the account is locked after repeated failed logins."""
+        """Never set any more: repeated failed sign-ins lock one client address for the account, not
+        the account (so nobody can lock an owner out); the Login error's RetryInfo says how long.
+        Kept so that older clients still parse the message.
+        """
 
     @_builtins.property
     def last_login_time(self) -> _timestamp_pb2.Timestamp:
