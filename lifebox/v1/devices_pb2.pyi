@@ -95,11 +95,13 @@ class _AccessLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessLev
     ACCESS_LEVEL_UNSPECIFIED: _AccessLevel.ValueType  # 0
     """Not set (AssignDevice takes VIEW)."""
     ACCESS_LEVEL_VIEW: _AccessLevel.ValueType  # 1
-    """Read the device and its data."""
+    """Read the device and its data. No level deletes, reassigns or changes the status of a
+    device, and each allows only what the user's role also allows (PERMISSION_DENIED).
+    """
     ACCESS_LEVEL_OPERATE: _AccessLevel.ValueType  # 2
-    """Also operate it (commands), as the user's role allows."""
+    """Also clear and acknowledge its alarms and send it the commands granted to the user."""
     ACCESS_LEVEL_MANAGE: _AccessLevel.ValueType  # 3
-    """Also manage it, as the user's role allows."""
+    """Also update its metadata (snapshots too), location and credentials."""
 
 class AccessLevel(_AccessLevel, metaclass=_AccessLevelEnumTypeWrapper):
     """What an assigned user may do with a device."""
@@ -107,11 +109,13 @@ class AccessLevel(_AccessLevel, metaclass=_AccessLevelEnumTypeWrapper):
 ACCESS_LEVEL_UNSPECIFIED: AccessLevel.ValueType  # 0
 """Not set (AssignDevice takes VIEW)."""
 ACCESS_LEVEL_VIEW: AccessLevel.ValueType  # 1
-"""Read the device and its data."""
+"""Read the device and its data. No level deletes, reassigns or changes the status of a
+device, and each allows only what the user's role also allows (PERMISSION_DENIED).
+"""
 ACCESS_LEVEL_OPERATE: AccessLevel.ValueType  # 2
-"""Also operate it (commands), as the user's role allows."""
+"""Also clear and acknowledge its alarms and send it the commands granted to the user."""
 ACCESS_LEVEL_MANAGE: AccessLevel.ValueType  # 3
-"""Also manage it, as the user's role allows."""
+"""Also update its metadata (snapshots too), location and credentials."""
 Global___AccessLevel: _TypeAlias = AccessLevel  # noqa: Y015
 
 @_typing.final

@@ -4,6 +4,10 @@ A ``lifebox.*`` method missing from :data:`METHOD_RULES` is refused (fail closed
 test checks that every registered method has a rule. Permissions are the strings seeded in
 ``role_permissions``; what a role holds is data, read per call, so UpdateRolePermissions
 takes effect on the next call.
+
+Operators and viewers act on a device only through their assignment to it, whose access level
+(:class:`AccessLevel`) says which :class:`DeviceAction` they may take: :data:`DEVICE_ACTIONS`
+is that one table, for every service that acts on a device.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ CLIENTS_CREATE = "clients.create"
 CLIENTS_WRITE = "clients.write"
 DEVICES_READ = "devices.read"
 DEVICES_WRITE = "devices.write"
+DEVICES_UPDATE = "devices.update"
 TELEMETRY_READ = "telemetry.read"
 ALARMS_READ = "alarms.read"
 ALARMS_ACK = "alarms.ack"
+COMMANDS_SEND = "commands.send"
 
 # Every permission the auth and client APIs check, with what it allows (ListPermissions).
 CATALOGUE: dict[str, str] = {
@@ -57,11 +63,103 @@ CATALOGUE: dict[str, str] = {
     CLIENTS_CREATE: "Create clients.",
     CLIENTS_WRITE: "Update, suspend and resume clients.",
     DEVICES_READ: "Read devices (all of one's client's; operators and viewers: assigned ones).",
-    DEVICES_WRITE: "Register, update, delete and assign devices; record their locations.",
+    DEVICES_WRITE: (
+        "Register, delete and assign devices and change their status (never operators or "
+        "viewers: no assignment level allows it)."
+    ),
+    DEVICES_UPDATE: (
+        "Update a device's metadata, record its locations, take and restore its snapshots "
+        "(operators and viewers: on devices assigned to them with MANAGE)."
+    ),
     TELEMETRY_READ: "Read the telemetry of the devices one may read.",
     ALARMS_READ: "Read alarms, including devices' hardware alarms.",
-    ALARMS_ACK: "Acknowledge and clear alarms.",
+    ALARMS_ACK: (
+        "Acknowledge and clear alarms (operators and viewers: of devices assigned to them "
+        "with OPERATE or MANAGE)."
+    ),
+    COMMANDS_SEND: (
+        "Send devices the commands granted to one (operators and viewers: to devices "
+        "assigned to them with OPERATE or MANAGE)."
+    ),
 }
+
+
+class AccessLevel(StrEnum):
+    """An assignment's access level (``user_device_assignments.access_level``), lowest first."""
+
+    VIEW = "view"
+    OPERATE = "operate"
+    MANAGE = "manage"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+
+_LEVEL_RANK = {AccessLevel.VIEW: 1, AccessLevel.OPERATE: 2, AccessLevel.MANAGE: 3}
+
+
+class DeviceAction(StrEnum):
+    """What a caller does to one device."""
+
+    READ = "read"
+    ACK_ALARMS = "ack_alarms"
+    SEND_COMMANDS = "send_commands"
+    UPDATE_METADATA = "update_metadata"
+    RECORD_LOCATION = "record_location"
+    UPDATE_CREDENTIALS = "update_credentials"
+    CHANGE_STATUS = "change_status"
+    DELETE = "delete"
+    ASSIGN = "assign"
+
+
+@dataclass(frozen=True)
+class ActionRule:
+    """What one :class:`DeviceAction` takes once the device is found in the caller's scope.
+
+    ``permission``: what the caller's role must hold (None: only the method's own read
+    permission, checked before the lookup). ``least_level``: for operators and viewers, the
+    lowest access level of their assignment that allows it; None: no level does. Client
+    administrators and staff need only the permission.
+    """
+
+    permission: str | None
+    least_level: AccessLevel | None
+    wording: str  # "<verb> it": how a refusal names the action
+
+    def allows(self, level: AccessLevel) -> bool:
+        return self.least_level is not None and level.rank >= self.least_level.rank
+
+
+# The one meaning of an access level: VIEW reads; OPERATE also clears and acknowledges alarms
+# and sends the commands granted to the user; MANAGE also updates the device's metadata,
+# location and credentials. No level deletes, reassigns or changes a device's status (a
+# decommission is a soft delete), whatever the role holds.
+DEVICE_ACTIONS: dict[DeviceAction, ActionRule] = {
+    DeviceAction.READ: ActionRule(None, AccessLevel.VIEW, "read it"),
+    DeviceAction.ACK_ALARMS: ActionRule(
+        ALARMS_ACK, AccessLevel.OPERATE, "clear or acknowledge its alarms"
+    ),
+    DeviceAction.SEND_COMMANDS: ActionRule(COMMANDS_SEND, AccessLevel.OPERATE, "send it commands"),
+    DeviceAction.UPDATE_METADATA: ActionRule(
+        DEVICES_UPDATE, AccessLevel.MANAGE, "update its metadata"
+    ),
+    DeviceAction.RECORD_LOCATION: ActionRule(
+        DEVICES_UPDATE, AccessLevel.MANAGE, "record its location"
+    ),
+    DeviceAction.UPDATE_CREDENTIALS: ActionRule(
+        DEVICES_UPDATE, AccessLevel.MANAGE, "change its credentials"
+    ),
+    DeviceAction.CHANGE_STATUS: ActionRule(DEVICES_WRITE, None, "change its status"),
+    DeviceAction.DELETE: ActionRule(DEVICES_WRITE, None, "delete it"),
+    DeviceAction.ASSIGN: ActionRule(DEVICES_WRITE, None, "assign it to users"),
+}
+
+
+def allowed_actions(level: AccessLevel) -> frozenset[DeviceAction]:
+    """Every action an assignment at ``level`` allows."""
+    return frozenset(a for a, rule in DEVICE_ACTIONS.items() if rule.allows(level))
+
 
 _PUBLIC = Rule(Access.PUBLIC)
 _SIGNED_IN = Rule(Access.AUTHENTICATED)
@@ -71,10 +169,16 @@ _CLIENTS = "/lifebox.v1.ClientService/"
 _DEVICES = "/lifebox.v1.DeviceService/"
 _TELEMETRY = "/lifebox.v1.TelemetryService/"
 _DEVICE_READ = Rule(Access.AUTHENTICATED, DEVICES_READ)
-# Changes to one device: found in the caller's scope first, so another tenant's device
-# reads NOT_FOUND, then devices.write is checked.
-_DEVICE_CHANGE = Rule(Access.AUTHENTICATED, DEVICES_READ, after_lookup=DEVICES_WRITE)
 _TELEMETRY_READ = Rule(Access.AUTHENTICATED, TELEMETRY_READ)
+
+
+def _on_device(action: DeviceAction, read: str = DEVICES_READ) -> Rule:
+    """A change to one device: found in the caller's scope first (another tenant's device
+    reads NOT_FOUND), then the action's permission and, for operators and viewers, their
+    assignment's level are checked (:data:`DEVICE_ACTIONS`; the handler names the action).
+    UpdateDevice of a status takes CHANGE_STATUS (devices.write) as well."""
+    return Rule(Access.AUTHENTICATED, read, after_lookup=DEVICE_ACTIONS[action].permission)
+
 
 METHOD_RULES: dict[str, Rule] = {
     _AUTH + "Login": _PUBLIC,
@@ -104,19 +208,19 @@ METHOD_RULES: dict[str, Rule] = {
     _DEVICES + "BatchCreateDevices": Rule(Access.AUTHENTICATED, DEVICES_WRITE),
     _DEVICES + "GetDevice": _DEVICE_READ,
     _DEVICES + "ListDevices": _DEVICE_READ,
-    _DEVICES + "UpdateDevice": _DEVICE_CHANGE,
-    _DEVICES + "DeleteDevice": _DEVICE_CHANGE,
+    _DEVICES + "UpdateDevice": _on_device(DeviceAction.UPDATE_METADATA),
+    _DEVICES + "DeleteDevice": _on_device(DeviceAction.DELETE),
     _DEVICES + "ListDeviceHistory": _DEVICE_READ,
-    _DEVICES + "CreateDeviceSnapshot": _DEVICE_CHANGE,
+    _DEVICES + "CreateDeviceSnapshot": _on_device(DeviceAction.UPDATE_METADATA),
     _DEVICES + "ListDeviceSnapshots": _DEVICE_READ,
-    _DEVICES + "RestoreDeviceSnapshot": _DEVICE_CHANGE,
-    _DEVICES + "RecordDeviceLocation": _DEVICE_CHANGE,
+    _DEVICES + "RestoreDeviceSnapshot": _on_device(DeviceAction.UPDATE_METADATA),
+    _DEVICES + "RecordDeviceLocation": _on_device(DeviceAction.RECORD_LOCATION),
     _DEVICES + "ListDeviceLocations": _DEVICE_READ,
-    _DEVICES + "AssignDevice": _DEVICE_CHANGE,
-    _DEVICES + "UnassignDevice": _DEVICE_CHANGE,
+    _DEVICES + "AssignDevice": _on_device(DeviceAction.ASSIGN),
+    _DEVICES + "UnassignDevice": _on_device(DeviceAction.ASSIGN),
     _DEVICES + "ListDeviceAssignments": _DEVICE_READ,
     _DEVICES + "ListDeviceAlarms": Rule(Access.AUTHENTICATED, ALARMS_READ),
-    _DEVICES + "ClearDeviceAlarm": Rule(Access.AUTHENTICATED, ALARMS_READ, after_lookup=ALARMS_ACK),
+    _DEVICES + "ClearDeviceAlarm": _on_device(DeviceAction.ACK_ALARMS, ALARMS_READ),
     _TELEMETRY + "QueryTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "AggregateTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "GetLatestTelemetry": _TELEMETRY_READ,

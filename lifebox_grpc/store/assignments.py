@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -95,3 +96,16 @@ async def list_assignments(
         limit,
     )
     return [_assignment(r) for r in rows]
+
+
+async def access_levels(
+    conn: asyncpg.Connection, user_id: uuid.UUID, device_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The user's access level on each of ``device_ids`` assigned to them (others absent)."""
+    rows = await conn.fetch(
+        "SELECT device_id, access_level FROM user_device_assignments "
+        "WHERE user_id = $1 AND device_id = ANY($2::uuid[])",
+        user_id,
+        list(device_ids),
+    )
+    return {row["device_id"]: row["access_level"] for row in rows}

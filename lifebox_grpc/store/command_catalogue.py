@@ -61,7 +61,17 @@ _READ_MOST = (
     "files.read",
     "commands.read",
 )
-_OPERATE = (*_READ_MOST, "commands.send", "alarms.ack", "dashboards.write", "files.write")
+# Operators and viewers update only devices assigned to them with MANAGE (the access level
+# caps what the role allows: auth/permissions.py DEVICE_ACTIONS).
+_ASSIGNED_UPDATE = ("devices.update",)
+_OPERATE = (
+    *_READ_MOST,
+    *_ASSIGNED_UPDATE,
+    "commands.send",
+    "alarms.ack",
+    "dashboards.write",
+    "files.write",
+)
 _TENANT_ADMIN = (
     *_OPERATE,
     "users.read",
@@ -93,7 +103,7 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "admin": _STAFF,
     "client": _TENANT_ADMIN,
     "operator": _OPERATE,
-    "viewer": _READ_MOST,
+    "viewer": (*_READ_MOST, *_ASSIGNED_UPDATE),
 }
 SUPER_USER_ONLY = ("roles.write", "platform.write")
 ALL_PERMISSIONS: tuple[str, ...] = tuple(
