@@ -36,7 +36,8 @@ class Decoder:
         bytes,  # copy_data
         int,  # rows
         list[tuple[int, int | None, str, str]],  # rejects: message, reading, code, reason
-        # unknown fields: (index of a message of the client, name, json type, count, example)
+        # unknown fields, per device: (index of a message of the device, name, json type,
+        # count, example)
         list[tuple[int, str, str, int, str]],
         dict[UUID | bytes, int],  # latest_us: the caller's device id object -> unix us
         bytes,  # row_times_us: little-endian i64 per row

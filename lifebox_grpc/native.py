@@ -75,10 +75,11 @@ class Reject:
 
 @dataclass(frozen=True)
 class UnknownField:
-    """An unknown key seen in ``count`` accepted readings of a client in one batch; the JSON
-    type and ``example`` (JSON text) are those of the first value seen."""
+    """An unknown key seen in ``count`` accepted readings of one device in one batch; the
+    JSON type and ``example`` (JSON text) are those of the first value seen."""
 
     client_id: uuid.UUID
+    device_id: uuid.UUID
     name: str
     json_type: str
     count: int
@@ -146,7 +147,7 @@ class Decoder:
             rows=rows,
             rejects=[Reject(*r) for r in rejects],
             unknown_fields=[
-                UnknownField(inputs[i][1], name, json_type, count, example)
+                UnknownField(inputs[i][1], inputs[i][0], name, json_type, count, example)
                 for i, name, json_type, count, example in unknown
             ],
             # Keys are the device objects of `inputs`, uuid.UUID as typed above.

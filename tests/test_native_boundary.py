@@ -58,7 +58,7 @@ def test_a_batch_comes_back_as_typed_python_values() -> None:
         Reject(1, 1, "type_error", "field voltage_l1: expected number, got string"),
         Reject(2, None, "invalid_json", "invalid JSON at byte 0: expected a value"),
     ]
-    assert batch.unknown_fields == [UnknownField(CLIENT, "mood", "string", 1, '"ok"')]
+    assert batch.unknown_fields == [UnknownField(CLIENT, DEVICE, "mood", "string", 1, '"ok"')]
     assert batch.latest_us == {DEVICE: 1_700_000_000_000_000}
     assert next(iter(batch.latest_us)) is DEVICE, "keyed by the caller's own object"
     assert struct.unpack("<2q", batch.row_times_us) == (

@@ -297,6 +297,16 @@ async def test_the_ingest_role_can_do_its_job(
             "DO UPDATE SET seen_count = c.seen_count + 1",
             client,
         )
+        for expected in ("INSERT 0 1", "INSERT 0 0"):  # which devices sent it: once each
+            status = await conn.execute(
+                "INSERT INTO unknown_field_devices (client_id, device_id, field_name, "
+                "inferred_type) SELECT $1, d.id, 'foo', 'string' FROM devices d "
+                "WHERE d.id = $2 AND d.client_id = $1 "
+                "ON CONFLICT (device_id, field_name) DO NOTHING",
+                client,
+                device,
+            )
+            assert status == expected
         # The redelivery path: COPY into a temp table, merge without duplicates.
         await conn.execute(
             "CREATE TEMP TABLE staging (time timestamptz, device_id uuid, client_id uuid)"

@@ -62,11 +62,13 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// An unknown key seen in accepted readings of one client.
+/// An unknown key seen in accepted readings of one device (the caller sums devices up per
+/// client for the client's catalogue, and records which devices sent which key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownField {
     pub client_id: [u8; 16],
-    /// The first message it was seen in (so the caller can reuse its client id object).
+    pub device_id: [u8; 16],
+    /// The first message it was seen in (so the caller can reuse its id objects).
     pub message_index: usize,
     pub name: String,
     /// JSON type of the first value seen: string, number, boolean, null, object, array.
@@ -190,6 +192,7 @@ struct BatchState<'l> {
     seen_times: FxHashSet<([u8; 16], i64)>,
     latest: FxHashMap<[u8; 16], DeviceLatest>,
     unknown: Vec<UnknownField>,
+    /// Per device: name → index in `unknown`.
     unknown_index: FxHashMap<[u8; 16], FxHashMap<String, usize>>,
     rows_per_message: Vec<usize>,
     reading: ReadingState,
@@ -322,13 +325,14 @@ impl<'l> BatchState<'l> {
         }
         let client = cursor.message.client_id;
         for (name, json_type, example) in self.pending_unknown.drain(..) {
-            let by_name = self.unknown_index.entry(client).or_default();
+            let by_name = self.unknown_index.entry(device).or_default();
             if let Some(&i) = by_name.get(&name) {
                 self.unknown[i].count += 1;
             } else {
                 by_name.insert(name.clone(), self.unknown.len());
                 self.unknown.push(UnknownField {
                     client_id: client,
+                    device_id: device,
                     message_index: cursor.index,
                     name,
                     json_type,

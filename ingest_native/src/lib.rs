@@ -222,9 +222,9 @@ impl Decoder {
     /// `uuid.UUID` or 16 bytes.
     ///
     /// Returns `(copy_data, rows, rejects, unknown_fields, latest_us, row_times_us,
-    /// rows_per_message)`; see `_ingest_native.pyi`. Clients in `unknown_fields` are message
-    /// indexes and `latest_us` is keyed by the caller's device id objects, so no id object is
-    /// built.
+    /// rows_per_message)`; see `_ingest_native.pyi`. Unknown fields are per device and name
+    /// it by a message index, and `latest_us` is keyed by the caller's device id objects, so
+    /// no id object is built.
     fn decode<'py>(
         &self,
         py: Python<'py>,

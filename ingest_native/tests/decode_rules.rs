@@ -176,6 +176,48 @@ fn unknown_keys_go_to_extra_verbatim_and_in_order() {
 }
 
 #[test]
+fn unknown_fields_are_counted_per_device() {
+    const OTHER: [u8; 16] = [3; 16];
+    let payloads = [
+        r#"{"ts": 1700000000000, "mood": "ok"}"#,
+        r#"{"ts": 1700000000000, "mood": 7}"#,
+        r#"{"ts": 1700000000001, "mood": "fine"}"#,
+    ];
+    let messages: Vec<_> = payloads
+        .iter()
+        .zip([DEVICE, OTHER, DEVICE])
+        .map(|(p, device_id)| Message {
+            device_id,
+            client_id: CLIENT,
+            received_at_us: NOW,
+            payload: p.as_bytes(),
+        })
+        .collect();
+    let batch = decode_batch(&messages, &Limits::default(), NOW);
+    let seen: Vec<_> = batch
+        .unknown_fields
+        .iter()
+        .map(|u| {
+            (
+                u.device_id,
+                u.client_id,
+                u.message_index,
+                u.json_type,
+                u.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (DEVICE, CLIENT, 0, "string", 2),
+            (OTHER, CLIENT, 1, "number", 1),
+        ]
+    );
+    assert_eq!(batch.unknown_fields[1].example, "7");
+}
+
+#[test]
 fn an_escaped_unknown_key_is_written_as_valid_json() {
     let batch = decode(&[r#"{"ts": 1700000000000, "a\"b\u00e9": 1}"#]);
     let rows = tuples(&batch.copy_data);

@@ -519,7 +519,9 @@ Global___StreamTelemetryResponse: _TypeAlias = StreamTelemetryResponse  # noqa: 
 
 @_typing.final
 class UnknownField(_message.Message):
-    """A field seen in telemetry that is not a known column."""
+    """A field seen in telemetry that is not a known column. Operators and viewers see only the
+    fields their assigned devices sent, and nothing other devices sent of them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -536,19 +538,20 @@ class UnknownField(_message.Message):
     """The field name."""
     inferred_type: _builtins.str
     """The JSON type inferred from its values: string, number, integer, boolean, object,
-    array, null or mixed.
+    array, null or mixed. Operators and viewers: from the first value each of their
+    devices sent.
     """
     seen_count: _builtins.int
-    """How many readings carried it."""
+    """How many readings carried it. Operators and viewers: 0 (counts are kept per client)."""
     example_json: _builtins.str
-    """An example value, as JSON text."""
+    """An example value, as JSON text (operators and viewers: one their devices sent)."""
     @_builtins.property
     def first_seen_time(self) -> _timestamp_pb2.Timestamp:
-        """First seen."""
+        """First seen (operators and viewers: by one of their devices)."""
 
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp:
-        """Last seen."""
+        """Last seen. Operators and viewers: not set (kept per client)."""
 
     def __init__(
         self,

@@ -107,7 +107,8 @@ class TelemetryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUnknownFields(self, request, context):
-        """The catalogue of fields devices sent that are not known columns (kept in "extra").
+        """The catalogue of fields devices sent that are not known columns (kept in "extra");
+        operators and viewers: of the devices assigned to them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,7 +50,9 @@ class TelemetryServiceStub:
     late batch of older readings comes after newer ones already sent).
     """
     ListUnknownFields: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.ListUnknownFieldsRequest, _telemetry_pb2.ListUnknownFieldsResponse]
-    """The catalogue of fields devices sent that are not known columns (kept in "extra")."""
+    """The catalogue of fields devices sent that are not known columns (kept in "extra");
+    operators and viewers: of the devices assigned to them.
+    """
     ListDataPoints: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.ListDataPointsRequest, _telemetry_pb2.ListDataPointsResponse]
     """Processed metrics (data points) of a device over a time range."""
 
@@ -76,7 +78,9 @@ class TelemetryServiceAsyncStub(TelemetryServiceStub):
     late batch of older readings comes after newer ones already sent).
     """
     ListUnknownFields: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.ListUnknownFieldsRequest, _telemetry_pb2.ListUnknownFieldsResponse]  # type: ignore[assignment]
-    """The catalogue of fields devices sent that are not known columns (kept in "extra")."""
+    """The catalogue of fields devices sent that are not known columns (kept in "extra");
+    operators and viewers: of the devices assigned to them.
+    """
     ListDataPoints: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.ListDataPointsRequest, _telemetry_pb2.ListDataPointsResponse]  # type: ignore[assignment]
     """Processed metrics (data points) of a device over a time range."""
 
@@ -129,7 +133,9 @@ class TelemetryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _telemetry_pb2.ListUnknownFieldsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_telemetry_pb2.ListUnknownFieldsResponse, _abc.Awaitable[_telemetry_pb2.ListUnknownFieldsResponse]]:
-        """The catalogue of fields devices sent that are not known columns (kept in "extra")."""
+        """The catalogue of fields devices sent that are not known columns (kept in "extra");
+        operators and viewers: of the devices assigned to them.
+        """
 
     @_abc_1.abstractmethod
     def ListDataPoints(

@@ -23,6 +23,7 @@ from datetime import datetime
 
 import asyncpg
 
+from lifebox_grpc.ingest.unknown_fields import FieldDevices, client_totals
 from lifebox_grpc.native import DecodedBatch
 from lifebox_grpc.store import ingest as store
 from lifebox_grpc.store.ingest import CatalogRow
@@ -86,6 +87,7 @@ class BatchFacts:
         self.interval = interval
         self.errors = errors
         self._facts = _Facts()
+        self.field_devices = FieldDevices()
 
     def add(
         self,
@@ -97,13 +99,9 @@ class BatchFacts:
         """Merge one committed batch. `device_clients` is (device, client) per input message;
         `xid` is the id of the transaction that inserted its rows."""
         facts = self._facts
-        for unknown in decoded.unknown_fields:
-            facts.add_catalog(
-                CatalogRow(
-                    unknown.client_id, unknown.name, unknown.json_type, unknown.count,
-                    unknown.example, committed_at,
-                )
-            )  # fmt: skip
+        self.field_devices.note(decoded.unknown_fields, committed_at)
+        for client, name, json_type, count, example in client_totals(decoded.unknown_fields):
+            facts.add_catalog(CatalogRow(client, name, json_type, count, example, committed_at))
         for device, us in decoded.latest_us.items():
             facts.add_latest(device, us)
         times = array("q")
@@ -141,6 +139,8 @@ class BatchFacts:
         ]
         try:
             async with self.pool.acquire() as conn:
+                # First: a failure here leaves every fact of this flush to retry.
+                await self.field_devices.flush(conn)
                 await store.record_batch_facts(conn, catalog, latest_us, notices)
         except self.errors as exc:
             facts.absorb(self._facts)

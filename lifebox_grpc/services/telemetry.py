@@ -38,6 +38,7 @@ from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
 from lifebox_grpc.services.telemetry_stream import LiveStream, micros, runs
 from lifebox_grpc.store import partitions
 from lifebox_grpc.store import telemetry as store
+from lifebox_grpc.store import unknown_fields as unknown_field_store
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +424,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             after = (client, key[1]) if client else None
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
-            rows = await store.list_unknown_fields(conn, client_filter, after=after, limit=size + 1)
+            # Operators and viewers: only what their assigned devices sent.
+            devices = device_filter(principal).device_ids
+            rows = await unknown_field_store.list_visible_fields(
+                conn, client_filter, devices, after=after, limit=size + 1
+            )
         page, more = rows[:size], len(rows) > size
         token = encode_page_token([str(page[-1].client_id), page[-1].field_name]) if more else ""
         return telemetry_pb2.ListUnknownFieldsResponse(

@@ -294,44 +294,6 @@ async def rows_of_commits(
 
 
 @dataclass(frozen=True)
-class UnknownField:
-    """A catalogue entry."""
-
-    client_id: uuid.UUID
-    field_name: str
-    inferred_type: str
-    seen_count: int
-    example_json: str | None
-    first_seen_at: datetime
-    last_seen_at: datetime
-
-
-async def list_unknown_fields(
-    conn: asyncpg.Connection,
-    client_filter: uuid.UUID | None,
-    *,
-    after: tuple[uuid.UUID, str] | None,
-    limit: int,
-) -> list[UnknownField]:
-    rows = await conn.fetch(
-        """
-        SELECT client_id, field_name, inferred_type, seen_count,
-               example_value::text AS example_json, first_seen_at, last_seen_at
-        FROM unknown_field_catalog
-        WHERE ($1::uuid IS NULL OR client_id = $1)
-          AND ($2::uuid IS NULL OR (client_id, field_name) > ($2, $3))
-        ORDER BY client_id, field_name
-        LIMIT $4
-        """,
-        client_filter,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [UnknownField(*(r[n] for n in UnknownField.__dataclass_fields__)) for r in rows]
-
-
-@dataclass(frozen=True)
 class DataPoint:
     """A processed metric value."""
 

@@ -93,6 +93,12 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             client,
         ),
         (
+            "INSERT INTO unknown_field_devices (client_id, device_id, field_name, inferred_type) "
+            "VALUES ($2, $1, 'mystery', 'number')",
+            device,
+            client,
+        ),
+        (
             "INSERT INTO calculation_formulas (client_id, name, expression, inputs) "
             "VALUES ($1, 'power_kw', 'active_power_w / 1000', '[\"active_power_w\"]')",
             client,
