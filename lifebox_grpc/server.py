@@ -21,8 +21,10 @@ from lifebox_grpc.auth.reset_sender import sender_from_settings
 from lifebox_grpc.auth.sessions import AuthFlows
 from lifebox_grpc.auth.tokens import KeyringError, keyring_from_settings
 from lifebox_grpc.config import Settings
+from lifebox_grpc.errors import ResourceExhausted
 from lifebox_grpc.http import build_http_app, start_http
 from lifebox_grpc.interceptors import build_interceptors
+from lifebox_grpc.interceptors.limits import HEAVY_METHODS, CallLimits
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.services.registry import Dependencies, register_services
 from lifebox_grpc.store.pool import create_pool
@@ -31,6 +33,8 @@ from lifebox_grpc.store.role_checks import checked_role
 log = logging.getLogger(__name__)
 
 HEALTH_PROBE_SECONDS = 2.0
+# How often a server stream re-authorizes its caller when the principal cache is off.
+STREAM_RECHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -45,6 +49,7 @@ class RunningServer:
     _http_runner: object
     _probe: asyncio.Task[None]
     auth: AuthFlows | None = None
+    limits: CallLimits | None = None
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
@@ -105,7 +110,13 @@ class DatabaseProbe:
         try:
             async with self.pool.acquire(timeout=HEALTH_PROBE_SECONDS) as conn:
                 await conn.fetchval("SELECT 1", timeout=HEALTH_PROBE_SECONDS)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+            ResourceExhausted,
+        ):
             return False
         return True
 
@@ -132,17 +143,26 @@ async def start_server(
     *,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     extra_rules: Mapping[str, Rule] | None = None,
+    extra_heavy_methods: frozenset[str] = frozenset(),
 ) -> RunningServer:
     """Build and start everything `serve` runs; return once it listens.
 
-    ``extra_handlers`` and their ``extra_rules`` let tests mount probe methods behind the
-    same interceptors as the real services.
+    ``extra_handlers`` and their ``extra_rules`` (and ``extra_heavy_methods``, counted as
+    expensive calls) let tests mount probe methods behind the same interceptors as the real
+    services.
     """
     keyring = keyring_from_settings(settings)
     endpoints = resolve_endpoints(settings)
-    pool = await create_pool(endpoints.app_dsn, settings, "lifebox-serve", session_state=False)
+    pool = await create_pool(
+        endpoints.app_dsn,
+        settings,
+        "lifebox-serve",
+        session_state=False,
+        acquire_timeout=settings.db_pool_acquire_timeout_seconds,
+    )
     await checked_role(pool, "serve")
     flows = AuthFlows(pool, settings, keyring, sender_from_settings(settings))
+    limits = CallLimits.from_settings(settings)
     server = grpc.aio.server(
         options=_server_options(settings),
         interceptors=build_interceptors(
@@ -150,6 +170,9 @@ async def start_server(
             rules={**METHOD_RULES, **(extra_rules or {})},
             load_principal=flows.load_principal,
             max_deadline_seconds=settings.grpc_max_deadline_seconds,
+            limits=limits,
+            stream_recheck_seconds=settings.principal_cache_seconds or STREAM_RECHECK_SECONDS,
+            heavy_methods=HEAVY_METHODS | extra_heavy_methods,
         ),
     )
     servicer = health.aio.HealthServicer()
@@ -185,7 +208,7 @@ async def start_server(
             "http": f"{settings.http_host}:{http_port}",
         },
     )
-    return RunningServer(server, servicer, grpc_port, http_port, pool, runner, probe, flows)
+    return RunningServer(server, servicer, grpc_port, http_port, pool, runner, probe, flows, limits)
 
 
 async def _serve(settings: Settings) -> None:

@@ -2,11 +2,13 @@
 
 ``authorization: Bearer <access JWT>`` → verified claims → the :class:`Principal` as the
 database knows it now → the permission the method's :class:`Rule` names. A method of our
-API without a rule is refused: forgetting to declare a permission fails closed.
+API without a rule is refused: forgetting to declare a permission fails closed. A server
+stream gets the same decision again, periodically (:mod:`.stream_access`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -87,6 +89,13 @@ class AuthenticationInterceptor(AroundInterceptor):
     async def _authenticate(self, token: str) -> Principal:
         return await self.load_principal(self.tokens.verify(token))
 
+    async def _reauthorize(self, token: str, rule: Rule) -> Principal:
+        """What a call's start decided, decided again (a server stream's re-check)."""
+        principal = await self._authenticate(token)
+        if rule.permission is not None:
+            principal.require(rule.permission)
+        return principal
+
     @asynccontextmanager
     async def around(
         self, call: CallInfo, context: aio.ServicerContext[Any, Any]
@@ -110,9 +119,13 @@ class AuthenticationInterceptor(AroundInterceptor):
         elif rule.access is not Access.PUBLIC:
             raise Unauthenticated("this method needs `authorization: Bearer <access token>`")
         if principal is not None:
+            assert token is not None
             state = current_call()
             if state:
                 state.principal = principal.describe()
+                if call.response_streaming:
+                    state.reauthorize = functools.partial(self._reauthorize, token, rule)
+                    state.expires_at = self.tokens.verify(token).expires_at.timestamp()
             if rule.permission is not None:
                 principal.require(rule.permission)
         set_current_principal(principal)

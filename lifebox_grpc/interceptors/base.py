@@ -51,8 +51,17 @@ class AroundInterceptor(aio.ServerInterceptor, ABC):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        call = CallInfo(handler_call_details.method, bool(handler.response_streaming))
-        return _wrap_handler(handler, lambda context: self.around(call, context))
+        # A method's handler is the same object on every call (and so, through this cache,
+        # is every interceptor's wrapping of it): wrap it once, not once per call.
+        method = handler_call_details.method
+        wrapped = self.__dict__.setdefault("_wrapped_handlers", {})
+        known = wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        call = CallInfo(method, bool(handler.response_streaming))
+        result = _wrap_handler(handler, lambda context: self.around(call, context))
+        wrapped[method] = (handler, result)
+        return result
 
 
 Around = Callable[[Any], AbstractAsyncContextManager[None]]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import grpc
+
+from lifebox_grpc.auth.principal import Principal
 
 
 @dataclass
@@ -16,6 +19,11 @@ class CallState:
     method: str
     code: grpc.StatusCode = grpc.StatusCode.OK
     principal: str = "-"
+    # Left by authentication on a server stream with a token, for its periodic re-check
+    # (interceptors/stream_access.py): authorizes the caller again as at the start of the
+    # call; and when the token expires (Unix seconds).
+    reauthorize: Callable[[], Awaitable[Principal]] | None = None
+    expires_at: float | None = None
 
 
 _state: ContextVar[CallState | None] = ContextVar("lifebox_call_state", default=None)

@@ -20,7 +20,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from lifebox_grpc.auth.principal import Principal
 from lifebox_grpc.auth.sessions import Caller
-from lifebox_grpc.errors import ErrorCollector
+from lifebox_grpc.errors import ErrorCollector, ResourceExhausted
 from lifebox_grpc.store.scope import Scope, scoped_transaction
 
 DEFAULT_PAGE_SIZE = 50
@@ -48,6 +48,20 @@ async def scoped(pool: asyncpg.Pool, principal: Principal) -> AsyncIterator[asyn
 
 
 # -- validation ---------------------------------------------------------------------------
+
+
+def require_work_within(subject: str, work: int, most: int, advice: str) -> None:
+    """RESOURCE_EXHAUSTED (QuotaFailure on ``subject``) when a call would compute ``work``
+    values, more than the ``most`` one call may; ``advice`` says how to ask for less. The
+    one cap on the size of a call's work, for every expensive RPC."""
+    if work > most:
+        raise ResourceExhausted(
+            f"this call would compute {work} values, more than the {most} one call may: {advice}",
+            # The same call would fail again; RetryInfo still comes with every
+            # RESOURCE_EXHAUSTED, so a client that retries blindly waits a second, not 0.
+            retry_after=1.0,
+            subject=subject,
+        )
 
 
 def parse_uuid(errors: ErrorCollector, field: str, value: str, *, required: bool = True) -> Any:

@@ -67,7 +67,8 @@ def _add_telemetry(server: grpc.aio.Server, deps: Dependencies) -> None:
     # One LISTEN hub per server (process), shared by every StreamTelemetry call.
     fanout = TelemetryFanout(resolve_endpoints(deps.settings).app_dsn)
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(
-        TelemetryServicer(deps.pool, fanout), server
+        TelemetryServicer(deps.pool, fanout, max_cells=deps.settings.telemetry_max_cells_per_call),
+        server,
     )
 
 

@@ -1,14 +1,15 @@
 """TelemetryService: raw, aggregated, latest and live readings of visible devices.
 
-Validation and mapping only; the SQL is in ``store/telemetry.py``. Results are
-column-shaped (:class:`Series`): building a few long repeated fields is far cheaper than
-one message per reading, and it is what a plotting client wants anyway.
+Mapping only: requests are checked in ``telemetry_requests.py``, the SQL is in
+``store/telemetry.py``. Results are column-shaped (:class:`Series`): building a few long
+repeated fields is far cheaper than one message per reading, and it is what a plotting
+client wants anyway.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,17 +18,20 @@ from typing import Any
 import asyncpg
 
 from lifebox.v1 import telemetry_pb2, telemetry_pb2_grpc
-from lifebox_grpc.auth.principal import require_principal
+from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector
+from lifebox_grpc.interceptors.stream_access import recheck_stream
 from lifebox_grpc.services.common import (
     decode_page_token,
     encode_page_token,
     page_size,
     parse_uuid,
+    require_work_within,
     scoped,
     timestamp,
 )
 from lifebox_grpc.services.device_access import (
+    ASSIGNED_ONLY_ROLES,
     device_filter,
     parse_device_ids,
     require_device,
@@ -35,6 +39,20 @@ from lifebox_grpc.services.device_access import (
     require_found,
 )
 from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
+from lifebox_grpc.services.telemetry_requests import (
+    FUNCTION_FROM_PB,
+    MAX_CELLS,
+    MAX_LATEST_DEVICES,
+    MAX_QUERY_DEVICES,
+    MAX_STREAM_DEVICES,
+    bucket_count,
+    parse_aggregations,
+    parse_bucket,
+    parse_fields,
+    parse_range,
+    query_cursor,
+    telemetry_page_size,
+)
 from lifebox_grpc.services.telemetry_stream import LiveStream, micros, runs
 from lifebox_grpc.store import partitions
 from lifebox_grpc.store import telemetry as store
@@ -42,15 +60,6 @@ from lifebox_grpc.store import unknown_fields as unknown_field_store
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY_DEVICES = 100
-MAX_LATEST_DEVICES = 5_000
-MAX_STREAM_DEVICES = 1_000
-DEFAULT_TELEMETRY_PAGE = 1_000
-MAX_TELEMETRY_PAGE = 10_000
-MAX_AGGREGATIONS = 50
-MAX_BUCKETS = 10_000
-MIN_BUCKET = timedelta(minutes=1)
-MAX_BUCKET = timedelta(days=31)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _KIND_TO_PB = {
@@ -59,16 +68,7 @@ _KIND_TO_PB = {
     store.BOOL: telemetry_pb2.FIELD_TYPE_BOOL,
     store.STRING: telemetry_pb2.FIELD_TYPE_STRING,
 }
-_FUNCTION_FROM_PB = {
-    telemetry_pb2.AGGREGATE_FUNCTION_AVG: store.AVG,
-    telemetry_pb2.AGGREGATE_FUNCTION_MIN: store.MIN,
-    telemetry_pb2.AGGREGATE_FUNCTION_MAX: store.MAX,
-    telemetry_pb2.AGGREGATE_FUNCTION_SUM: store.SUM,
-    telemetry_pb2.AGGREGATE_FUNCTION_COUNT: store.COUNT,
-    telemetry_pb2.AGGREGATE_FUNCTION_FIRST: store.FIRST,
-    telemetry_pb2.AGGREGATE_FUNCTION_LAST: store.LAST,
-}
-_FUNCTION_TO_PB = {v: k for k, v in _FUNCTION_FROM_PB.items()}
+_FUNCTION_TO_PB = {v: k for k, v in FUNCTION_FROM_PB.items()}
 _ZERO = {store.DOUBLE: 0.0, store.INT64: 0, store.BOOL: False, store.STRING: ""}
 _KIND_TO_VALUES = {
     store.DOUBLE: "doubles",
@@ -127,143 +127,23 @@ def _raw_columns(fields: Sequence[str]) -> list[tuple[str, str, str | None]]:
     return [(f, store.FIELD_KINDS[f], None) for f in fields]
 
 
-# -- validation ---------------------------------------------------------------------------
-
-
-def parse_fields(errors: ErrorCollector, values: Sequence[str]) -> list[str]:
-    """Known field names, in request order without repeats; empty means every known field."""
-    if not values:
-        return list(store.KNOWN_FIELDS)
-    fields: dict[str, None] = {}
-    for i, name in enumerate(values):
-        if name in store.FIELD_KINDS:
-            fields[name] = None
-        else:
-            errors.add(f"fields[{i}]", f"unknown field {name[:80]!r}: see ListUnknownFields")
-    return list(fields)
-
-
-def parse_range(
-    errors: ErrorCollector, request: Any, *, required: bool = True
-) -> tuple[datetime, datetime]:
-    """[start_time, end_time) of a request; both required, end after start."""
-    start = end = _EPOCH
-    if request.HasField("start_time"):
-        start = request.start_time.ToDatetime(UTC)
-    elif required:
-        errors.add("start_time", "required")
-    if request.HasField("end_time"):
-        end = request.end_time.ToDatetime(UTC)
-    elif required:
-        errors.add("end_time", "required")
-    if request.HasField("start_time") and request.HasField("end_time") and end <= start:
-        errors.add("end_time", "must be after start_time")
-    return start, end
-
-
-def _telemetry_page_size(errors: ErrorCollector, value: int) -> int:
-    if value < 0:
-        errors.add("page_size", "must not be negative")
-    elif value > MAX_TELEMETRY_PAGE:
-        errors.add("page_size", f"must be at most {MAX_TELEMETRY_PAGE}")
-    return value or DEFAULT_TELEMETRY_PAGE
-
-
-def _months_between(start: datetime, end: datetime) -> int:
-    return (end.year - start.year) * 12 + end.month - start.month + 1
-
-
-def _describe(width: timedelta) -> str:
-    seconds = int(width.total_seconds())
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def parse_bucket(
-    errors: ErrorCollector,
-    request: telemetry_pb2.AggregateTelemetryRequest,
-    start: datetime,
-    end: datetime,
-) -> timedelta | None:
-    """The bucket width (None: calendar months), with the buckets-per-call cap."""
-    has_width = request.HasField("bucket_width")
-    if request.calendar_month:
-        if has_width:
-            errors.add("bucket_width", "leave unset when calendar_month is set")
-        elif end > start and _months_between(start, end) > MAX_BUCKETS:
-            errors.add("start_time", f"at most {MAX_BUCKETS} monthly buckets per call")
-        return None
-    if not has_width:
-        errors.add("bucket_width", "required (or set calendar_month)")
-        return None
-    width = request.bucket_width.ToTimedelta()
-    if request.bucket_width.nanos or not MIN_BUCKET <= width <= MAX_BUCKET:
-        errors.add(
-            "bucket_width",
-            "must be whole seconds from 1 minute to 31 days (calendar_month for months)",
-        )
-        return None
-    if end > start:
-        buckets = math.ceil((end - start) / width)
-        if buckets > MAX_BUCKETS:
-            wider = timedelta(seconds=math.ceil((end - start).total_seconds() / MAX_BUCKETS))
-            errors.add(
-                "bucket_width",
-                f"this range holds {buckets} buckets of {_describe(width)}, more than the "
-                f"{MAX_BUCKETS} a call may return: ask for buckets of at least "
-                f"{int(wider.total_seconds())}s, or split the range into calls of at most "
-                f"{_describe(width * MAX_BUCKETS)}",
-            )
-    return width
-
-
-def parse_aggregations(
-    errors: ErrorCollector, values: Sequence[telemetry_pb2.Aggregation]
-) -> list[store.Aggregate]:
-    if not values:
-        errors.add("aggregations", "name at least one aggregation")
-    elif len(values) > MAX_AGGREGATIONS:
-        errors.add("aggregations", f"at most {MAX_AGGREGATIONS} per call")
-    out: list[store.Aggregate] = []
-    for i, agg in enumerate(values[:MAX_AGGREGATIONS]):
-        kind = store.FIELD_KINDS.get(agg.field)
-        function = _FUNCTION_FROM_PB.get(agg.function)
-        if kind is None:
-            errors.add(f"aggregations[{i}].field", f"unknown field {agg.field[:80]!r}")
-        if function is None:
-            errors.add(f"aggregations[{i}].function", "required")
-        elif (
-            kind is not None and function in store.NUMERIC_ONLY and kind not in store.NUMERIC_KINDS
-        ):
-            errors.add(
-                f"aggregations[{i}].function",
-                f"{function} needs a numeric field; {agg.field} is {kind}",
-            )
-        if kind is not None and function is not None:
-            out.append(store.Aggregate(agg.field, function))
-    return out
-
-
-def _query_cursor(errors: ErrorCollector, token: str) -> tuple[uuid.UUID, datetime] | None:
-    key = decode_page_token(errors, token, 2)
-    if key is None:
-        return None
-    try:
-        device_id, when = uuid.UUID(key[0]), datetime.fromisoformat(key[1])
-    except ValueError:
-        errors.add("page_token", "is not a token this API returned")
-        return None
-    return device_id, when
+def _still_visible(device_ids: Sequence[uuid.UUID], principal: Principal) -> None:
+    """NOT_FOUND unless ``principal`` may still see every one of ``device_ids``. Operators'
+    and viewers' assignments come with the principal, so this reads no database (a device
+    deleted from under a stream is not looked for: it sends nothing more anyway)."""
+    if principal.role in ASSIGNED_ONLY_ROLES:
+        require_found(device_ids, frozenset(principal.assigned_device_ids))
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     """The TelemetryService handlers."""
 
-    def __init__(self, pool: asyncpg.Pool, fanout: TelemetryFanout) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, fanout: TelemetryFanout, *, max_cells: int = MAX_CELLS
+    ) -> None:
         self.pool = pool
         self.fanout = fanout
+        self.max_cells = max_cells
         self._storage: str | None = None
 
     async def _storage_kind(self, conn: asyncpg.Connection) -> str:
@@ -281,9 +161,15 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         )
         start, end = parse_range(errors, request)
         fields = parse_fields(errors, request.fields)
-        size = _telemetry_page_size(errors, request.page_size)
-        after = _query_cursor(errors, request.page_token)
+        size = telemetry_page_size(errors, request.page_size)
+        after = query_cursor(errors, request.page_token)
         errors.raise_if_any()
+        require_work_within(
+            "telemetry:query_cells",
+            size * (len(fields) + 1),
+            self.max_cells,
+            "ask for a smaller page_size or fewer fields",
+        )
         async with scoped(self.pool, principal) as conn:
             found = await store.query(
                 conn,
@@ -336,6 +222,13 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         width = parse_bucket(errors, request, start, end)
         aggregates = parse_aggregations(errors, request.aggregations)
         errors.raise_if_any()
+        require_work_within(
+            "telemetry:aggregate_cells",
+            len(device_ids) * bucket_count(start, end, width) * len(aggregates),
+            self.max_cells,
+            "devices x buckets x aggregations is too large: ask for fewer devices, wider "
+            "buckets, a shorter range or fewer aggregations (or split the call)",
+        )
         async with scoped(self.pool, principal) as conn:
             await require_devices(conn, principal, device_ids)
             storage = await self._storage_kind(conn)
@@ -355,6 +248,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         )
         fields = parse_fields(errors, request.fields)
         errors.raise_if_any()
+        require_work_within(
+            "telemetry:latest_cells",
+            len(device_ids) * len(fields),
+            self.max_cells,
+            "ask for fewer devices or fewer fields (or split the call)",
+        )
         async with scoped(self.pool, principal) as conn:
             found = await store.latest(conn, device_ids, fields, device_filter(principal))
         require_found(device_ids, {r[0] for r in found})
@@ -388,6 +287,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         start_us: int | None = None
         async with scoped(self.pool, principal) as conn:
             await require_devices(conn, principal, device_ids)
+            # The stream ends (NOT_FOUND) once the caller may no longer see one of them.
+            recheck_stream(functools.partial(_still_visible, device_ids))
             if request.HasField("start_time"):
                 start_us = micros(request.start_time.ToDatetime(UTC))
                 after_us = dict.fromkeys(device_ids, start_us - 1)

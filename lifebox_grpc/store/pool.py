@@ -6,20 +6,87 @@ import contextlib
 import functools
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any
 
 import asyncpg
 
 from lifebox_grpc.config import Settings
+from lifebox_grpc.errors import ResourceExhausted
+
+# What a caller that found no free connection is told to wait before retrying.
+POOL_RETRY_AFTER_SECONDS = 1.0
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's reset query (an open transaction is still rolled back)."""
 
 
+def _exhausted(timeout: float | None) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"no database connection came free within {timeout:g}s: the server is busy, retry shortly",
+        retry_after=POOL_RETRY_AFTER_SECONDS,
+        subject="server:database_connections",
+    )
+
+
+class _Acquire:
+    """:meth:`asyncpg.Pool.acquire`'s context (``async with`` or ``await``), with its
+    timeout reported as ResourceExhausted."""
+
+    __slots__ = ("_inner", "_timeout")
+
+    def __init__(self, inner: Any, timeout: float | None) -> None:
+        self._inner = inner
+        self._timeout = timeout
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            return await self._inner.__aenter__()
+        except TimeoutError as exc:
+            raise _exhausted(self._timeout) from exc
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self._acquired().__await__()
+
+    async def _acquired(self) -> asyncpg.Connection:
+        try:
+            return await self._inner
+        except TimeoutError as exc:
+            raise _exhausted(self._timeout) from exc
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """A pool whose :meth:`acquire` waits at most ``acquire_timeout`` seconds by default
+    (None: as long as it takes), and reports a wait that ran out as ResourceExhausted
+    (RESOURCE_EXHAUSTED with RetryInfo to a gRPC caller), not as a bare TimeoutError."""
+
+    def __init__(self, dsn: str, *, acquire_timeout: float | None, **kwargs: Any) -> None:
+        super().__init__(dsn, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        timeout = self.acquire_timeout if timeout is None else timeout
+        return _Acquire(super().acquire(timeout=timeout), timeout)
+
+
 async def create_pool(
-    dsn: str, settings: Settings, application_name: str, *, session_state: bool = True
+    dsn: str,
+    settings: Settings,
+    application_name: str,
+    *,
+    session_state: bool = True,
+    acquire_timeout: float | None = None,
 ) -> asyncpg.Pool:
     """A pool whose connections carry our statement timeout and name.
 
@@ -28,11 +95,22 @@ async def create_pool(
     is transaction-local (:func:`tenant_transaction`). The pool then skips asyncpg's reset
     query on release (``RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()``), a
     round trip per acquire; an open transaction is still rolled back.
+
+    ``acquire_timeout``: how long :meth:`BoundedPool.acquire` waits for a free connection
+    unless told otherwise (None: without limit); a wait that runs out raises
+    ResourceExhausted.
     """
-    pool = await asyncpg.create_pool(
+    pool = BoundedPool(
         dsn,
+        acquire_timeout=acquire_timeout,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
+        # asyncpg.create_pool's own defaults for the rest.
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         server_settings={
             "application_name": application_name,
             "statement_timeout": str(settings.db_statement_timeout_ms),
@@ -40,7 +118,7 @@ async def create_pool(
         },
         reset=None if session_state else _keep_session,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

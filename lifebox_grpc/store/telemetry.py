@@ -75,6 +75,16 @@ class Aggregate:
         return FIELD_KINDS[self.field]
 
     def sql(self) -> str:
+        """The aggregate over one bucket's rows ``e``.
+
+        FIRST (LAST) is the value of the oldest (newest) row where the field is set: the
+        least (greatest) pair ``[time, value]``, compared by time first (times of one device
+        are unique, so the value never decides), then element 2 of it. Built-in
+        ``min``/``max`` over arrays keep one pair per bucket, where an ``array_agg`` ordered
+        by time would hold (and sort) every value of the bucket. The time goes in the
+        value's array type: µs as float8 are exact (below 2^53), as text zero-padded and
+        compared bytewise (COLLATE "C"; reading times are after 1970, so never negative).
+        """
         field_kind = FIELD_KINDS[self.field]  # KeyError for unknown names
         column = 'e."extra"::text' if self.field == "extra" else f'e."{self.field}"'
         if self.function in NUMERIC_ONLY:
@@ -82,11 +92,16 @@ class Aggregate:
             return f"{self.function}({column})::float8"
         if self.function == COUNT:
             return f"count({column})"
-        order = "" if self.function == FIRST else " DESC"
         assert self.function in (FIRST, LAST)
-        return (
-            f"(array_agg({column} ORDER BY e.time{order}) FILTER (WHERE {column} IS NOT NULL))[1]"
-        )
+        edge = "min" if self.function == FIRST else "max"
+        when = _MICROS.format("e.time")
+        pair, value = {
+            DOUBLE: (f"ARRAY[{when}::float8, {column}]", "{}"),
+            INT64: (f"ARRAY[{when}, {column}]", "{}"),
+            BOOL: (f"ARRAY[{when}, {column}::int4::int8]", "({} <> 0)"),
+            STRING: (f"ARRAY[lpad({when}::text, 20, '0'), {column}] COLLATE \"C\"", "{}"),
+        }[field_kind]
+        return value.format(f"({edge}({pair}) FILTER (WHERE {column} IS NOT NULL))[2]")
 
 
 def query_sql(fields: Sequence[str], *, descending: bool, after: bool) -> str:
@@ -155,6 +170,7 @@ def bucket_sql(storage: str, *, calendar_month: bool) -> str:
 
 
 def aggregate_sql(storage: str, aggregates: Sequence[Aggregate], *, calendar_month: bool) -> str:
+    """Per device of $1 and bucket of [$2, $3) with rows: (device_id, t, a0, a1, ...)."""
     columns = "".join(f", {a.sql()} AS a{i}" for i, a in enumerate(aggregates))
     bucket = bucket_sql(storage, calendar_month=calendar_month)
     return (
