@@ -17,7 +17,7 @@ from lifebox_grpc.services.common import (
 from lifebox_grpc.services.device_access import require_device
 from lifebox_grpc.services.devices.base import DeviceRpcs
 from lifebox_grpc.services.devices.mapping import struct_of
-from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_token
+from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.store import device_alarms as alarm_store
 
 
@@ -54,10 +54,9 @@ class AlarmRpcs(DeviceRpcs):
             rows = await alarm_store.list_alarms(
                 conn, device_id, open_only=request.open_only, after=after, limit=size + 1
             )
-        page, more = rows[:size], len(rows) > size
+        page, token = time_id_page(rows, size, lambda row: row.raised_at)
         return devices_pb2.ListDeviceAlarmsResponse(
-            alarms=[_alarm_pb(a) for a in page],
-            next_page_token=time_id_token(page[-1].raised_at, page[-1].id) if more else "",
+            alarms=[_alarm_pb(a) for a in page], next_page_token=token
         )
 
     async def ClearDeviceAlarm(

@@ -22,7 +22,7 @@ from lifebox_grpc.services.devices.mapping import (
     struct_of,
     value_of,
 )
-from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_token
+from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.services.devices.validation import MAX_REASON
 from lifebox_grpc.store import devices as device_store
 from lifebox_grpc.store import snapshots as snapshot_store
@@ -66,10 +66,9 @@ class HistoryRpcs(DeviceRpcs):
         async with scoped(self.pool, principal) as conn:
             await require_device(conn, principal, device_id)
             rows = await device_store.list_history(conn, device_id, after=after, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
+        page, token = time_id_page(rows, size, lambda row: row.changed_at)
         return devices_pb2.ListDeviceHistoryResponse(
-            entries=[_history_pb(e) for e in page],
-            next_page_token=time_id_token(page[-1].changed_at, page[-1].id) if more else "",
+            entries=[_history_pb(e) for e in page], next_page_token=token
         )
 
     async def CreateDeviceSnapshot(
@@ -99,10 +98,9 @@ class HistoryRpcs(DeviceRpcs):
         async with scoped(self.pool, principal) as conn:
             await require_device(conn, principal, device_id)
             rows = await snapshot_store.list_snapshots(conn, device_id, after=after, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
+        page, token = time_id_page(rows, size, lambda row: row.taken_at)
         return devices_pb2.ListDeviceSnapshotsResponse(
-            snapshots=[_snapshot_pb(s) for s in page],
-            next_page_token=time_id_token(page[-1].taken_at, page[-1].id) if more else "",
+            snapshots=[_snapshot_pb(s) for s in page], next_page_token=token
         )
 
     async def RestoreDeviceSnapshot(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from lifebox_grpc.errors import ErrorCollector
 from lifebox_grpc.services.common import (
@@ -38,3 +40,20 @@ def time_id_cursor(errors: ErrorCollector, token: str) -> tuple[datetime, uuid.U
         errors.add("page_token", "is not a token this API returned")
         return None
     return (when, row_id) if when is not None else None
+
+
+class _Keyed(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+Row = TypeVar("Row", bound=_Keyed)
+
+
+def time_id_page(
+    rows: Sequence[Row], size: int, time_of: Callable[[Row], datetime]
+) -> tuple[Sequence[Row], str]:
+    """The page (the store fetched ``size + 1`` rows) and the token of the next one."""
+    page = rows[:size]
+    more = len(rows) > size
+    return page, time_id_token(time_of(page[-1]), page[-1].id) if more else ""
