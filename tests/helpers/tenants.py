@@ -99,6 +99,14 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             client,
         ),
         (
+            "INSERT INTO device_credentials (client_id, device_id, username, password_hash, "
+            "hash_iterations, hash_salt, hash_digest) "
+            "SELECT $2, $1, serial, '$7$101$c2FsdA==$ZA==', 101, 'saltsalt', 'ZA==' "
+            "FROM devices WHERE id = $1",
+            device,
+            client,
+        ),
+        (
             "INSERT INTO calculation_formulas (client_id, name, expression, inputs) "
             "VALUES ($1, 'power_kw', 'active_power_w / 1000', '[\"active_power_w\"]')",
             client,
