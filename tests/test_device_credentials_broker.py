@@ -187,3 +187,28 @@ async def test_a_device_is_confined_to_its_own_topics_and_revocation_disconnects
     again = connect(cred_broker.port, serial_a, secret_a)
     assert again.connack[0].is_failure, "a revoked credential is refused at CONNECT"
     close(again, a, ingest, serve)
+
+
+async def test_the_broker_is_given_only_live_credentials_of_active_devices_and_clients(
+    owner_conn: asyncpg.Connection,
+) -> None:
+    live_client, suspended = await make_client(owner_conn), await make_client(owner_conn)
+    dev_ok, serial_ok = await make_device(owner_conn, live_client)
+    dev_new, serial_new = await make_device(owner_conn, live_client, status="provisioned")
+    dev_off, serial_off = await make_device(owner_conn, live_client, status="disabled")
+    dev_rev, serial_rev = await make_device(owner_conn, live_client)
+    dev_sus, serial_sus = await make_device(owner_conn, suspended)
+    for client, device in (
+        (live_client, dev_ok),
+        (live_client, dev_new),
+        (live_client, dev_off),
+        (suspended, dev_sus),
+    ):
+        await credential(owner_conn, client, device)
+    revoked, _ = await credential(owner_conn, live_client, dev_rev)
+    async with tenant_transaction(owner_conn, None, staff=True):
+        assert await store.revoke_credential(owner_conn, revoked, None)
+        await owner_conn.execute("UPDATE clients SET status = 'suspended' WHERE id = $1", suspended)
+        names = {user for user, _ in await store.broker_entries(owner_conn)}
+    assert {serial_ok, serial_new} <= names
+    assert not names & {serial_off, serial_rev, serial_sus}
