@@ -19,6 +19,7 @@ from lifebox_grpc.auth.ratelimit import LoginLockout, digest
 from lifebox_grpc.auth.sessions import AuthFlows, Caller
 from lifebox_grpc.errors import DomainError, FailedPrecondition
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.services.common import peer_address
 from tests.helpers import factories
 from tests.helpers.grpc import (
     PASSWORD,
@@ -201,3 +202,32 @@ async def test_an_email_failing_from_many_addresses_slows_down_and_is_never_lock
         assert (await lockout.enter(conn, email, ATTACKER)).locked
         assert not (await lockout.enter(conn, email, "203.0.113.77")).locked
     assert delays == [0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:10.1.2.3:5000", "10.1.2.3"),
+        ("ipv6:%5B2001:db8::1%5D:40342", "2001:db8::1"),  # as grpcio 1.85 writes it
+        ("ipv6:[2001:db8::2]:1", "2001:db8::2"),
+        ("ipv6:%5B::ffff:10.0.0.7%5D:9", "10.0.0.7"),
+        ("unix:/tmp/sock", None),
+    ],
+)
+def test_the_client_address_is_read_from_every_kind_of_peer(peer: str, address: str | None) -> None:
+    assert peer_address(peer) == address
+
+
+async def test_ipv6_callers_are_locked_per_address_too(
+    server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    """Review finding: every IPv6 peer read as no address, so one IPv6 attacker locked the
+    owner out for every IPv6 client."""
+    account = await make_account(owner_conn, "viewer", await factories.make_client(owner_conn))
+    flows = _flows(server)
+    attacker = Caller(address=peer_address("ipv6:%5B2001:db8::bad%5D:1"), user_agent="x")
+    owner = Caller(address=peer_address("ipv6:%5B2001:db8::600d%5D:2"), user_agent="y")
+    for _ in range(server.settings.login_max_failures + 1):
+        with pytest.raises(DomainError):
+            await flows.login(account.email, WRONG, attacker)
+    await flows.login(account.email, PASSWORD, owner)

@@ -69,8 +69,10 @@ class AuthRateLimiter:
         checks = []
         if email and per_account is not None:
             checks.append((account_bucket(action, email), per_account, f"{action}:account"))
-        if address:
-            checks.append((address_bucket(action, address), per_address, f"{action}:address"))
+        # Callers whose address is unknown share one bucket: never a way around the limit.
+        checks.append(
+            (address_bucket(action, address or "unknown"), per_address, f"{action}:address")
+        )
         for bucket, limit, subject in checks:
             count = await ratelimits.count_attempt(conn, bucket, self.window)
             if count.attempts > limit:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import asyncpg
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -163,18 +164,19 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def peer_address(peer: str) -> str | None:
-    """The IP of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``); None otherwise."""
+    """The IP of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``, which grpcio
+    percent-encodes as ``ipv6:%5B::1%5D:5``); an IPv4 address mapped into IPv6 is given as
+    IPv4. None for anything else (a Unix socket)."""
     kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        host = rest.rpartition(":")[0]
-    elif kind == "ipv6":
-        host = rest.rpartition(":")[0].strip("[]")
-    else:
+    if kind not in ("ipv4", "ipv6"):
         return None
+    host = unquote(rest).rpartition(":")[0].strip("[]")
     try:
-        return str(ipaddress.ip_address(host))
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
 
 
 def caller_of(context: Any) -> Caller:
