@@ -1,7 +1,7 @@
 -- 0042 the runtime roles' grants become rows, and `lifebox_apply_grants()` applies the rows.
 --
 -- Until now every migration that changed a runtime role's privileges had to restate the whole
--- function (0011, 0034, 0036), and one that forgot left the function behind the database
+-- function (0011, 0034), and one that forgot left the function behind the database
 -- (0040 granted unknown_field_devices on its own). From here on a migration grants by
 -- inserting rows into `runtime_grants` and calling the function; the function is the only
 -- place that turns rows into GRANTs, and tests/test_grants.py checks that it alone rebuilds
@@ -78,7 +78,7 @@ INSERT INTO runtime_grants (grantee, privileges, relation, columns, why) VALUES
     ('lifebox_ingest', 'SELECT', 'unknown_field_devices', '{device_id,field_name}',
      'ON CONFLICT (device_id, field_name) DO NOTHING reads the conflict target');
 
--- 0036's helper, with '{*}' meaning every current column.
+-- Column privileges; '{*}' means every current column.
 CREATE OR REPLACE FUNCTION lifebox_grant_columns(
     p_privileges text[], p_table regclass, p_role name, p_columns text[] DEFAULT '{*}'
 ) RETURNS void
@@ -100,7 +100,6 @@ BEGIN
     );
 END
 $$;
-DROP FUNCTION lifebox_grant_columns(text[], regclass, name);
 
 CREATE OR REPLACE FUNCTION lifebox_apply_grants() RETURNS text
     LANGUAGE plpgsql
