@@ -53,7 +53,8 @@ async def broker_entries(conn: asyncpg.Connection) -> list[tuple[str, str]]:
         "SELECT c.username, c.password_hash FROM device_credentials c "
         "JOIN devices d ON d.id = c.device_id AND d.client_id = c.client_id "
         "JOIN clients k ON k.id = c.client_id "
-        "WHERE c.revoked_at IS NULL AND d.status IN ('provisioned', 'active') "
+        "WHERE c.kind = 'password' AND c.revoked_at IS NULL "
+        "AND d.status IN ('provisioned', 'active') "
         "AND k.status = 'active' ORDER BY c.username"
     )
     return [(r["username"], r["password_hash"]) for r in rows]
