@@ -289,6 +289,21 @@ class Settings(BaseSettings):
         ge=10,
         description="How often `lifebox maintain` (and dev) runs partition maintenance.",
     )
+    # --- presence (issue 13) ---
+    presence_sweep_interval_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often the ingest worker holding the presence lease marks online "
+        "devices silent past three expected intervals stale.",
+    )
+    presence_retained_quiet_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="After a restart, the retained statuses are read until none arrived for "
+        "this long (they come right after the subscription).",
+    )
 
     # Outbound mail (password resets): dev writes to home/outbox.
     public_base_url: str = Field(

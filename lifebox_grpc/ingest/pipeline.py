@@ -35,8 +35,10 @@ from lifebox_grpc.ingest.reject_cap import RejectCap
 from lifebox_grpc.ingest.reporting import RateLimitedLog, WindowStats
 from lifebox_grpc.ingest.topics import KEPT_TOPIC_CHARS, ParsedTopic, TopicKind, parse_topic
 from lifebox_grpc.native import COLUMN_TYPES, COLUMNS, DecodedBatch, Decoder
+from lifebox_grpc.presence.status import decode_status  # presence (issue 13)
 from lifebox_grpc.serials import MAX_SERIAL
 from lifebox_grpc.store import ingest as store
+from lifebox_grpc.store import presence as presence_store  # presence (issue 13)
 from lifebox_grpc.store.ingest import AckRow, AlarmRow, DeviceRef, RejectRow
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class PreparedBatch:
     kinds: dict[TopicKind, int] = field(default_factory=dict)  # accepted messages by topic
     ack_rejects: list[RejectRow] = field(default_factory=list)  # acks no command matched
     unstored: list[RejectRow] = field(default_factory=list)  # past the cap: counted only
+    # --- presence (issue 13) --- statuses, applied in the batch's transaction
+    presence: list[presence_store.PresenceEvent] = field(default_factory=list)
 
 
 class Pipeline:
@@ -177,6 +181,11 @@ class Pipeline:
                 elif topic.kind is TopicKind.ALARM:
                     alarm = decode_alarm(item.payload, _utc(item.received_us))
                     batch.alarms.append(AlarmRow(ref.client_id, ref.device_id, **alarm.__dict__))
+                elif topic.kind is TopicKind.STATUS:  # --- presence (issue 13) ---
+                    status = decode_status(item.payload)
+                    batch.presence.append(
+                        status.event(ref.client_id, ref.device_id, _utc(item.received_us), "status")
+                    )
                 else:
                     assert topic.command_id is not None
                     ack = decode_ack(item.payload)
@@ -242,6 +251,7 @@ class Pipeline:
                     rows = decoded.rows
                 xid = await store.current_xact_id(conn)
             await store.insert_alarms(conn, batch.alarms)
+            await presence_store.apply_events(conn, batch.presence)  # presence (issue 13)
             stale: list[AckRow] = []
             for ack in batch.acks:
                 if not await store.apply_ack(conn, ack):
@@ -310,7 +320,11 @@ class Pipeline:
         """Write the batch, retrying until it commits; return the telemetry rows inserted and
         the id of the transaction that inserted them."""
         if not (
-            batch.rejects or batch.alarms or batch.acks or (batch.decoded and batch.decoded.rows)
+            batch.rejects
+            or batch.alarms
+            or batch.acks
+            or batch.presence  # presence (issue 13)
+            or (batch.decoded and batch.decoded.rows)
         ):
             return 0, None  # nothing to write (e.g. only rejects past the cap): no round trip
         try:

@@ -21,6 +21,8 @@ SUBSCRIPTIONS = (
     "lifebox/v1/+/telemetry",
     "lifebox/v1/+/alarms",
     "lifebox/v1/+/commands/+/ack",
+    # --- presence (issue 13) ---
+    "lifebox/v1/+/status",
 )
 # The longest spelling of a command id uuid.UUID takes ("urn:uuid:" + 36 characters).
 MAX_COMMAND_ID = 45
@@ -35,6 +37,7 @@ class TopicKind(StrEnum):
     TELEMETRY = "telemetry"
     ALARM = "alarm"
     ACK = "ack"
+    STATUS = "status"  # presence (issue 13)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ def _parse(topic: str) -> ParsedTopic | TopicReject:
         return ParsedTopic(TopicKind.TELEMETRY, serial)
     if rest == "alarms":
         return ParsedTopic(TopicKind.ALARM, serial)
+    if rest == "status":  # presence (issue 13)
+        return ParsedTopic(TopicKind.STATUS, serial)
     parts = rest.split("/")
     if (
         len(parts) == 3

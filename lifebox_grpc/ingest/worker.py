@@ -26,6 +26,7 @@ from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
 from lifebox_grpc.ingest.pipeline import Pipeline, ShutdownError
 from lifebox_grpc.ingest.reject_cap import RejectCap
 from lifebox_grpc.native import DecodeLimits, Decoder
+from lifebox_grpc.presence.sweeper import keep_presence, retained_reader  # presence (issue 13)
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store.pool import create_pool
 from lifebox_grpc.store.role_checks import checked_role
@@ -94,6 +95,16 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     facts_stop = asyncio.Event()  # set once the last batch is in: its facts still get written
     facts = asyncio.create_task(pipeline.facts.run(facts_stop))
     summaries = asyncio.create_task(cap.run(pool, pipeline.facts.errors, facts_stop))
+    # --- presence (issue 13) --- the worker holding the lease sweeps stale devices (after
+    # reading the retained statuses once); the others wait for the lease.
+    presence = asyncio.create_task(
+        keep_presence(
+            endpoints.ingest_dsn,
+            stop,
+            interval_s=settings.presence_sweep_interval_seconds,
+            retained=retained_reader(endpoints.mqtt_url, settings.presence_retained_quiet_seconds),
+        )
+    )
     consumer.start()
     log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
     backlog = False  # messages left over by the last take: they have waited long enough
@@ -144,6 +155,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         await summaries
         stop.set()
         await listener
+        await presence  # presence (issue 13)
         await pool.close()
 
 
