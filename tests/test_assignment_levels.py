@@ -1,8 +1,9 @@
 """An assignment's access level means one thing everywhere (issue 12 §7).
 
 VIEW reads; OPERATE also clears and acknowledges alarms; MANAGE also updates the device's
-metadata, snapshots and location. No level deletes, reassigns or changes the status of a
-device, and the role's permissions cap what a level allows (a viewer holds no alarms.ack).
+metadata, snapshots and location, and manages its broker credentials. No level deletes,
+reassigns or changes the status of a device, and the role's permissions cap what a level
+allows (a viewer holds no alarms.ack, and no devices.credentials: issue 13).
 A device a caller may not see is NOT_FOUND; one it sees but may not change is
 PERMISSION_DENIED.
 """
@@ -21,12 +22,15 @@ from google.protobuf import field_mask_pb2
 from lifebox.v1 import devices_pb2 as D
 from lifebox.v1 import devices_pb2_grpc
 from lifebox_grpc.auth.permissions import (
+    CATALOGUE,
     DEVICE_ACTIONS,
+    DEVICES_CREDENTIALS,
     METHOD_RULES,
     AccessLevel,
     DeviceAction,
     allowed_actions,
 )
+from lifebox_grpc.store.command_catalogue import ALL_PERMISSIONS, DEFAULT_ROLE_PERMISSIONS
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers import factories
 from tests.helpers.grpc import Account, Server, error_of, make_staff, make_tenant
@@ -50,6 +54,11 @@ ACTIONS = (
     "snapshot",
     "restore",
     "record_location",
+    # credentials (issue 13): list, rotate and revoke the live one, then create another
+    "list_credentials",
+    "rotate_credential",
+    "revoke_credential",
+    "create_credential",
     "set_status",
     "assign",
     "unassign",
@@ -58,6 +67,9 @@ ACTIONS = (
 _READS = {"get": OK, "list_alarms": OK}
 _OPERATES = {"clear_alarm": OK}
 _MANAGES = dict.fromkeys(("rename", "set_metadata", "snapshot", "restore", "record_location"), OK)
+_CREDENTIALS = dict.fromkeys(
+    ("list_credentials", "rotate_credential", "revoke_credential", "create_credential"), OK
+)
 
 
 def expected(role: str, level: AccessLevel | None) -> dict[str, grpc.StatusCode]:
@@ -71,17 +83,21 @@ def expected(role: str, level: AccessLevel | None) -> dict[str, grpc.StatusCode]
         out |= _OPERATES  # the viewer role holds no alarms.ack, whatever the level
     if level.rank >= AccessLevel.MANAGE.rank:
         out |= _MANAGES
+        if role == "operator":
+            out |= _CREDENTIALS  # the viewer role holds no devices.credentials
     return out
 
 
 @dataclass
 class Target:
-    """A fresh device with an open alarm, a snapshot and a bystander assigned to it."""
+    """A fresh device with an open alarm, a snapshot, a live credential and a bystander
+    assigned to it."""
 
     device_id: str
     alarm_id: str
     snapshot_id: str
     bystander: uuid.UUID
+    credential_id: str
 
 
 async def make_target(
@@ -101,7 +117,12 @@ async def make_target(
         D.AssignDeviceRequest(device_id=str(device_id), user_id=str(bystander)),
         metadata=admin.md,
     )
-    return Target(str(device_id), alarm_id, snapshot.snapshot.id, bystander)
+    credential = await api.CreateDeviceCredential(
+        D.CreateDeviceCredentialRequest(device_id=str(device_id)), metadata=admin.md
+    )
+    return Target(
+        str(device_id), alarm_id, snapshot.snapshot.id, bystander, credential.credential.id
+    )
 
 
 def calls(
@@ -141,6 +162,20 @@ def calls(
                 device_id=device, location=D.DeviceLocation(latitude=30.0, longitude=31.2)
             ),
             metadata=who.md,
+        ),
+        "list_credentials": lambda who: api.ListDeviceCredentials(
+            D.ListDeviceCredentialsRequest(device_id=device), metadata=who.md
+        ),
+        "rotate_credential": lambda who: api.RotateDeviceCredential(
+            D.RotateDeviceCredentialRequest(device_id=device, credential_id=target.credential_id),
+            metadata=who.md,
+        ),
+        "revoke_credential": lambda who: api.RevokeDeviceCredential(
+            D.RevokeDeviceCredentialRequest(device_id=device, credential_id=target.credential_id),
+            metadata=who.md,
+        ),
+        "create_credential": lambda who: api.CreateDeviceCredential(
+            D.CreateDeviceCredentialRequest(device_id=device), metadata=who.md
         ),
         "set_status": update(["status"], status=D.DEVICE_STATUS_DISABLED),
         "assign": lambda who: api.AssignDevice(
@@ -226,6 +261,15 @@ async def _assert_untouched(
         assert device.name != "renamed"
         assert "site" not in dict(device.metadata)
         assert not device.HasField("latest_location")
+    if allowed["rotate_credential"] is not OK:  # the credential is as it was made
+        credentials = (
+            await api.ListDeviceCredentials(
+                D.ListDeviceCredentialsRequest(device_id=target.device_id), metadata=admin.md
+            )
+        ).credentials
+        assert [
+            (c.id, c.HasField("rotate_time"), c.HasField("revoke_time")) for c in credentials
+        ] == [(target.credential_id, False, False)]
     if allowed["clear_alarm"] is not OK:
         async with tenant_transaction(conn, None, staff=True):
             cleared = await conn.fetchval(
@@ -319,8 +363,22 @@ def test_device_change_rules_check_the_permission_of_their_action() -> None:
         "DeleteDevice": DeviceAction.DELETE,
         "AssignDevice": DeviceAction.ASSIGN,
         "UnassignDevice": DeviceAction.ASSIGN,
+        "CreateDeviceCredential": DeviceAction.UPDATE_CREDENTIALS,
+        "ListDeviceCredentials": DeviceAction.UPDATE_CREDENTIALS,
+        "RotateDeviceCredential": DeviceAction.UPDATE_CREDENTIALS,
+        "RevokeDeviceCredential": DeviceAction.UPDATE_CREDENTIALS,
     }
     for method, action in by_method.items():
         assert METHOD_RULES[devices + method].after_lookup == DEVICE_ACTIONS[action].permission
     changing = {m for m, r in METHOD_RULES.items() if m.startswith(devices) and r.after_lookup}
     assert changing == {devices + m for m in by_method}
+
+
+def test_credentials_take_a_permission_of_their_own() -> None:
+    """devices.credentials, not devices.update: held by default by tenant administrators,
+    staff and operators (MANAGE assignments only), never by viewers (issue 13)."""
+    assert DEVICE_ACTIONS[DeviceAction.UPDATE_CREDENTIALS].permission == DEVICES_CREDENTIALS
+    holders = {r for r, perms in DEFAULT_ROLE_PERMISSIONS.items() if DEVICES_CREDENTIALS in perms}
+    assert holders == {"admin", "client", "operator"}
+    assert DEVICES_CREDENTIALS in ALL_PERMISSIONS  # super_user holds every permission
+    assert DEVICES_CREDENTIALS in CATALOGUE

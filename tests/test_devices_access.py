@@ -130,6 +130,14 @@ async def test_two_tenants_every_device_rpc_reads_not_found_across(
     alarm = await make_alarm(owner_conn, home.client_id, device_id)
     api = stub(grpc_server)
     target = str(device_id)
+    # --- credentials (issue 13): the home device has a live credential ---
+    credential = (
+        await api.CreateDeviceCredential(
+            devices_pb2.CreateDeviceCredentialRequest(device_id=target),
+            metadata=home.users["client"].md,
+        )
+    ).credential.id
+    # --- end credentials (issue 13) ---
     calls: dict[str, Callable[[Any], Awaitable[Any]]] = {
         "GetDevice": lambda md: api.GetDevice(devices_pb2.GetDeviceRequest(id=target), metadata=md),
         "UpdateDevice": lambda md: api.UpdateDevice(
@@ -185,6 +193,22 @@ async def test_two_tenants_every_device_rpc_reads_not_found_across(
         "ClearDeviceAlarm": lambda md: api.ClearDeviceAlarm(
             devices_pb2.ClearDeviceAlarmRequest(device_id=target, alarm_id=alarm), metadata=md
         ),
+        # --- credentials (issue 13) ---
+        "CreateDeviceCredential": lambda md: api.CreateDeviceCredential(
+            devices_pb2.CreateDeviceCredentialRequest(device_id=target), metadata=md
+        ),
+        "ListDeviceCredentials": lambda md: api.ListDeviceCredentials(
+            devices_pb2.ListDeviceCredentialsRequest(device_id=target), metadata=md
+        ),
+        "RotateDeviceCredential": lambda md: api.RotateDeviceCredential(
+            devices_pb2.RotateDeviceCredentialRequest(device_id=target, credential_id=credential),
+            metadata=md,
+        ),
+        "RevokeDeviceCredential": lambda md: api.RevokeDeviceCredential(
+            devices_pb2.RevokeDeviceCredentialRequest(device_id=target, credential_id=credential),
+            metadata=md,
+        ),
+        # --- end credentials (issue 13) ---
     }
     for name, call in calls.items():
         for role in ("client", "operator", "viewer"):

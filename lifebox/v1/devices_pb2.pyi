@@ -118,6 +118,37 @@ ACCESS_LEVEL_MANAGE: AccessLevel.ValueType  # 3
 """Also update its metadata (snapshots too), location and credentials."""
 Global___AccessLevel: _TypeAlias = AccessLevel  # noqa: Y015
 
+class _CredentialKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CredentialKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CredentialKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDENTIAL_KIND_UNSPECIFIED: _CredentialKind.ValueType  # 0
+    """Not set; in a create request it means PASSWORD."""
+    CREDENTIAL_KIND_PASSWORD: _CredentialKind.ValueType  # 1
+    """A username (the serial) and a random secret; the broker holds only its PBKDF2-SHA512
+    hash.
+    """
+    CREDENTIAL_KIND_CERTIFICATE: _CredentialKind.ValueType  # 2
+    """An X.509 client certificate whose CN is the serial (not available yet: UNIMPLEMENTED)."""
+
+class CredentialKind(_CredentialKind, metaclass=_CredentialKindEnumTypeWrapper):
+    """--- credentials (issue 13) ---
+
+    How a device proves who it is to the broker.
+    """
+
+CREDENTIAL_KIND_UNSPECIFIED: CredentialKind.ValueType  # 0
+"""Not set; in a create request it means PASSWORD."""
+CREDENTIAL_KIND_PASSWORD: CredentialKind.ValueType  # 1
+"""A username (the serial) and a random secret; the broker holds only its PBKDF2-SHA512
+hash.
+"""
+CREDENTIAL_KIND_CERTIFICATE: CredentialKind.ValueType  # 2
+"""An X.509 client certificate whose CN is the serial (not available yet: UNIMPLEMENTED)."""
+Global___CredentialKind: _TypeAlias = CredentialKind  # noqa: Y015
+
 @_typing.final
 class Device(_message.Message):
     """A device of a client."""
@@ -1538,3 +1569,283 @@ class ClearDeviceAlarmResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClearDeviceAlarmResponse: _TypeAlias = ClearDeviceAlarmResponse  # noqa: Y015
+
+@_typing.final
+class DeviceCredential(_message.Message):
+    """A device's broker credential: what it is, never its secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    ROTATE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The credential's id."""
+    device_id: _builtins.str
+    """The device it belongs to."""
+    kind: Global___CredentialKind.ValueType
+    """Password or certificate."""
+    username: _builtins.str
+    """The MQTT username the device connects with: its serial."""
+    created_by: _builtins.str
+    """The user who created it; empty when that user is gone."""
+    revoked_by: _builtins.str
+    """The user who revoked it; empty while live or when that user is gone."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def rotate_time(self) -> _timestamp_pb2.Timestamp:
+        """When its secret was last rotated; unset if never."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked; unset while live."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        kind: Global___CredentialKind.ValueType = ...,
+        username: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+        rotate_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time", "rotate_time", b"rotate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "device_id", b"device_id", "id", b"id", "kind", b"kind", "revoke_time", b"revoke_time", "revoked_by", b"revoked_by", "rotate_time", b"rotate_time", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceCredential: _TypeAlias = DeviceCredential  # noqa: Y015
+
+@_typing.final
+class CreateDeviceCredentialRequest(_message.Message):
+    """Request of CreateDeviceCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device's id."""
+    kind: Global___CredentialKind.ValueType
+    """The kind of credential; unset means PASSWORD."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        kind: Global___CredentialKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDeviceCredentialRequest: _TypeAlias = CreateDeviceCredentialRequest  # noqa: Y015
+
+@_typing.final
+class CreateDeviceCredentialResponse(_message.Message):
+    """Response of CreateDeviceCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The MQTT password. Shown only here: LifeBox keeps only its hash and cannot show it again."""
+    @_builtins.property
+    def credential(self) -> Global___DeviceCredential:
+        """The new credential; its username is the MQTT username (the serial)."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___DeviceCredential | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDeviceCredentialResponse: _TypeAlias = CreateDeviceCredentialResponse  # noqa: Y015
+
+@_typing.final
+class ListDeviceCredentialsRequest(_message.Message):
+    """Request of ListDeviceCredentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device's id."""
+    page_size: _builtins.int
+    """At most this many credentials (default 50, at most 500)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeviceCredentialsRequest: _TypeAlias = ListDeviceCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeviceCredentialsResponse(_message.Message):
+    """Response of ListDeviceCredentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceCredential]:
+        """The credentials of this page, newest first, revoked ones included."""
+
+    def __init__(
+        self,
+        *,
+        credentials: _abc.Iterable[Global___DeviceCredential] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeviceCredentialsResponse: _TypeAlias = ListDeviceCredentialsResponse  # noqa: Y015
+
+@_typing.final
+class RotateDeviceCredentialRequest(_message.Message):
+    """Request of RotateDeviceCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device's id."""
+    credential_id: _builtins.str
+    """The credential's id: the device's live credential (a revoked one is FAILED_PRECONDITION)."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateDeviceCredentialRequest: _TypeAlias = RotateDeviceCredentialRequest  # noqa: Y015
+
+@_typing.final
+class RotateDeviceCredentialResponse(_message.Message):
+    """Response of RotateDeviceCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The new MQTT password, shown only here; the old one stops working at the broker's next
+    reload.
+    """
+    @_builtins.property
+    def credential(self) -> Global___DeviceCredential:
+        """The credential, with its new rotate_time."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___DeviceCredential | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateDeviceCredentialResponse: _TypeAlias = RotateDeviceCredentialResponse  # noqa: Y015
+
+@_typing.final
+class RevokeDeviceCredentialRequest(_message.Message):
+    """Request of RevokeDeviceCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device's id."""
+    credential_id: _builtins.str
+    """The credential's id: a live credential of the device (a revoked one is
+    FAILED_PRECONDITION).
+    """
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeDeviceCredentialRequest: _TypeAlias = RevokeDeviceCredentialRequest  # noqa: Y015
+
+@_typing.final
+class RevokeDeviceCredentialResponse(_message.Message):
+    """Response of RevokeDeviceCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___DeviceCredential:
+        """The credential, now revoked."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___DeviceCredential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeDeviceCredentialResponse: _TypeAlias = RevokeDeviceCredentialResponse  # noqa: Y015

@@ -122,6 +122,26 @@ class DeviceServiceStub:
                 request_serializer=lifebox_dot_v1_dot_devices__pb2.ClearDeviceAlarmRequest.SerializeToString,
                 response_deserializer=lifebox_dot_v1_dot_devices__pb2.ClearDeviceAlarmResponse.FromString,
                 _registered_method=True)
+        self.CreateDeviceCredential = channel.unary_unary(
+                '/lifebox.v1.DeviceService/CreateDeviceCredential',
+                request_serializer=lifebox_dot_v1_dot_devices__pb2.CreateDeviceCredentialRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_devices__pb2.CreateDeviceCredentialResponse.FromString,
+                _registered_method=True)
+        self.ListDeviceCredentials = channel.unary_unary(
+                '/lifebox.v1.DeviceService/ListDeviceCredentials',
+                request_serializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceCredentialsRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceCredentialsResponse.FromString,
+                _registered_method=True)
+        self.RotateDeviceCredential = channel.unary_unary(
+                '/lifebox.v1.DeviceService/RotateDeviceCredential',
+                request_serializer=lifebox_dot_v1_dot_devices__pb2.RotateDeviceCredentialRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_devices__pb2.RotateDeviceCredentialResponse.FromString,
+                _registered_method=True)
+        self.RevokeDeviceCredential = channel.unary_unary(
+                '/lifebox.v1.DeviceService/RevokeDeviceCredential',
+                request_serializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceServiceServicer:
@@ -252,6 +272,45 @@ class DeviceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDeviceCredential(self, request, context):
+        """--- credentials (issue 13) ---
+        A device's own broker credential. Its MQTT username is the device's serial; the secret
+        is returned once, by this call or RotateDeviceCredential, and stored only as a hash.
+        A device has at most one live credential: a second is ALREADY_EXISTS (rotate instead).
+        All four credential RPCs need devices.credentials (operators: a MANAGE assignment), and
+        each change is recorded in the device's history (never the secret or its hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeviceCredentials(self, request, context):
+        """Lists a device's credentials, newest first, revoked ones included as history; never a
+        secret or a hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateDeviceCredential(self, request, context):
+        """Gives a live credential a new secret (returned once). The old secret stops working at
+        the broker's next reload of the credentials (within seconds), at once and with no
+        overlap: the broker holds one entry per username, so deploy the new secret to the
+        device right away (a device still on the old one is refused at its next connect).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeDeviceCredential(self, request, context):
+        """Revokes a live credential for good (the row stays as history): at the broker's next
+        reload its live session is closed and new connects are refused.
+        --- end credentials (issue 13) ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -339,6 +398,26 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     servicer.ClearDeviceAlarm,
                     request_deserializer=lifebox_dot_v1_dot_devices__pb2.ClearDeviceAlarmRequest.FromString,
                     response_serializer=lifebox_dot_v1_dot_devices__pb2.ClearDeviceAlarmResponse.SerializeToString,
+            ),
+            'CreateDeviceCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDeviceCredential,
+                    request_deserializer=lifebox_dot_v1_dot_devices__pb2.CreateDeviceCredentialRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_devices__pb2.CreateDeviceCredentialResponse.SerializeToString,
+            ),
+            'ListDeviceCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeviceCredentials,
+                    request_deserializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceCredentialsRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceCredentialsResponse.SerializeToString,
+            ),
+            'RotateDeviceCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateDeviceCredential,
+                    request_deserializer=lifebox_dot_v1_dot_devices__pb2.RotateDeviceCredentialRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_devices__pb2.RotateDeviceCredentialResponse.SerializeToString,
+            ),
+            'RevokeDeviceCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDeviceCredential,
+                    request_deserializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -803,6 +882,114 @@ class DeviceService:
             '/lifebox.v1.DeviceService/ClearDeviceAlarm',
             lifebox_dot_v1_dot_devices__pb2.ClearDeviceAlarmRequest.SerializeToString,
             lifebox_dot_v1_dot_devices__pb2.ClearDeviceAlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDeviceCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.DeviceService/CreateDeviceCredential',
+            lifebox_dot_v1_dot_devices__pb2.CreateDeviceCredentialRequest.SerializeToString,
+            lifebox_dot_v1_dot_devices__pb2.CreateDeviceCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeviceCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.DeviceService/ListDeviceCredentials',
+            lifebox_dot_v1_dot_devices__pb2.ListDeviceCredentialsRequest.SerializeToString,
+            lifebox_dot_v1_dot_devices__pb2.ListDeviceCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateDeviceCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.DeviceService/RotateDeviceCredential',
+            lifebox_dot_v1_dot_devices__pb2.RotateDeviceCredentialRequest.SerializeToString,
+            lifebox_dot_v1_dot_devices__pb2.RotateDeviceCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDeviceCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.DeviceService/RevokeDeviceCredential',
+            lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialRequest.SerializeToString,
+            lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,29 @@ class DeviceServiceStub:
     """Lists the hardware alarms a device reported over MQTT, newest first."""
     ClearDeviceAlarm: _grpc.UnaryUnaryMultiCallable[_devices_pb2.ClearDeviceAlarmRequest, _devices_pb2.ClearDeviceAlarmResponse]
     """Marks an open hardware alarm as cleared."""
+    CreateDeviceCredential: _grpc.UnaryUnaryMultiCallable[_devices_pb2.CreateDeviceCredentialRequest, _devices_pb2.CreateDeviceCredentialResponse]
+    """--- credentials (issue 13) ---
+    A device's own broker credential. Its MQTT username is the device's serial; the secret
+    is returned once, by this call or RotateDeviceCredential, and stored only as a hash.
+    A device has at most one live credential: a second is ALREADY_EXISTS (rotate instead).
+    All four credential RPCs need devices.credentials (operators: a MANAGE assignment), and
+    each change is recorded in the device's history (never the secret or its hash).
+    """
+    ListDeviceCredentials: _grpc.UnaryUnaryMultiCallable[_devices_pb2.ListDeviceCredentialsRequest, _devices_pb2.ListDeviceCredentialsResponse]
+    """Lists a device's credentials, newest first, revoked ones included as history; never a
+    secret or a hash.
+    """
+    RotateDeviceCredential: _grpc.UnaryUnaryMultiCallable[_devices_pb2.RotateDeviceCredentialRequest, _devices_pb2.RotateDeviceCredentialResponse]
+    """Gives a live credential a new secret (returned once). The old secret stops working at
+    the broker's next reload of the credentials (within seconds), at once and with no
+    overlap: the broker holds one entry per username, so deploy the new secret to the
+    device right away (a device still on the old one is refused at its next connect).
+    """
+    RevokeDeviceCredential: _grpc.UnaryUnaryMultiCallable[_devices_pb2.RevokeDeviceCredentialRequest, _devices_pb2.RevokeDeviceCredentialResponse]
+    """Revokes a live credential for good (the row stays as history): at the broker's next
+    reload its live session is closed and new connects are refused.
+    --- end credentials (issue 13) ---
+    """
 
 @_typing.type_check_only
 class DeviceServiceAsyncStub(DeviceServiceStub):
@@ -125,6 +148,29 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     """Lists the hardware alarms a device reported over MQTT, newest first."""
     ClearDeviceAlarm: _aio.UnaryUnaryMultiCallable[_devices_pb2.ClearDeviceAlarmRequest, _devices_pb2.ClearDeviceAlarmResponse]  # type: ignore[assignment]
     """Marks an open hardware alarm as cleared."""
+    CreateDeviceCredential: _aio.UnaryUnaryMultiCallable[_devices_pb2.CreateDeviceCredentialRequest, _devices_pb2.CreateDeviceCredentialResponse]  # type: ignore[assignment]
+    """--- credentials (issue 13) ---
+    A device's own broker credential. Its MQTT username is the device's serial; the secret
+    is returned once, by this call or RotateDeviceCredential, and stored only as a hash.
+    A device has at most one live credential: a second is ALREADY_EXISTS (rotate instead).
+    All four credential RPCs need devices.credentials (operators: a MANAGE assignment), and
+    each change is recorded in the device's history (never the secret or its hash).
+    """
+    ListDeviceCredentials: _aio.UnaryUnaryMultiCallable[_devices_pb2.ListDeviceCredentialsRequest, _devices_pb2.ListDeviceCredentialsResponse]  # type: ignore[assignment]
+    """Lists a device's credentials, newest first, revoked ones included as history; never a
+    secret or a hash.
+    """
+    RotateDeviceCredential: _aio.UnaryUnaryMultiCallable[_devices_pb2.RotateDeviceCredentialRequest, _devices_pb2.RotateDeviceCredentialResponse]  # type: ignore[assignment]
+    """Gives a live credential a new secret (returned once). The old secret stops working at
+    the broker's next reload of the credentials (within seconds), at once and with no
+    overlap: the broker holds one entry per username, so deploy the new secret to the
+    device right away (a device still on the old one is refused at its next connect).
+    """
+    RevokeDeviceCredential: _aio.UnaryUnaryMultiCallable[_devices_pb2.RevokeDeviceCredentialRequest, _devices_pb2.RevokeDeviceCredentialResponse]  # type: ignore[assignment]
+    """Revokes a live credential for good (the row stays as history): at the broker's next
+    reload its live session is closed and new connects are refused.
+    --- end credentials (issue 13) ---
+    """
 
 class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registers and manages devices. Platform staff see every client's devices; a client
@@ -273,5 +319,52 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_devices_pb2.ClearDeviceAlarmResponse, _abc.Awaitable[_devices_pb2.ClearDeviceAlarmResponse]]:
         """Marks an open hardware alarm as cleared."""
+
+    @_abc_1.abstractmethod
+    def CreateDeviceCredential(
+        self,
+        request: _devices_pb2.CreateDeviceCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_pb2.CreateDeviceCredentialResponse, _abc.Awaitable[_devices_pb2.CreateDeviceCredentialResponse]]:
+        """--- credentials (issue 13) ---
+        A device's own broker credential. Its MQTT username is the device's serial; the secret
+        is returned once, by this call or RotateDeviceCredential, and stored only as a hash.
+        A device has at most one live credential: a second is ALREADY_EXISTS (rotate instead).
+        All four credential RPCs need devices.credentials (operators: a MANAGE assignment), and
+        each change is recorded in the device's history (never the secret or its hash).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeviceCredentials(
+        self,
+        request: _devices_pb2.ListDeviceCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_pb2.ListDeviceCredentialsResponse, _abc.Awaitable[_devices_pb2.ListDeviceCredentialsResponse]]:
+        """Lists a device's credentials, newest first, revoked ones included as history; never a
+        secret or a hash.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateDeviceCredential(
+        self,
+        request: _devices_pb2.RotateDeviceCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_pb2.RotateDeviceCredentialResponse, _abc.Awaitable[_devices_pb2.RotateDeviceCredentialResponse]]:
+        """Gives a live credential a new secret (returned once). The old secret stops working at
+        the broker's next reload of the credentials (within seconds), at once and with no
+        overlap: the broker holds one entry per username, so deploy the new secret to the
+        device right away (a device still on the old one is refused at its next connect).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeDeviceCredential(
+        self,
+        request: _devices_pb2.RevokeDeviceCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_pb2.RevokeDeviceCredentialResponse, _abc.Awaitable[_devices_pb2.RevokeDeviceCredentialResponse]]:
+        """Revokes a live credential for good (the row stays as history): at the broker's next
+        reload its live session is closed and new connects are refused.
+        --- end credentials (issue 13) ---
+        """
 
 def add_DeviceServiceServicer_to_server(servicer: DeviceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -52,6 +52,9 @@ TELEMETRY_READ = "telemetry.read"
 ALARMS_READ = "alarms.read"
 ALARMS_ACK = "alarms.ack"
 COMMANDS_SEND = "commands.send"
+# --- credentials (issue 13) ---
+DEVICES_CREDENTIALS = "devices.credentials"
+# --- end credentials (issue 13) ---
 
 # Every permission the auth and client APIs check, with what it allows (ListPermissions).
 CATALOGUE: dict[str, str] = {
@@ -71,6 +74,12 @@ CATALOGUE: dict[str, str] = {
         "Update a device's metadata, record its locations, take and restore its snapshots "
         "(operators and viewers: on devices assigned to them with MANAGE)."
     ),
+    # --- credentials (issue 13) ---
+    DEVICES_CREDENTIALS: (
+        "Create, list, rotate and revoke devices' broker credentials (operators and viewers: "
+        "of devices assigned to them with MANAGE)."
+    ),
+    # --- end credentials (issue 13) ---
     TELEMETRY_READ: "Read the telemetry of the devices one may read.",
     ALARMS_READ: "Read alarms, including devices' hardware alarms.",
     ALARMS_ACK: (
@@ -147,8 +156,8 @@ DEVICE_ACTIONS: dict[DeviceAction, ActionRule] = {
     DeviceAction.RECORD_LOCATION: ActionRule(
         DEVICES_UPDATE, AccessLevel.MANAGE, "record its location"
     ),
-    DeviceAction.UPDATE_CREDENTIALS: ActionRule(
-        DEVICES_UPDATE, AccessLevel.MANAGE, "change its credentials"
+    DeviceAction.UPDATE_CREDENTIALS: ActionRule(  # credentials (issue 13): its own permission
+        DEVICES_CREDENTIALS, AccessLevel.MANAGE, "manage its broker credentials"
     ),
     DeviceAction.CHANGE_STATUS: ActionRule(DEVICES_WRITE, None, "change its status"),
     DeviceAction.DELETE: ActionRule(DEVICES_WRITE, None, "delete it"),
@@ -221,6 +230,13 @@ METHOD_RULES: dict[str, Rule] = {
     _DEVICES + "ListDeviceAssignments": _DEVICE_READ,
     _DEVICES + "ListDeviceAlarms": Rule(Access.AUTHENTICATED, ALARMS_READ),
     _DEVICES + "ClearDeviceAlarm": _on_device(DeviceAction.ACK_ALARMS, ALARMS_READ),
+    # --- credentials (issue 13): every credential RPC, listing included, takes the permission
+    # and (operators, viewers) MANAGE, checked after the device is found ---
+    _DEVICES + "CreateDeviceCredential": _on_device(DeviceAction.UPDATE_CREDENTIALS),
+    _DEVICES + "ListDeviceCredentials": _on_device(DeviceAction.UPDATE_CREDENTIALS),
+    _DEVICES + "RotateDeviceCredential": _on_device(DeviceAction.UPDATE_CREDENTIALS),
+    _DEVICES + "RevokeDeviceCredential": _on_device(DeviceAction.UPDATE_CREDENTIALS),
+    # --- end credentials (issue 13) ---
     _TELEMETRY + "QueryTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "AggregateTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "GetLatestTelemetry": _TELEMETRY_READ,

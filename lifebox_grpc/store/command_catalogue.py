@@ -67,6 +67,8 @@ _ASSIGNED_UPDATE = ("devices.update",)
 _OPERATE = (
     *_READ_MOST,
     *_ASSIGNED_UPDATE,
+    # --- credentials (issue 13): devices' broker credentials (operators: MANAGE only) ---
+    "devices.credentials",
     "commands.send",
     "alarms.ack",
     "dashboards.write",

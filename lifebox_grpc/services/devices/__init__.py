@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from lifebox_grpc.services.devices.alarms import AlarmRpcs
 from lifebox_grpc.services.devices.assignments import AssignmentRpcs
+from lifebox_grpc.services.devices.credentials import CredentialRpcs  # credentials (issue 13)
 from lifebox_grpc.services.devices.history import HistoryRpcs
 from lifebox_grpc.services.devices.locations import LocationRpcs
 from lifebox_grpc.services.devices.mapping import device_pb, location_pb
@@ -14,5 +15,12 @@ from lifebox_grpc.services.devices.registry import RegistryRpcs
 __all__ = ["DeviceServicer", "device_pb", "location_pb"]
 
 
-class DeviceServicer(RegistryRpcs, HistoryRpcs, LocationRpcs, AssignmentRpcs, AlarmRpcs):
+class DeviceServicer(
+    RegistryRpcs,
+    HistoryRpcs,
+    LocationRpcs,
+    AssignmentRpcs,
+    AlarmRpcs,
+    CredentialRpcs,  # credentials (issue 13)
+):
     """The DeviceService handlers."""

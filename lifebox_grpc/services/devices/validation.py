@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from lifebox_grpc.errors import ErrorCollector
-from lifebox_grpc.serials import is_valid_serial
+from lifebox_grpc.serials import is_reserved_serial, is_valid_serial
 from lifebox_grpc.services.common import check_text
 
 MAX_NAME = 200
@@ -45,6 +45,10 @@ def metadata_of(errors: ErrorCollector, field: str, value: struct_pb2.Struct) ->
 def check_serial(errors: ErrorCollector, field: str, serial: str) -> None:
     if not serial:
         errors.add(field, "required")
+    # --- credentials (issue 13): a serial is a broker username, never a service account's ---
+    elif is_reserved_serial(serial):
+        errors.add(field, "must not start with 'lifebox-': it names the broker's own accounts")
+    # --- end credentials (issue 13) ---
     elif not is_valid_serial(serial):  # the CHECK on devices.serial: one MQTT topic level
         errors.add(field, "1-64 letters, digits, '_', '.', ':' or '-', starting alphanumeric")
 
