@@ -95,3 +95,52 @@ async def test_node_client_logs_in_gets_me_and_meets_tenant_isolation(
     assert report["user"] == str(account.user_id)
     assert report["role"] == "ROLE_CLIENT"
     assert report["isolation"]["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+# --- credentials (issue 13) ---
+CREDENTIALS_CLIENT = ROOT / "tests" / "contract" / "device_credentials_contract.mjs"
+
+
+async def test_node_client_creates_lists_and_revokes_a_device_credential(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    import uuid  # imports of this region kept in it (a shared file)
+
+    from lifebox_grpc.store.pool import tenant_transaction
+
+    client = await factories.make_client(owner_conn)
+    account = await make_account(owner_conn, "client", client)
+    device, serial = await factories.make_device(owner_conn, client)
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_DEVICE_ID": str(device),
+        "LIFEBOX_CONTRACT_SERIAL": serial,
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", str(CREDENTIALS_CLIENT), serve_process, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True
+    assert report["username"] == serial
+    assert report["second_live"] == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert report["listed"] == 1
+    async with tenant_transaction(owner_conn, None, staff=True):
+        row = await owner_conn.fetchrow(
+            "SELECT username, created_by, revoked_by, revoked_at FROM device_credentials "
+            "WHERE id = $1",
+            uuid.UUID(report["credential"]),
+        )
+    assert row is not None
+    assert (row["username"], row["created_by"], row["revoked_by"]) == (
+        serial,
+        account.user_id,
+        account.user_id,
+    )
+    assert row["revoked_at"] is not None
+
+
+# --- end credentials (issue 13) ---
