@@ -142,6 +142,26 @@ def _run_loadgen(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+# --- broker reconciler (issue 13) ---
+def _configure_broker_sync(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--once", action="store_true", help="one reconciliation pass (if the lease is free)"
+    )
+
+
+def _run_broker_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.broker.sync import run_broker_sync_command
+
+    return asyncio.run(run_broker_sync_command(settings, once=args.once))
+
+
+# --- commands (issue 14) ---
+def _run_dispatch(_: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.commands.dispatcher import run_dispatcher
+
+    return run_dispatcher(settings)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "dev",
@@ -167,6 +187,22 @@ COMMANDS: tuple[Command, ...] = (
         "partition maintenance (premake, retention) every LIFEBOX_MAINTENANCE_INTERVAL_SECONDS",
         _configure_maintain,
         _run_maintain,
+    ),
+    # --- broker reconciler (issue 13) ---
+    Command(
+        "broker-sync",
+        "keep the MQTT broker's password and ACL files equal to the database's device "
+        "credentials (one copy holds a lease; SIGHUPs the broker on change)",
+        _configure_broker_sync,
+        _run_broker_sync,
+    ),
+    # --- commands (issue 14) ---
+    Command(
+        "dispatch",
+        "publish the command outbox to devices (QoS 1, one command in flight per device; "
+        "run as many as you like)",
+        _no_args,
+        _run_dispatch,
     ),
     Command(
         "config", "print the effective settings (secrets masked)", _configure_config, _run_config

@@ -305,6 +305,176 @@ class Settings(BaseSettings):
         "this long (they come right after the subscription).",
     )
 
+    # --- broker reconciler (issue 13) ---
+    broker_database_url: SecretStr | None = Field(
+        None,
+        description="DSN of `lifebox broker-sync` (role lifebox_broker: SELECT on the "
+        "credential, device and client columns it renders, nothing else). Unset: embedded.",
+    )
+    broker_password_file: Path | None = Field(
+        None,
+        description="The broker's password file broker-sync writes (service accounts plus one "
+        "line per live device credential). Unset: the embedded broker's, home/mqtt/passwd.",
+    )
+    broker_acl_file: Path | None = Field(
+        None, description="The broker's ACL file broker-sync writes. Unset: home/mqtt/acl."
+    )
+    broker_pid_file: Path | None = Field(
+        None,
+        description="The broker's pid file (mosquitto's pid_file), read before each SIGHUP. "
+        "Unset: home/mqtt/mosquitto.pid.",
+    )
+    broker_service_passwords_file: Path | None = Field(
+        None,
+        description="Service accounts' `user:$7$...` lines (deploy/mosquitto/make-passwd.sh), "
+        "merged with the devices' entries; broker-sync never sees their passwords. Unset: "
+        "home/mqtt/service.passwd.",
+    )
+    broker_service_acl_file: Path | None = Field(
+        None,
+        description="Optional extra ACL `user` blocks appended after the service accounts' "
+        "own (the test suite's publisher). Unset: home/mqtt/extra.acl if it exists.",
+    )
+    broker_file_owner: str | None = Field(
+        None,
+        description="System user the password and ACL files are given to (the broker's; "
+        "files are 0600). Unset: whoever runs broker-sync.",
+    )
+    broker_sync_interval_seconds: float = Field(
+        300.0,
+        ge=1,
+        description="Full reconciliation pass this often, besides the NOTIFY-driven ones "
+        "(a safety net for a lost notification or an edited file).",
+    )
+    broker_sync_debounce_ms: int = Field(
+        200, ge=0, le=10_000, description="Wait after a change notice before a pass."
+    )
+    broker_sync_lease_retry_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often a broker-sync copy without the lease tries to take it.",
+    )
+    broker_sync_metrics_port: int = Field(
+        9109, ge=0, description="Prometheus port of broker-sync; 0 picks a free one."
+    )
+
+    # --- commands (issue 14) ---
+    dispatch_database_url: SecretStr | None = Field(
+        None,
+        description="DSN of `lifebox dispatch` (role lifebox_dispatch: claims outbox jobs, "
+        "reads the commands' message columns, moves them to sent/expired). Unset in dev: the "
+        "application DSN.",
+    )
+    dispatch_mqtt_url: SecretStr | None = Field(
+        None,
+        description="Broker account of `lifebox dispatch` (publishes lifebox/v1/+/commands/+ "
+        "only). Unset in dev: the embedded broker's serve account.",
+    )
+    dispatch_metrics_port: int = Field(
+        9110, ge=0, description="Prometheus port of `lifebox dispatch`; 0 picks a free one."
+    )
+    dispatch_batch_size: int = Field(
+        200, ge=1, le=5000, description="Most jobs one dispatcher claims and publishes at once."
+    )
+    dispatch_concurrency: int = Field(
+        2, ge=1, le=32, description="Claim-and-publish loops per dispatcher process."
+    )
+    dispatch_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Longest a dispatcher sleeps without a NOTIFY before looking for due jobs.",
+    )
+    dispatch_puback_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="How long a claim waits for the broker's PUBACKs."
+    )
+    commands_retry_interval_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A command not delivered this long after a publish is published again "
+        "(same id), up to its template's max_retries.",
+    )
+    # --- end commands ---
+
+    # --- billing (issue 16) ---
+    billing_enabled: bool = Field(
+        True,
+        description="Serve the Fawry webhook and take payments. In prod mode it needs the "
+        "Fawry merchant code and secure key, or serve refuses to start.",
+    )
+    fawry_merchant_code: str | None = Field(
+        None, description="Fawry merchant code (from Fawry's merchant onboarding)."
+    )
+    fawry_secure_key: SecretStr | None = Field(
+        None, description="Fawry secure key: signs requests and verifies notifications. Secret."
+    )
+    fawry_base_url: str = Field(
+        "https://atfawry.fawrystaging.com",
+        description="Fawry API base; staging by default (prod: https://www.atfawry.com).",
+    )
+    fawry_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Timeout of one call to Fawry's API."
+    )
+    fawry_payment_expiry_hours: int = Field(
+        72, ge=1, le=24 * 30, description="A PAYATFAWRY reference number's lifetime."
+    )
+    fawry_webhook_host: str = Field(
+        "127.0.0.1",
+        description="Address of the public payment-webhook listener (only /webhooks/fawry; "
+        "put TLS on it or on the load balancer in front of it).",
+    )
+    fawry_webhook_port: int | None = Field(
+        None,
+        ge=0,
+        description="Port of that public listener. Unset: the webhook joins the internal "
+        "HTTP listener (dev only: prod mode requires a separate port, so /metrics and "
+        "/healthz are never on the public one).",
+    )
+    fawry_webhook_max_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest notification body accepted (413 past it)."
+    )
+    billing_grace_days: int = Field(
+        7,
+        ge=0,
+        description="Days a subscription may stay past due before its client is suspended "
+        "with reason billing (lifted automatically once settled).",
+    )
+    billing_postpaid_due_days: int = Field(
+        14, ge=0, description="Days after invoicing a postpaid period falls due."
+    )
+    # --- end billing (issue 16) ---
+
+    # --- alarms (issue 15) ---
+    alarm_evaluation: bool = Field(
+        True, description="Ingest workers evaluate alarm rules on committed readings."
+    )
+    alarm_grace_ms: int = Field(
+        300,
+        ge=0,
+        le=60_000,
+        description="A device is evaluated this long after a commit named it, so readings "
+        "received before it by another worker (or batch) are committed first and evaluated "
+        "in time order; also the least latency from a reading's commit to its event.",
+    )
+    alarm_rules_ttl_ms: int = Field(
+        1000, ge=0, description="Ingest re-reads a tenant's alarm rules this often."
+    )
+    alarm_budget_ms: int = Field(
+        200,
+        ge=1,
+        description="CEL time budget per device and evaluation; readings past it are "
+        "evaluated in the next round (counted in lifebox_alarm_budget_exceeded_total).",
+    )
+    alarm_sweep_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the alarm sweeper (one ingest worker at a time, under a "
+        "lease) looks for devices whose readings are past their watermark.",
+    )
+    # --- end alarms (issue 15) ---
+
     # Outbound mail (password resets): dev writes to home/outbox.
     public_base_url: str = Field(
         "http://localhost:8080", description="Base of links sent to users."
@@ -347,6 +517,22 @@ class Settings(BaseSettings):
             problems.append("gRPC on a non-loopback address needs LIFEBOX_TLS_CERT_FILE")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("LIFEBOX_TLS_CERT_FILE and LIFEBOX_TLS_KEY_FILE go together")
+        # --- billing (issue 16) ---
+        if process in (None, "serve") and self.billing_enabled:
+            if not self.fawry_merchant_code:
+                problems.append("LIFEBOX_FAWRY_MERCHANT_CODE is required for billing in prod")
+            if self.fawry_secure_key is None or not self.fawry_secure_key.get_secret_value():
+                problems.append("LIFEBOX_FAWRY_SECURE_KEY is required for billing in prod")
+            if self.fawry_webhook_port is None:
+                problems.append(
+                    "LIFEBOX_FAWRY_WEBHOOK_PORT is required in prod: the public webhook "
+                    "listener must not serve /metrics"
+                )
+            elif self.fawry_webhook_port == self.http_port:
+                problems.append("LIFEBOX_FAWRY_WEBHOOK_PORT must differ from LIFEBOX_HTTP_PORT")
+            if not self.fawry_base_url.startswith("https://"):
+                problems.append("LIFEBOX_FAWRY_BASE_URL must be https:// in prod")
+        # --- end billing (issue 16) ---
         return problems
 
     @property
@@ -370,7 +556,15 @@ class Settings(BaseSettings):
         return out
 
 
-CREDENTIALS = ("database_url", "owner_database_url", "ingest_database_url", "mqtt_url")
+CREDENTIALS = (
+    "database_url",
+    "owner_database_url",
+    "ingest_database_url",
+    "mqtt_url",
+    "broker_database_url",  # --- broker reconciler (issue 13)
+    "dispatch_database_url",  # --- commands (issue 14)
+    "dispatch_mqtt_url",  # --- commands (issue 14)
+)
 # What each long-running or administrative process may hold (README: who holds what).
 PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "serve": ("database_url",),
@@ -378,6 +572,10 @@ PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "migrate": ("owner_database_url",),
     "seed": ("owner_database_url",),
     "maintain": ("owner_database_url",),
+    # --- broker reconciler (issue 13) ---
+    "broker-sync": ("broker_database_url",),
+    # --- commands (issue 14) ---
+    "dispatch": ("dispatch_database_url", "dispatch_mqtt_url"),
 }
 
 MIN_JWT_KEY_LENGTH = 32

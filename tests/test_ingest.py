@@ -7,12 +7,14 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
 from lifebox_grpc.store.pool import tenant_transaction
+from tests.helpers import factories
 from tests.helpers.ingest import publisher, register_fleet, running_ingest
 from tests.helpers.services import Database
 from tests.helpers.wait import async_wait_until
@@ -205,15 +207,8 @@ async def test_alarms_become_device_alarms_and_bad_ones_are_rejected(
     assert reject[0]["code"] == "missing_field"
 
 
-async def _issue_command(conn: asyncpg.Connection, client_id: object, device_id: object) -> object:
-    async with tenant_transaction(conn, None, staff=True):
-        return await conn.fetchval(
-            "INSERT INTO control_commands (client_id, device_id, template_id, command_type, "
-            "status, expires_at) SELECT $1, $2, id, code, 'sent', now() + interval '1 hour' "
-            "FROM command_templates WHERE code = 'reboot' AND client_id IS NULL RETURNING id",
-            client_id,
-            device_id,
-        )
+async def _issue_command(conn: asyncpg.Connection, client_id: Any, device_id: Any) -> object:
+    return await factories.make_command(conn, client_id, device_id, status="sent")
 
 
 async def test_command_acks_move_status_forward_only_and_foreign_acks_are_rejected(

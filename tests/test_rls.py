@@ -286,11 +286,18 @@ async def test_the_ingest_role_can_do_its_job(
             client,
             command,
         )
-        await conn.execute(
-            "UPDATE control_commands SET status = 'delivered', delivered_at = now(), "
-            "updated_at = now() WHERE id = $1",
-            command,
-        )
+        async with conn.transaction():  # a status change comes with its trail row
+            await conn.execute(
+                "UPDATE control_commands SET status = 'delivered', delivered_at = now(), "
+                "updated_at = now() WHERE id = $1",
+                command,
+            )
+            await conn.execute(
+                "INSERT INTO command_executions (client_id, command_id, from_status, "
+                "to_status, actor_kind) VALUES ($1, $2, 'pending', 'delivered', 'device')",
+                client,
+                command,
+            )
         await conn.execute(
             "INSERT INTO unknown_field_catalog AS c (client_id, field_name, inferred_type) "
             "VALUES ($1, 'foo', 'string') ON CONFLICT (client_id, field_name) "

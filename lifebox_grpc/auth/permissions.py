@@ -237,6 +237,10 @@ METHOD_RULES: dict[str, Rule] = {
     _DEVICES + "RotateDeviceCredential": _on_device(DeviceAction.UPDATE_CREDENTIALS),
     _DEVICES + "RevokeDeviceCredential": _on_device(DeviceAction.UPDATE_CREDENTIALS),
     # --- end credentials (issue 13) ---
+    # --- presence (issue 13) ---
+    _DEVICES + "ListDeviceConnections": _DEVICE_READ,
+    _DEVICES + "StreamDeviceEvents": _DEVICE_READ,
+    # --- end presence (issue 13) ---
     _TELEMETRY + "QueryTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "AggregateTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "GetLatestTelemetry": _TELEMETRY_READ,
@@ -244,6 +248,53 @@ METHOD_RULES: dict[str, Rule] = {
     _TELEMETRY + "ListUnknownFields": _TELEMETRY_READ,
     _TELEMETRY + "ListDataPoints": _TELEMETRY_READ,
 }
+
+# --- commands (issue 14) ---
+COMMANDS_READ = "commands.read"
+COMMANDS_DELEGATE = "commands.delegate"
+COMMANDS_TEMPLATES_WRITE = "commands.templates_write"
+CATALOGUE.update(
+    {
+        COMMANDS_READ: (
+            "Read command templates and the commands, trails and live updates of the devices "
+            "one may read."
+        ),
+        COMMANDS_DELEGATE: (
+            "Grant and revoke any command permission within one's client (others delegate "
+            "only through a grant with can_delegate)."
+        ),
+        COMMANDS_TEMPLATES_WRITE: "Create, update and disable one's client's command templates.",
+    }
+)
+_COMMANDS = "/lifebox.v1.CommandService/"
+_COMMANDS_READ = Rule(Access.AUTHENTICATED, COMMANDS_READ)
+# Sending and cancelling find the device (or command) first: another tenant's is NOT_FOUND;
+# then commands.send, the assignment's level and the user's grant (services/commands/access).
+_COMMANDS_SEND = Rule(Access.AUTHENTICATED, COMMANDS_READ, after_lookup=COMMANDS_SEND)
+METHOD_RULES.update(
+    {
+        _COMMANDS + "ListCommandTemplates": _COMMANDS_READ,
+        _COMMANDS + "GetCommandTemplate": _COMMANDS_READ,
+        _COMMANDS + "CreateCommandTemplate": Rule(Access.AUTHENTICATED, COMMANDS_TEMPLATES_WRITE),
+        _COMMANDS + "UpdateCommandTemplate": Rule(
+            Access.AUTHENTICATED, COMMANDS_READ, after_lookup=COMMANDS_TEMPLATES_WRITE
+        ),
+        _COMMANDS + "ListCommandPermissions": _COMMANDS_READ,
+        # Delegation needs no permission of its own: a grant with can_delegate is the right
+        # (the handler checks it, or that the caller administers the client).
+        _COMMANDS + "GrantCommandPermission": _SIGNED_IN,
+        _COMMANDS + "ListCommandGrants": _SIGNED_IN,
+        _COMMANDS + "RevokeCommandGrant": _SIGNED_IN,
+        _COMMANDS + "SendCommand": _COMMANDS_SEND,
+        _COMMANDS + "BatchSendCommand": _COMMANDS_SEND,
+        _COMMANDS + "GetCommand": _COMMANDS_READ,
+        _COMMANDS + "ListCommands": _COMMANDS_READ,
+        _COMMANDS + "CancelCommand": _COMMANDS_SEND,
+        _COMMANDS + "ListCommandExecutions": _COMMANDS_READ,
+        _COMMANDS + "StreamCommandUpdates": _COMMANDS_READ,
+    }
+)
+# --- end commands ---
 
 # Services outside our API (health, reflection) need no token.
 UNGUARDED_PREFIXES = ("/grpc.",)

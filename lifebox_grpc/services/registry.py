@@ -72,6 +72,27 @@ def _add_telemetry(server: grpc.aio.Server, deps: Dependencies) -> None:
     )
 
 
+# --- commands (issue 14) ---
+def _add_commands(server: grpc.aio.Server, deps: Dependencies) -> None:
+    from lifebox.v1 import commands_pb2_grpc
+    from lifebox_grpc.services.commands import CommandFanout, CommandServicer
+
+    # One LISTEN hub per server (process), shared by every StreamCommandUpdates call.
+    fanout = CommandFanout(resolve_endpoints(deps.settings).app_dsn)
+    commands_pb2_grpc.add_CommandServiceServicer_to_server(
+        CommandServicer(deps.pool, deps.settings, fanout), server
+    )
+
+
+def _commands_name() -> str:
+    from lifebox.v1 import commands_pb2
+
+    return str(commands_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name)
+
+
+# --- end commands ---
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, _add_auth),
     ServiceSpec(clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name, _add_clients),
@@ -79,6 +100,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name, _add_telemetry
     ),
+    ServiceSpec(_commands_name(), _add_commands),  # --- commands (issue 14)
 )
 
 

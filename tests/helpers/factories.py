@@ -91,19 +91,38 @@ async def make_command(
     code: str = "reboot",
     status: str = "pending",
 ) -> uuid.UUID:
-    """A control command for a device, from a seeded template, expiring in an hour."""
+    """A control command for a device, from a seeded template, expiring in an hour.
+
+    Born pending with its trail row and, for another ``status``, moved there along a defined
+    transition with its own (the database refuses any status change without one)."""
     template = await template_id(conn, code)
     async with tenant_transaction(conn, None, staff=True):
         command_id: uuid.UUID = await conn.fetchval(
             "INSERT INTO control_commands (client_id, device_id, template_id, command_type, "
-            "status, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             client_id,
             device_id,
             template,
             code,
-            status,
             datetime.now(UTC) + timedelta(hours=1),
         )
+        await conn.execute(
+            "INSERT INTO command_executions (client_id, command_id, from_status, to_status, "
+            "actor_kind) VALUES ($1, $2, NULL, 'pending', 'system')",
+            client_id,
+            command_id,
+        )
+        if status != "pending":
+            await conn.execute(
+                "UPDATE control_commands SET status = $2 WHERE id = $1", command_id, status
+            )
+            await conn.execute(
+                "INSERT INTO command_executions (client_id, command_id, from_status, "
+                "to_status, actor_kind) VALUES ($1, $2, 'pending', $3, 'system')",
+                client_id,
+                command_id,
+                status,
+            )
     return command_id
 
 

@@ -106,6 +106,13 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             device,
             client,
         ),
+        # --- presence (issue 13) ---
+        (
+            "SELECT lifebox_presence_apply($2, $1, 'online', 1, 'connect', now(), 'status')",
+            device,
+            client,
+        ),
+        # --- end presence ---
         (
             "INSERT INTO calculation_formulas (client_id, name, expression, inputs) "
             "VALUES ($1, 'power_kw', 'active_power_w / 1000', '[\"active_power_w\"]')",
@@ -251,6 +258,21 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             client,
             serial,
         ),
+        # --- commands (issue 14) ---
+        (
+            "INSERT INTO command_outbox (command_id, client_id, device_id) VALUES ($1, $2, $3)",
+            command,
+            client,
+            device,
+        ),
+        (
+            "INSERT INTO command_idempotency_keys (client_id, requester, key, command_id) "
+            "VALUES ($1, 'user:' || $2::text, 'populate', $3)",
+            client,
+            user,
+            command,
+        ),
+        # --- end commands ---
     ]
     async with tenant_transaction(conn, None, staff=True):
         for sql, *args in statements:

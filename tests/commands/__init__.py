@@ -1,0 +1,1 @@
+"""CommandService and the dispatcher."""
