@@ -144,3 +144,55 @@ async def test_node_client_creates_lists_and_revokes_a_device_credential(
 
 
 # --- end credentials (issue 13) ---
+
+
+# --- presence (issue 13) ---
+PRESENCE_CLIENT = ROOT / "tests" / "contract" / "device_presence_contract.mjs"
+
+
+async def test_node_client_streams_and_reads_a_device_presence(
+    serve_process: str, owner_conn: asyncpg.Connection, database: Database
+) -> None:
+    from datetime import UTC, datetime  # imports of this region kept in it (a shared file)
+
+    from lifebox_grpc.store import presence
+    from lifebox_grpc.store.presence import PresenceEvent
+
+    client = await factories.make_client(owner_conn)
+    account = await make_account(owner_conn, "client", client)
+    device, _ = await factories.make_device(owner_conn, client)
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_DEVICE_ID": str(device),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", str(PRESENCE_CLIENT), serve_process, env=env, stdout=PIPE, stderr=PIPE
+    )
+    assert node.stdout is not None
+    line = await asyncio.wait_for(node.stdout.readline(), 60)
+    assert json.loads(line) == {"live": True}, line
+    ingest = await asyncpg.connect(database.ingest_dsn)
+    try:
+        for state, cause in (("online", "connect"), ("offline", "clean")):
+            async with ingest.transaction():
+                await presence.apply_events(
+                    ingest,
+                    [PresenceEvent(client, device, state, 17, cause, datetime.now(UTC), "status")],
+                )
+    finally:
+        await ingest.close()
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert report["streamed"] == [
+        "PRESENCE_STATE_ONLINE/PRESENCE_CAUSE_CONNECT/17",
+        "PRESENCE_STATE_OFFLINE/PRESENCE_CAUSE_CLEAN/17",
+    ]
+    assert report["history"] == report["streamed"][::-1]
+    assert report["session"] == "17"
+
+
+# --- end presence (issue 13) ---

@@ -42,6 +42,52 @@ async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+# --- presence (issue 13) ---
+async def first_of(stream: Any) -> Any:
+    """The first message of a server stream (its error, raised, when it fails)."""
+    return await stream.read()
+
+
+async def test_role_matrix_presence_reads_follow_assignments(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    tenant = await make_tenant(grpc_server, owner_conn)
+    staff = await make_staff(grpc_server, owner_conn, "admin")
+    api = stub(grpc_server)
+    mine, _ = await factories.make_device(owner_conn, tenant.client_id)
+    other, _ = await factories.make_device(owner_conn, tenant.client_id)
+    for role in ("operator", "viewer"):
+        await api.AssignDevice(
+            devices_pb2.AssignDeviceRequest(
+                device_id=str(mine), user_id=str(tenant.users[role].user_id)
+            ),
+            metadata=tenant.users["client"].md,
+        )
+    expected = {
+        # role: (its assigned device, the unassigned one)
+        "client": (grpc.StatusCode.OK, grpc.StatusCode.OK),
+        "operator": (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND),
+        "viewer": (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND),
+        "staff": (grpc.StatusCode.OK, grpc.StatusCode.OK),
+    }
+    accounts = {**tenant.users, "staff": staff}
+    for role, codes in expected.items():
+        md = accounts[role].md
+        for device, code in zip((mine, other), codes, strict=True):
+            history = api.ListDeviceConnections(
+                devices_pb2.ListDeviceConnectionsRequest(device_id=str(device)), metadata=md
+            )
+            assert await code_of(history) == code, (role, "ListDeviceConnections", device)
+            stream = api.StreamDeviceEvents(
+                devices_pb2.StreamDeviceEventsRequest(device_ids=[str(device)]), metadata=md
+            )
+            assert await code_of(first_of(stream)) == code, (role, "StreamDeviceEvents")
+            stream.cancel()
+
+
+# --- end presence (issue 13) ---
+
+
 async def test_role_matrix_operators_and_viewers_see_only_assigned_devices(
     grpc_server: Server, owner_conn: asyncpg.Connection
 ) -> None:
@@ -209,6 +255,16 @@ async def test_two_tenants_every_device_rpc_reads_not_found_across(
             metadata=md,
         ),
         # --- end credentials (issue 13) ---
+        # --- presence (issue 13) ---
+        "ListDeviceConnections": lambda md: api.ListDeviceConnections(
+            devices_pb2.ListDeviceConnectionsRequest(device_id=target), metadata=md
+        ),
+        "StreamDeviceEvents": lambda md: first_of(
+            api.StreamDeviceEvents(
+                devices_pb2.StreamDeviceEventsRequest(device_ids=[target]), metadata=md
+            )
+        ),
+        # --- end presence (issue 13) ---
     }
     for name, call in calls.items():
         for role in ("client", "operator", "viewer"):

@@ -149,6 +149,82 @@ CREDENTIAL_KIND_CERTIFICATE: CredentialKind.ValueType  # 2
 """An X.509 client certificate whose CN is the serial (not available yet: UNIMPLEMENTED)."""
 Global___CredentialKind: _TypeAlias = CredentialKind  # noqa: Y015
 
+class _PresenceState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresenceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PresenceState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESENCE_STATE_UNSPECIFIED: _PresenceState.ValueType  # 0
+    """Not set (or not known: the device never published its status)."""
+    PRESENCE_STATE_ONLINE: _PresenceState.ValueType  # 1
+    """Connected: its online status is the newest word of it."""
+    PRESENCE_STATE_OFFLINE: _PresenceState.ValueType  # 2
+    """Disconnected: it said so, its Last Will came, or its access was revoked."""
+    PRESENCE_STATE_STALE: _PresenceState.ValueType  # 3
+    """Said online, but nothing arrived for three expected intervals."""
+
+class PresenceState(_PresenceState, metaclass=_PresenceStateEnumTypeWrapper):
+    """--- presence (issue 13) ---
+
+    Whether a device is connected, as its status topic, its Last Will, its readings and the
+    sweeper tell.
+    """
+
+PRESENCE_STATE_UNSPECIFIED: PresenceState.ValueType  # 0
+"""Not set (or not known: the device never published its status)."""
+PRESENCE_STATE_ONLINE: PresenceState.ValueType  # 1
+"""Connected: its online status is the newest word of it."""
+PRESENCE_STATE_OFFLINE: PresenceState.ValueType  # 2
+"""Disconnected: it said so, its Last Will came, or its access was revoked."""
+PRESENCE_STATE_STALE: PresenceState.ValueType  # 3
+"""Said online, but nothing arrived for three expected intervals."""
+Global___PresenceState: _TypeAlias = PresenceState  # noqa: Y015
+
+class _PresenceCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresenceCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PresenceCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESENCE_CAUSE_UNSPECIFIED: _PresenceCause.ValueType  # 0
+    """Not set."""
+    PRESENCE_CAUSE_CONNECT: _PresenceCause.ValueType  # 1
+    """It connected and published its online status."""
+    PRESENCE_CAUSE_CLEAN: _PresenceCause.ValueType  # 2
+    """It published offline with reason "clean" before disconnecting."""
+    PRESENCE_CAUSE_KEEPALIVE: _PresenceCause.ValueType  # 3
+    """Its Last Will: the broker lost it (keepalive expired, network failure)."""
+    PRESENCE_CAUSE_KICKED: _PresenceCause.ValueType  # 4
+    """A newer session came online while this one never said offline (session takeover)."""
+    PRESENCE_CAUSE_REVOKED: _PresenceCause.ValueType  # 5
+    """Its credential was revoked, it was disabled or decommissioned, or its client suspended."""
+    PRESENCE_CAUSE_SILENT: _PresenceCause.ValueType  # 6
+    """Online but silent for three expected intervals (the state is STALE)."""
+    PRESENCE_CAUSE_READING: _PresenceCause.ValueType  # 7
+    """A reading arrived from a stale device (online again)."""
+
+class PresenceCause(_PresenceCause, metaclass=_PresenceCauseEnumTypeWrapper):
+    """Why a device's presence last changed."""
+
+PRESENCE_CAUSE_UNSPECIFIED: PresenceCause.ValueType  # 0
+"""Not set."""
+PRESENCE_CAUSE_CONNECT: PresenceCause.ValueType  # 1
+"""It connected and published its online status."""
+PRESENCE_CAUSE_CLEAN: PresenceCause.ValueType  # 2
+"""It published offline with reason "clean" before disconnecting."""
+PRESENCE_CAUSE_KEEPALIVE: PresenceCause.ValueType  # 3
+"""Its Last Will: the broker lost it (keepalive expired, network failure)."""
+PRESENCE_CAUSE_KICKED: PresenceCause.ValueType  # 4
+"""A newer session came online while this one never said offline (session takeover)."""
+PRESENCE_CAUSE_REVOKED: PresenceCause.ValueType  # 5
+"""Its credential was revoked, it was disabled or decommissioned, or its client suspended."""
+PRESENCE_CAUSE_SILENT: PresenceCause.ValueType  # 6
+"""Online but silent for three expected intervals (the state is STALE)."""
+PRESENCE_CAUSE_READING: PresenceCause.ValueType  # 7
+"""A reading arrived from a stale device (online again)."""
+Global___PresenceCause: _TypeAlias = PresenceCause  # noqa: Y015
+
 @_typing.final
 class Device(_message.Message):
     """A device of a client."""
@@ -171,6 +247,7 @@ class Device(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DECOMMISSION_TIME_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     client_id: _builtins.str
@@ -219,6 +296,13 @@ class Device(_message.Message):
     def decommission_time(self) -> _timestamp_pb2.Timestamp:
         """When the device was decommissioned, if it was."""
 
+    @_builtins.property
+    def presence(self) -> Global___DevicePresence:
+        """--- presence (issue 13) ---
+        The device's presence (read only; unset for a device that never published its
+        status topic, whose online flag is then "seen within three expected intervals").
+        """
+
     def __init__(
         self,
         *,
@@ -238,10 +322,11 @@ class Device(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         decommission_time: _timestamp_pb2.Timestamp | None = ...,
+        presence: Global___DevicePresence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decommission_time", b"decommission_time", "last_seen_time", b"last_seen_time", "latest_location", b"latest_location", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decommission_time", b"decommission_time", "last_seen_time", b"last_seen_time", "latest_location", b"latest_location", "metadata", b"metadata", "presence", b"presence", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "create_time", b"create_time", "decommission_time", b"decommission_time", "device_type", b"device_type", "expected_interval_seconds", b"expected_interval_seconds", "firmware_version", b"firmware_version", "id", b"id", "last_seen_time", b"last_seen_time", "latest_location", b"latest_location", "metadata", b"metadata", "model", b"model", "name", b"name", "online", b"online", "serial", b"serial", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "create_time", b"create_time", "decommission_time", b"decommission_time", "device_type", b"device_type", "expected_interval_seconds", b"expected_interval_seconds", "firmware_version", b"firmware_version", "id", b"id", "last_seen_time", b"last_seen_time", "latest_location", b"latest_location", "metadata", b"metadata", "model", b"model", "name", b"name", "online", b"online", "presence", b"presence", "serial", b"serial", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,6 +446,7 @@ class ListDevicesRequest(_message.Message):
     DEVICE_TYPE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
+    PRESENCE_STATE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many devices (default 50, at most 500)."""
     page_token: _builtins.str
@@ -375,6 +461,11 @@ class ListDevicesRequest(_message.Message):
     """Only devices whose name or serial contains this text, ignoring case."""
     client_id: _builtins.str
     """Platform staff only: only devices of this client (empty: every client)."""
+    presence_state: Global___PresenceState.ValueType
+    """--- presence (issue 13) ---
+    Only devices in this presence state (UNSPECIFIED: any; a device that never published
+    its status has no state and matches only UNSPECIFIED).
+    """
     def __init__(
         self,
         *,
@@ -384,10 +475,11 @@ class ListDevicesRequest(_message.Message):
         device_type: _builtins.str = ...,
         search: _builtins.str = ...,
         client_id: _builtins.str = ...,
+        presence_state: Global___PresenceState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "device_type", b"device_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "device_type", b"device_type", "page_size", b"page_size", "page_token", b"page_token", "presence_state", b"presence_state", "search", b"search", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1849,3 +1941,215 @@ class RevokeDeviceCredentialResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeDeviceCredentialResponse: _TypeAlias = RevokeDeviceCredentialResponse  # noqa: Y015
+
+@_typing.final
+class DevicePresence(_message.Message):
+    """A device's presence now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    LAST_CONNECT_TIME_FIELD_NUMBER: _builtins.int
+    LAST_DISCONNECT_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    state: Global___PresenceState.ValueType
+    """Online, offline or stale."""
+    session: _builtins.int
+    """The session (the device's connection counter) the state belongs to."""
+    cause: Global___PresenceCause.ValueType
+    """Why the state last changed."""
+    @_builtins.property
+    def last_connect_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last came online."""
+
+    @_builtins.property
+    def last_disconnect_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last went offline."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the state last changed."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___PresenceState.ValueType = ...,
+        session: _builtins.int = ...,
+        cause: Global___PresenceCause.ValueType = ...,
+        last_connect_time: _timestamp_pb2.Timestamp | None = ...,
+        last_disconnect_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_connect_time", b"last_connect_time", "last_disconnect_time", b"last_disconnect_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "last_connect_time", b"last_connect_time", "last_disconnect_time", b"last_disconnect_time", "session", b"session", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DevicePresence: _TypeAlias = DevicePresence  # noqa: Y015
+
+@_typing.final
+class DeviceConnectionEvent(_message.Message):
+    """One recorded presence change of a device."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Increasing with every change platform-wide (a device's later change has a higher id)."""
+    device_id: _builtins.str
+    """The device."""
+    client_id: _builtins.str
+    """The device's client."""
+    state: Global___PresenceState.ValueType
+    """The state it moved to."""
+    session: _builtins.int
+    """The session it belongs to."""
+    cause: Global___PresenceCause.ValueType
+    """Why."""
+    source: _builtins.str
+    """What told LifeBox: "status" (the device's status topic), "retained" (its retained
+    status, read after a restart), "sweeper", "reading" or "revocation".
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When LifeBox observed the change."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        device_id: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___PresenceState.ValueType = ...,
+        session: _builtins.int = ...,
+        cause: Global___PresenceCause.ValueType = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "client_id", b"client_id", "device_id", b"device_id", "id", b"id", "session", b"session", "source", b"source", "state", b"state", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceConnectionEvent: _TypeAlias = DeviceConnectionEvent  # noqa: Y015
+
+@_typing.final
+class ListDeviceConnectionsRequest(_message.Message):
+    """Request of ListDeviceConnections."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device's id."""
+    page_size: _builtins.int
+    """At most this many changes (default 50, at most 500)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeviceConnectionsRequest: _TypeAlias = ListDeviceConnectionsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeviceConnectionsResponse(_message.Message):
+    """Response of ListDeviceConnections."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceConnectionEvent]:
+        """The changes of this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___DeviceConnectionEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeviceConnectionsResponse: _TypeAlias = ListDeviceConnectionsResponse  # noqa: Y015
+
+@_typing.final
+class StreamDeviceEventsRequest(_message.Message):
+    """Request of StreamDeviceEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these devices (each must be visible to the caller, else NOT_FOUND); empty: every
+        device the caller may see, including devices it may see later in the stream.
+        """
+
+    def __init__(
+        self,
+        *,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_ids", b"device_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamDeviceEventsRequest: _TypeAlias = StreamDeviceEventsRequest  # noqa: Y015
+
+@_typing.final
+class StreamDeviceEventsResponse(_message.Message):
+    """One message of StreamDeviceEvents. The first has no event: it says the stream is live
+    (every change committed from then on is sent).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___DeviceConnectionEvent:
+        """A presence change (unset in the first message)."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___DeviceConnectionEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamDeviceEventsResponse: _TypeAlias = StreamDeviceEventsResponse  # noqa: Y015

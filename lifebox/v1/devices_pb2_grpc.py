@@ -142,6 +142,16 @@ class DeviceServiceStub:
                 request_serializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialRequest.SerializeToString,
                 response_deserializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialResponse.FromString,
                 _registered_method=True)
+        self.ListDeviceConnections = channel.unary_unary(
+                '/lifebox.v1.DeviceService/ListDeviceConnections',
+                request_serializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceConnectionsRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceConnectionsResponse.FromString,
+                _registered_method=True)
+        self.StreamDeviceEvents = channel.unary_stream(
+                '/lifebox.v1.DeviceService/StreamDeviceEvents',
+                request_serializer=lifebox_dot_v1_dot_devices__pb2.StreamDeviceEventsRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_devices__pb2.StreamDeviceEventsResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceServiceServicer:
@@ -305,7 +315,28 @@ class DeviceServiceServicer:
     def RevokeDeviceCredential(self, request, context):
         """Revokes a live credential for good (the row stays as history): at the broker's next
         reload its live session is closed and new connects are refused.
-        --- end credentials (issue 13) ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeviceConnections(self, request, context):
+        """--- end credentials (issue 13) ---
+        --- presence (issue 13) ---
+        Lists a device's presence changes (connect, disconnect and their causes, stale),
+        newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamDeviceEvents(self, request, context):
+        """Streams presence changes of the devices the caller may see, from the call's start, each
+        committed change once; the first message, without an event, says the stream is live. The caller's access is re-checked during the stream: a device
+        unassigned from an operator or viewer stops appearing, and the stream ends when the
+        caller loses devices.read (PERMISSION_DENIED) or its token or session ends
+        (UNAUTHENTICATED).
+        --- end presence (issue 13) ---
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -418,6 +449,16 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     servicer.RevokeDeviceCredential,
                     request_deserializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialRequest.FromString,
                     response_serializer=lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialResponse.SerializeToString,
+            ),
+            'ListDeviceConnections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeviceConnections,
+                    request_deserializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceConnectionsRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_devices__pb2.ListDeviceConnectionsResponse.SerializeToString,
+            ),
+            'StreamDeviceEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamDeviceEvents,
+                    request_deserializer=lifebox_dot_v1_dot_devices__pb2.StreamDeviceEventsRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_devices__pb2.StreamDeviceEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -990,6 +1031,60 @@ class DeviceService:
             '/lifebox.v1.DeviceService/RevokeDeviceCredential',
             lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialRequest.SerializeToString,
             lifebox_dot_v1_dot_devices__pb2.RevokeDeviceCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeviceConnections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.DeviceService/ListDeviceConnections',
+            lifebox_dot_v1_dot_devices__pb2.ListDeviceConnectionsRequest.SerializeToString,
+            lifebox_dot_v1_dot_devices__pb2.ListDeviceConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamDeviceEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lifebox.v1.DeviceService/StreamDeviceEvents',
+            lifebox_dot_v1_dot_devices__pb2.StreamDeviceEventsRequest.SerializeToString,
+            lifebox_dot_v1_dot_devices__pb2.StreamDeviceEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -97,7 +97,20 @@ class DeviceServiceStub:
     RevokeDeviceCredential: _grpc.UnaryUnaryMultiCallable[_devices_pb2.RevokeDeviceCredentialRequest, _devices_pb2.RevokeDeviceCredentialResponse]
     """Revokes a live credential for good (the row stays as history): at the broker's next
     reload its live session is closed and new connects are refused.
-    --- end credentials (issue 13) ---
+    """
+    ListDeviceConnections: _grpc.UnaryUnaryMultiCallable[_devices_pb2.ListDeviceConnectionsRequest, _devices_pb2.ListDeviceConnectionsResponse]
+    """--- end credentials (issue 13) ---
+    --- presence (issue 13) ---
+    Lists a device's presence changes (connect, disconnect and their causes, stale),
+    newest first.
+    """
+    StreamDeviceEvents: _grpc.UnaryStreamMultiCallable[_devices_pb2.StreamDeviceEventsRequest, _devices_pb2.StreamDeviceEventsResponse]
+    """Streams presence changes of the devices the caller may see, from the call's start, each
+    committed change once; the first message, without an event, says the stream is live. The caller's access is re-checked during the stream: a device
+    unassigned from an operator or viewer stops appearing, and the stream ends when the
+    caller loses devices.read (PERMISSION_DENIED) or its token or session ends
+    (UNAUTHENTICATED).
+    --- end presence (issue 13) ---
     """
 
 @_typing.type_check_only
@@ -169,7 +182,20 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     RevokeDeviceCredential: _aio.UnaryUnaryMultiCallable[_devices_pb2.RevokeDeviceCredentialRequest, _devices_pb2.RevokeDeviceCredentialResponse]  # type: ignore[assignment]
     """Revokes a live credential for good (the row stays as history): at the broker's next
     reload its live session is closed and new connects are refused.
-    --- end credentials (issue 13) ---
+    """
+    ListDeviceConnections: _aio.UnaryUnaryMultiCallable[_devices_pb2.ListDeviceConnectionsRequest, _devices_pb2.ListDeviceConnectionsResponse]  # type: ignore[assignment]
+    """--- end credentials (issue 13) ---
+    --- presence (issue 13) ---
+    Lists a device's presence changes (connect, disconnect and their causes, stale),
+    newest first.
+    """
+    StreamDeviceEvents: _aio.UnaryStreamMultiCallable[_devices_pb2.StreamDeviceEventsRequest, _devices_pb2.StreamDeviceEventsResponse]  # type: ignore[assignment]
+    """Streams presence changes of the devices the caller may see, from the call's start, each
+    committed change once; the first message, without an event, says the stream is live. The caller's access is re-checked during the stream: a device
+    unassigned from an operator or viewer stops appearing, and the stream ends when the
+    caller loses devices.read (PERMISSION_DENIED) or its token or session ends
+    (UNAUTHENTICATED).
+    --- end presence (issue 13) ---
     """
 
 class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -364,7 +390,32 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_devices_pb2.RevokeDeviceCredentialResponse, _abc.Awaitable[_devices_pb2.RevokeDeviceCredentialResponse]]:
         """Revokes a live credential for good (the row stays as history): at the broker's next
         reload its live session is closed and new connects are refused.
-        --- end credentials (issue 13) ---
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeviceConnections(
+        self,
+        request: _devices_pb2.ListDeviceConnectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_devices_pb2.ListDeviceConnectionsResponse, _abc.Awaitable[_devices_pb2.ListDeviceConnectionsResponse]]:
+        """--- end credentials (issue 13) ---
+        --- presence (issue 13) ---
+        Lists a device's presence changes (connect, disconnect and their causes, stale),
+        newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamDeviceEvents(
+        self,
+        request: _devices_pb2.StreamDeviceEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_devices_pb2.StreamDeviceEventsResponse], _abc.AsyncIterator[_devices_pb2.StreamDeviceEventsResponse]]:
+        """Streams presence changes of the devices the caller may see, from the call's start, each
+        committed change once; the first message, without an event, says the stream is live. The caller's access is re-checked during the stream: a device
+        unassigned from an operator or viewer stops appearing, and the stream ends when the
+        caller loses devices.read (PERMISSION_DENIED) or its token or session ends
+        (UNAUTHENTICATED).
+        --- end presence (issue 13) ---
         """
 
 def add_DeviceServiceServicer_to_server(servicer: DeviceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

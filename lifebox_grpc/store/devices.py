@@ -18,6 +18,7 @@ import asyncpg
 
 from lifebox_grpc.errors import AlreadyExists, InvalidArgument
 from lifebox_grpc.store.pool import fetchrow_in_tenant
+from lifebox_grpc.store.presence import Presence  # presence (issue 13)
 
 # Online means "seen within this many expected intervals".
 ONLINE_INTERVALS = 3
@@ -74,6 +75,8 @@ class Device:
     updated_at: datetime
     decommissioned_at: datetime | None
     latest_location: Location | None
+    # --- presence (issue 13) --- None: the device never published its status
+    presence: Presence | None = None
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,21 @@ _DEVICE = (
     "d.status, d.expected_interval_s, d.last_seen_at, d.metadata::text AS metadata, "
     "d.created_at, d.updated_at, d.decommissioned_at, " + _ONLINE
 )
+# --- presence (issue 13) --- online is the presence state once the device has one (a
+# device just created has none: _DEVICE above is right for RETURNING).
+_PRESENCE = (
+    "CASE WHEN p.state IS NOT NULL THEN p.state = 'online' ELSE "
+    + _ONLINE.removesuffix(" AS online")
+    + " END AS online, p.state AS presence_state, p.session AS presence_session, "
+    "p.cause AS presence_cause, p.last_connect_at AS presence_connect_at, "
+    "p.last_disconnect_at AS presence_disconnect_at, p.updated_at AS presence_updated_at"
+)
 _SELECT = f"""
-SELECT {_DEVICE}, l.time AS loc_time, l.latitude, l.longitude, l.altitude_m, l.accuracy_m,
-       l.source
+SELECT {_DEVICE.removesuffix(_ONLINE)}{_PRESENCE}, l.time AS loc_time, l.latitude,
+       l.longitude, l.altitude_m, l.accuracy_m, l.source
 FROM devices d
 LEFT JOIN device_latest_locations l ON l.device_id = d.id
+LEFT JOIN device_presence p ON p.device_id = d.id
 """
 # What a DeviceFilter lets a caller see of ``devices d``: $1 the client (None: any), $2 the
 # device ids (None: all). Callers number their own parameters from $3.
@@ -150,6 +163,21 @@ def _device(row: Mapping[str, Any]) -> Device:
         updated_at=row["updated_at"],
         decommissioned_at=row["decommissioned_at"],
         latest_location=location,
+        presence=_presence(row),  # presence (issue 13)
+    )
+
+
+def _presence(row: Mapping[str, Any]) -> Presence | None:
+    """presence (issue 13): the joined device_presence columns, if the device has a row."""
+    if row.get("presence_state") is None:
+        return None
+    return Presence(
+        row["presence_state"],
+        row["presence_session"],
+        row["presence_cause"],
+        row["presence_connect_at"],
+        row["presence_disconnect_at"],
+        row["presence_updated_at"],
     )
 
 
@@ -270,6 +298,7 @@ async def list_devices(
     search: str | None,
     after_serial: str | None,
     limit: int,
+    presence_state: str | None = None,  # presence (issue 13)
 ) -> list[Device]:
     """Visible devices ordered by serial (unique and immutable, so a cursor on it neither
     repeats nor skips a device while others are added)."""
@@ -281,6 +310,7 @@ async def list_devices(
           AND ($4::text IS NULL OR d.device_type = $4)
           AND ($5::text IS NULL OR d.name ILIKE $5 OR d.serial ILIKE $5)
           AND ($6::text IS NULL OR d.serial > $6)
+          AND ($8::text IS NULL OR p.state = $8)
         ORDER BY d.serial
         LIMIT $7
         """,
@@ -291,6 +321,7 @@ async def list_devices(
         _like(search) if search else None,
         after_serial,
         limit,
+        presence_state,
     )
     return [_device(r) for r in rows]
 

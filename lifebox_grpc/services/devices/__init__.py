@@ -10,6 +10,7 @@ from lifebox_grpc.services.devices.credentials import CredentialRpcs  # credenti
 from lifebox_grpc.services.devices.history import HistoryRpcs
 from lifebox_grpc.services.devices.locations import LocationRpcs
 from lifebox_grpc.services.devices.mapping import device_pb, location_pb
+from lifebox_grpc.services.devices.presence import PresenceRpcs  # presence (issue 13)
 from lifebox_grpc.services.devices.registry import RegistryRpcs
 
 __all__ = ["DeviceServicer", "device_pb", "location_pb"]
@@ -22,5 +23,6 @@ class DeviceServicer(
     AssignmentRpcs,
     AlarmRpcs,
     CredentialRpcs,  # credentials (issue 13)
+    PresenceRpcs,  # presence (issue 13)
 ):
     """The DeviceService handlers."""

@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2
 from lifebox.v1 import devices_pb2
 from lifebox_grpc.services.common import timestamp
 from lifebox_grpc.store import devices as device_store
+from lifebox_grpc.store import presence as presence_store  # presence (issue 13)
 
 STATUS_TO_PB = {
     "provisioned": devices_pb2.DEVICE_STATUS_PROVISIONED,
@@ -75,4 +76,47 @@ def device_pb(device: device_store.Device) -> devices_pb2.Device:
         create_time=timestamp(device.created_at),
         update_time=timestamp(device.updated_at),
         decommission_time=timestamp(device.decommissioned_at),
+        presence=presence_pb(device.presence) if device.presence else None,  # issue 13
+    )
+
+
+# --- presence (issue 13) ---
+PRESENCE_STATE_TO_PB = {
+    "online": devices_pb2.PRESENCE_STATE_ONLINE,
+    "offline": devices_pb2.PRESENCE_STATE_OFFLINE,
+    "stale": devices_pb2.PRESENCE_STATE_STALE,
+}
+PRESENCE_STATE_FROM_PB = {v: k for k, v in PRESENCE_STATE_TO_PB.items()}
+PRESENCE_CAUSE_TO_PB = {
+    "connect": devices_pb2.PRESENCE_CAUSE_CONNECT,
+    "clean": devices_pb2.PRESENCE_CAUSE_CLEAN,
+    "keepalive": devices_pb2.PRESENCE_CAUSE_KEEPALIVE,
+    "kicked": devices_pb2.PRESENCE_CAUSE_KICKED,
+    "revoked": devices_pb2.PRESENCE_CAUSE_REVOKED,
+    "silent": devices_pb2.PRESENCE_CAUSE_SILENT,
+    "reading": devices_pb2.PRESENCE_CAUSE_READING,
+}
+
+
+def presence_pb(presence: presence_store.Presence) -> devices_pb2.DevicePresence:
+    return devices_pb2.DevicePresence(
+        state=PRESENCE_STATE_TO_PB.get(presence.state, devices_pb2.PRESENCE_STATE_UNSPECIFIED),
+        session=presence.session,
+        cause=PRESENCE_CAUSE_TO_PB.get(presence.cause, devices_pb2.PRESENCE_CAUSE_UNSPECIFIED),
+        last_connect_time=timestamp(presence.last_connect_at),
+        last_disconnect_time=timestamp(presence.last_disconnect_at),
+        update_time=timestamp(presence.updated_at),
+    )
+
+
+def connection_pb(change: presence_store.Connection) -> devices_pb2.DeviceConnectionEvent:
+    return devices_pb2.DeviceConnectionEvent(
+        id=change.id,
+        device_id=str(change.device_id),
+        client_id=str(change.client_id),
+        time=timestamp(change.time),
+        state=PRESENCE_STATE_TO_PB.get(change.state, devices_pb2.PRESENCE_STATE_UNSPECIFIED),
+        session=change.session,
+        cause=PRESENCE_CAUSE_TO_PB.get(change.cause, devices_pb2.PRESENCE_CAUSE_UNSPECIFIED),
+        source=change.source,
     )

@@ -24,6 +24,7 @@ from lifebox_grpc.services.common import (
 from lifebox_grpc.services.device_access import device_filter, require_device
 from lifebox_grpc.services.devices.base import DeviceRpcs
 from lifebox_grpc.services.devices.mapping import (
+    PRESENCE_STATE_FROM_PB,  # presence (issue 13)
     STATUS_FROM_PB,
     device_pb,
 )
@@ -118,6 +119,11 @@ class RegistryRpcs(DeviceRpcs):
         if request.device_type:
             check_type(errors, "device_type", request.device_type)
         check_text(errors, "search", request.search, max_length=MAX_NAME, required=False)
+        presence_state = None  # --- presence (issue 13) ---
+        if request.presence_state != devices_pb2.PRESENCE_STATE_UNSPECIFIED:
+            presence_state = PRESENCE_STATE_FROM_PB.get(request.presence_state)
+            if presence_state is None:
+                errors.add("presence_state", "must be ONLINE, OFFLINE or STALE")
         scope = device_filter(principal)
         if request.client_id:
             client = parse_uuid(errors, "client_id", request.client_id)
@@ -135,6 +141,7 @@ class RegistryRpcs(DeviceRpcs):
                 search=request.search or None,
                 after_serial=key[0] if key else None,
                 limit=size + 1,
+                presence_state=presence_state,  # presence (issue 13)
             )
         page, more = rows[:size], len(rows) > size
         return devices_pb2.ListDevicesResponse(
