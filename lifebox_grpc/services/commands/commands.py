@@ -12,7 +12,7 @@ from lifebox_grpc.services.commands.access import command_scope, require_command
 from lifebox_grpc.services.commands.base import CommandRpcs
 from lifebox_grpc.services.commands.mapping import STATUS_FROM_PB, command_pb, execution_pb
 from lifebox_grpc.services.common import page_size, parse_uuid, require_uuid, scoped
-from lifebox_grpc.services.device_access import require_actions
+from lifebox_grpc.services.device_access import require_actions, require_device
 from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.store import commands as command_store
 
@@ -54,6 +54,8 @@ class CommandReadRpcs(CommandRpcs):
         client_id, device_ids = command_scope(principal)
         query = command_store.CommandQuery(device_id, tuple(statuses), template_id, start, end)
         async with scoped(self.pool, principal) as conn:
+            if device_id is not None:
+                await require_device(conn, principal, device_id)
             rows = await command_store.list_commands(
                 conn, client_id, device_ids, query, after, size + 1
             )
