@@ -46,7 +46,7 @@ def _queries() -> tuple[str, str]:
 def _setting(name: str) -> str:
     values = set(re.findall(rf"^\s*{name} = (\S+)$", CONFIG, re.M))
     assert len(values) == 1, (name, values)
-    return values.pop()
+    return str(values.pop())
 
 
 def emqx_hash(secret: str, salt: str) -> str:
