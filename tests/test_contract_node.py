@@ -196,3 +196,36 @@ async def test_node_client_streams_and_reads_a_device_presence(
 
 
 # --- end presence (issue 13) ---
+
+
+# --- commands (issue 14) ---
+COMMANDS_CLIENT = ROOT / "tests" / "contract" / "commands_contract.mjs"
+
+
+async def test_node_client_sends_repeats_and_cancels_a_command(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    client = await factories.make_client(owner_conn)
+    account = await make_account(owner_conn, "client", client)
+    device, _ = await factories.make_device(owner_conn, client)
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_DEVICE_ID": str(device),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", str(COMMANDS_CLIENT), serve_process, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert report["delay_s"] == 5
+    assert "parameters.delay_s" in report["bad"]
+    assert report["cancelled"] == "COMMAND_STATUS_CANCELLED"
+    assert report["trail"] == ["COMMAND_STATUS_PENDING", "COMMAND_STATUS_CANCELLED"]
+    assert report["second_cancel"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+
+
+# --- end commands (issue 14) ---
