@@ -1,10 +1,23 @@
 # Hand-written stub of the Rust extension (ingest_native/src/lib.rs); checked by
 # `python -m mypy.stubtest lifebox_grpc._ingest_native`. Only lifebox_grpc.native imports it.
 
-from typing import final
+from typing import Literal, final
 from uuid import UUID
 
-__all__ = ["Decoder", "LimitsError", "NativeError", "columns", "version"]
+__all__ = [
+    "Decoder",
+    "Expression",
+    "ExpressionError",
+    "LimitsError",
+    "NativeError",
+    "check_expression",
+    "columns",
+    "evaluate",
+    "evaluate_conditions",
+    "expression_error_codes",
+    "expression_functions",
+    "version",
+]
 
 class NativeError(Exception):
     """A call the native ingest core refuses."""
@@ -45,3 +58,56 @@ class Decoder:
     ]:
         """Decodes `(device_id, client_id, received_at_us, payload)` messages; ids are
         `uuid.UUID` or their 16 bytes."""
+
+# --- expressions (issue 15): ingest_native/src/cel_py.rs ---
+
+ExprErrorCode = Literal[
+    "empty",
+    "too_long",
+    "syntax",
+    "comprehension",
+    "function_not_allowed",
+    "field_access",
+    "literal_not_allowed",
+    "name_too_long",
+]
+# (code, start, end, message): character offsets, end exclusive.
+ExprProblem = tuple[ExprErrorCode, int, int, str]
+
+class ExpressionError(ValueError):
+    """An expression that cannot be checked; args[0] lists its problems as (code, start, end,
+    message)."""
+
+def expression_error_codes() -> list[str]:
+    """Every expression problem code, in a fixed order."""
+
+def expression_functions() -> list[tuple[str, int]]:
+    """The functions an expression may call, as (name, arity)."""
+
+def check_expression(source: str) -> tuple[list[str], list[ExprProblem]]:
+    """Checks `source` without raising: (fields it reads, sorted; problems). A valid expression
+    has no problems; an invalid one no fields."""
+
+@final
+class Expression:
+    """A checked expression; immutable, shareable between threads."""
+
+    def __new__(cls, source: str) -> Expression: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def fields(self) -> list[str]:
+        """The fields the expression reads, sorted, each once."""
+
+def evaluate(
+    expressions: list[Expression],
+    columns: list[tuple[str, bool, bytes]],
+    rows: int,
+    budget_us: int,
+) -> tuple[bytes, int]: ...
+def evaluate_conditions(
+    expressions: list[Expression],
+    columns: list[tuple[str, bool, bytes]],
+    rows: int,
+    budget_us: int,
+) -> tuple[bytes, int]: ...

@@ -19,13 +19,22 @@ from lifebox_grpc import _ingest_native
 __all__ = [
     "COLUMNS",
     "COLUMN_TYPES",
+    "EXPRESSION_ERROR_CODES",
+    "EXPRESSION_FUNCTIONS",
     "DecodeLimits",
     "DecodedBatch",
     "Decoder",
+    "Expression",
+    "ExpressionColumn",
+    "ExpressionError",
+    "ExpressionProblem",
     "LimitsError",
     "NativeError",
     "Reject",
     "UnknownField",
+    "check_expression",
+    "evaluate_conditions",
+    "evaluate_numbers",
     "version",
 ]
 
@@ -155,3 +164,68 @@ class Decoder:
             row_times_us=row_times_us,
             rows_per_message=per_message,
         )
+
+
+# --- expressions (issue 15) ---------------------------------------------------------------
+# CEL over a reading's fields (ingest_native/src/cel_expr.rs): the API checks an expression
+# with exactly the code ingest evaluates it with.
+
+Expression = _ingest_native.Expression
+"""A checked CEL expression (``Expression(source)`` raises :class:`ExpressionError`);
+``.fields`` are the variables it reads."""
+ExpressionError = _ingest_native.ExpressionError
+"""``args[0]`` is the list of problems, each (code, start, end, message)."""
+EXPRESSION_ERROR_CODES: tuple[str, ...] = tuple(_ingest_native.expression_error_codes())
+EXPRESSION_FUNCTIONS: tuple[tuple[str, int], ...] = tuple(_ingest_native.expression_functions())
+
+
+@dataclass(frozen=True)
+class ExpressionProblem:
+    """Why an expression was refused, and where (character offsets, end exclusive)."""
+
+    code: str
+    start: int
+    end: int
+    message: str
+
+
+def check_expression(source: str) -> tuple[list[str], list[ExpressionProblem]]:
+    """The fields ``source`` reads, or every problem it has (never raises for a bad one)."""
+    fields, problems = _ingest_native.check_expression(source)
+    return fields, [ExpressionProblem(*p) for p in problems]
+
+
+@dataclass(frozen=True)
+class ExpressionColumn:
+    """One field's values over a batch of rows: little-endian f64 bytes, NaN for none."""
+
+    name: str
+    is_bool: bool
+    values: bytes
+
+
+def evaluate_conditions(
+    expressions: Sequence[Expression],
+    columns: Sequence[ExpressionColumn],
+    rows: int,
+    budget_us: int,
+) -> tuple[bytes, int]:
+    """Every expression on every row, GIL released: one byte per (expression, row) at
+    ``e * rows + r`` (1 true, 0 false, 2 unknown: a field absent, an error, not a boolean),
+    and how many rows were evaluated before ``budget_us`` ran out."""
+    return _ingest_native.evaluate_conditions(
+        list(expressions), [(c.name, c.is_bool, c.values) for c in columns], rows, budget_us
+    )
+
+
+def evaluate_numbers(
+    expressions: Sequence[Expression],
+    columns: Sequence[ExpressionColumn],
+    rows: int,
+    budget_us: int,
+) -> tuple[bytes, int]:
+    """As :func:`evaluate_conditions`, values as f64 bytes (true 1.0, false 0.0, NaN
+    unknown): for formulas."""
+    return _ingest_native.evaluate(
+        list(expressions), [(c.name, c.is_bool, c.values) for c in columns], rows, budget_us
+    )

@@ -5,6 +5,10 @@
 //! values (bytes, ints, str, tuples). The Python side imports it only through
 //! `lifebox_grpc.native`; the logic lives in modules that know nothing of Python.
 
+pub mod cel_expr;
+// --- expressions (issue 15) ---
+mod cel_py;
+// ---
 pub mod copy;
 pub mod decode;
 pub mod errors;
@@ -291,5 +295,8 @@ fn _ingest_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
     m.add("NativeError", m.py().get_type::<NativeError_>())?;
     m.add("LimitsError", m.py().get_type::<LimitsError>())?;
+    // --- expressions (issue 15) ---
+    cel_py::register(m)?;
+    // ---
     Ok(())
 }

@@ -27,6 +27,7 @@ from typing import TypeVar
 import asyncpg
 
 from lifebox_grpc import metrics
+from lifebox_grpc.alarms.evaluator import AlarmEvaluator, batch_devices  # --- alarms (issue 15)
 from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
 from lifebox_grpc.ingest.facts import BatchFacts
@@ -103,6 +104,7 @@ class Pipeline:
         facts_interval: float = 0.5,
         stop: asyncio.Event | None = None,
         cap: RejectCap | None = None,
+        alarms: AlarmEvaluator | None = None,  # --- alarms (issue 15) ---
     ) -> None:
         self.pool = pool
         self.decoder = decoder
@@ -114,6 +116,8 @@ class Pipeline:
         self.cap = cap  # None: every reject is stored
         self.facts = BatchFacts(pool, facts_interval, (*RETRYABLE, asyncpg.PostgresError))
         self.stats = WindowStats()
+        # --- alarms (issue 15): committed devices are evaluated after commit (alarms/) ---
+        self.alarms = alarms
 
     # -- preparation (no database writes) ----------------------------------------------------
 
@@ -368,6 +372,15 @@ class Pipeline:
                 _utc(committed_us),
                 xid,
             )
+            # --- alarms (issue 15) ---
+            if self.alarms is not None:
+                self.alarms.note(
+                    batch_devices(
+                        batch.decoded.row_times_us,
+                        batch.decoded.rows_per_message,
+                        [(ref.device_id, ref.client_id) for _, ref in batch.telemetry],
+                    )
+                )
 
     def _count(self, batch: PreparedBatch) -> None:
         """Metrics and reject log lines of a committed batch (once, whatever the retries)."""

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from prometheus_client import start_http_server
 
+from lifebox_grpc.alarms.evaluator import AlarmEvaluator  # --- alarms (issue 15)
+from lifebox_grpc.alarms.sweeper import sweep_forever  # --- alarms (issue 15)
 from lifebox_grpc.config import Settings
 from lifebox_grpc.ingest.consumer import MqttConsumer
 from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
@@ -82,6 +84,17 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         settings.ingest_unknown_rejects_interval_s,
         client_id(settings),
     )
+    # --- alarms (issue 15): evaluation after commit, and the sweeper under its lease ---
+    alarms = (
+        AlarmEvaluator(
+            pool,
+            grace_s=settings.alarm_grace_ms / 1000,
+            rules_ttl_s=settings.alarm_rules_ttl_ms / 1000,
+            budget_us=settings.alarm_budget_ms * 1000,
+        )
+        if settings.alarm_evaluation
+        else None
+    )
     pipeline = Pipeline(
         pool,
         Decoder(decode_limits(settings)),
@@ -91,10 +104,22 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         settings.ingest_facts_interval_ms / 1000,
         stop,
         cap,
+        alarms,  # --- alarms (issue 15)
     )
     facts_stop = asyncio.Event()  # set once the last batch is in: its facts still get written
     facts = asyncio.create_task(pipeline.facts.run(facts_stop))
     summaries = asyncio.create_task(cap.run(pool, pipeline.facts.errors, facts_stop))
+    # --- alarms (issue 15) ---
+    alarm_tasks = (
+        [
+            asyncio.create_task(alarms.run(facts_stop)),
+            asyncio.create_task(
+                sweep_forever(pool, alarms, settings.alarm_sweep_interval_s, facts_stop)
+            ),
+        ]
+        if alarms is not None
+        else []
+    )
     # --- presence (issue 13) --- the worker holding the lease sweeps stale devices (after
     # reading the retained statuses once); the others wait for the lease.
     presence = asyncio.create_task(
@@ -153,6 +178,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         facts_stop.set()
         await facts
         await summaries
+        await asyncio.gather(*alarm_tasks)  # --- alarms (issue 15)
         stop.set()
         await listener
         await presence  # presence (issue 13)

@@ -1,0 +1,294 @@
+"""Alarm evaluation's SQL (ingest): device watermarks, rule states, readings, events.
+
+One evaluation of a set of devices is one transaction: lock their watermarks
+(``alarm_device_cursors``, in id order so concurrent evaluators never deadlock), read their
+readings after the watermark, then write the events, their changes, the rule states and
+the new watermarks. Ingest's role bypasses row-level security: every statement names its
+client explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from lifebox_grpc.alarms.conditions import RULE_FIELDS
+
+
+@dataclass(frozen=True)
+class Cursor:
+    device_id: uuid.UUID
+    evaluated_through: datetime
+    device_type: str
+    metadata: dict[str, Any]
+
+
+async def lock_cursors(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    starts: dict[uuid.UUID, datetime],
+) -> list[Cursor]:
+    """Lock the watermarks of these devices of the client, creating missing ones at
+    ``starts[device]`` (just before the first reading to evaluate); devices deleted
+    meanwhile are left out."""
+    ids = sorted(starts)
+    await conn.execute(
+        """
+        INSERT INTO alarm_device_cursors (device_id, client_id, evaluated_through)
+        SELECT d.id, d.client_id, s.t
+        FROM unnest($2::uuid[], $3::timestamptz[]) s(id, t)
+        JOIN devices d ON d.id = s.id AND d.client_id = $1
+        ORDER BY d.id
+        ON CONFLICT (device_id) DO NOTHING
+        """,
+        client_id,
+        ids,
+        [starts[i] for i in ids],
+    )
+    rows = await conn.fetch(
+        """
+        SELECT c.device_id, c.evaluated_through, d.device_type, d.metadata::text AS metadata
+        FROM alarm_device_cursors c JOIN devices d ON d.id = c.device_id
+        WHERE c.device_id = ANY($2::uuid[]) AND c.client_id = $1
+        ORDER BY c.device_id
+        FOR UPDATE OF c
+        """,
+        client_id,
+        ids,
+    )
+    return [
+        Cursor(r["device_id"], r["evaluated_through"], r["device_type"], json.loads(r["metadata"]))
+        for r in rows
+    ]
+
+
+async def readings_after(
+    conn: asyncpg.Connection,
+    cursors: Sequence[Cursor],
+    fields: Sequence[str],
+    limit: int,
+) -> list[asyncpg.Record]:
+    """(device_id, time, *fields) of each device's readings after its watermark, in time
+    order per device, at most ``limit`` per device."""
+    assert all(f in RULE_FIELDS for f in fields), "fields come from the known columns"
+    selected = "".join(f", e.{f}" for f in fields)
+    return list(
+        await conn.fetch(
+            f"""
+            SELECT c.d AS device_id, e.time{selected}
+            FROM unnest($1::uuid[], $2::timestamptz[]) c(d, t)
+            CROSS JOIN LATERAL (
+                SELECT time{"".join(f", {f}" for f in fields)} FROM telemetry_events
+                WHERE device_id = c.d AND time > c.t ORDER BY time LIMIT $3
+            ) e
+            ORDER BY c.d, e.time
+            """,
+            [c.device_id for c in cursors],
+            [c.evaluated_through for c in cursors],
+            limit,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class StoredState:
+    rule_id: uuid.UUID
+    device_id: uuid.UUID
+    event_id: uuid.UUID | None
+    pending_since: datetime | None
+    clear_since: datetime | None
+
+
+async def states(
+    conn: asyncpg.Connection, client_id: uuid.UUID, device_ids: Sequence[uuid.UUID]
+) -> list[StoredState]:
+    rows = await conn.fetch(
+        """
+        SELECT rule_id, device_id, event_id, pending_since, clear_since
+        FROM alarm_rule_states WHERE client_id = $1 AND device_id = ANY($2::uuid[])
+        """,
+        client_id,
+        list(device_ids),
+    )
+    return [StoredState(*r.values()) for r in rows]
+
+
+@dataclass
+class NewEvent:
+    """An event raised by this evaluation; cleared too when ``cleared_at`` is set."""
+
+    id: uuid.UUID
+    rule_id: uuid.UUID
+    device_id: uuid.UUID
+    severity: str
+    raised_at: datetime
+    trigger_value: float | None
+    message: str | None
+    details: dict[str, Any]
+    cleared_at: datetime | None = None
+    clear_value: float | None = None
+
+
+@dataclass(frozen=True)
+class Clearing:
+    event_id: uuid.UUID
+    cleared_at: datetime
+    clear_value: float | None
+
+
+async def write_evaluation(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    raised: Sequence[NewEvent],
+    cleared: Sequence[Clearing],
+    changed: Sequence[StoredState],
+    watermarks: dict[uuid.UUID, datetime],
+) -> None:
+    """Everything one evaluation found, in its transaction: the events it raised (as they
+    end: one raised and cleared by the same readings is inserted cleared), the clears of
+    events raised before, the changes of both, states and watermarks."""
+    if raised:
+        await conn.execute(
+            """
+            INSERT INTO alarm_events (id, client_id, rule_id, device_id, severity, raised_at,
+                                      trigger_value, message, details, status, cleared_at,
+                                      clear_value)
+            SELECT e.id, $1, e.rule_id, e.device_id, e.severity, e.raised_at, e.trigger_value,
+                   e.message, e.details::jsonb,
+                   CASE WHEN e.cleared_at IS NULL THEN 'active_unack' ELSE 'cleared_unack' END,
+                   e.cleared_at, e.clear_value
+            FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[],
+                        $7::float8[], $8::text[], $9::text[], $10::timestamptz[], $11::float8[])
+                 e(id, rule_id, device_id, severity, raised_at, trigger_value, message, details,
+                   cleared_at, clear_value)
+            """,
+            client_id,
+            [e.id for e in raised],
+            [e.rule_id for e in raised],
+            [e.device_id for e in raised],
+            [e.severity for e in raised],
+            [e.raised_at for e in raised],
+            [e.trigger_value for e in raised],
+            [e.message for e in raised],
+            [json.dumps(e.details) for e in raised],
+            [e.cleared_at for e in raised],
+            [e.clear_value for e in raised],
+        )
+        await conn.execute(
+            """
+            INSERT INTO alarm_event_changes (client_id, event_id, rule_id, device_id, change,
+                                             status, changed_at)
+            SELECT $1::uuid, e.id, e.rule_id, e.device_id, 'raised', 'active_unack', e.raised_at
+            FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[])
+                 e(id, rule_id, device_id, raised_at)
+            UNION ALL
+            SELECT $1::uuid, e.id, e.rule_id, e.device_id, 'cleared', 'cleared_unack', e.cleared_at
+            FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $6::timestamptz[])
+                 e(id, rule_id, device_id, cleared_at)
+            WHERE e.cleared_at IS NOT NULL
+            """,
+            client_id,
+            [e.id for e in raised],
+            [e.rule_id for e in raised],
+            [e.device_id for e in raised],
+            [e.raised_at for e in raised],
+            [e.cleared_at for e in raised],
+        )
+    if cleared:
+        await conn.execute(
+            """
+            WITH c AS (
+                UPDATE alarm_events e
+                SET cleared_at = c.cleared_at, clear_value = c.clear_value,
+                    status = CASE e.status WHEN 'active_ack' THEN 'cleared_ack'
+                                           ELSE 'cleared_unack' END
+                FROM unnest($2::uuid[], $3::timestamptz[], $4::float8[])
+                     c(id, cleared_at, clear_value)
+                WHERE e.id = c.id AND e.client_id = $1
+                  AND e.status IN ('active_unack', 'active_ack')
+                RETURNING e.id, e.rule_id, e.device_id, e.status, e.cleared_at
+            )
+            INSERT INTO alarm_event_changes (client_id, event_id, rule_id, device_id, change,
+                                             status, changed_at)
+            SELECT $1, id, rule_id, device_id, 'cleared', status, cleared_at FROM c
+            """,
+            client_id,
+            [c.event_id for c in cleared],
+            [c.cleared_at for c in cleared],
+            [c.clear_value for c in cleared],
+        )
+    if changed:
+        await conn.execute(
+            """
+            INSERT INTO alarm_rule_states AS s (client_id, rule_id, device_id, event_id,
+                                                pending_since, clear_since)
+            SELECT $1, x.rule_id, x.device_id, x.event_id, x.pending_since, x.clear_since
+            FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[],
+                        $6::timestamptz[]) x(rule_id, device_id, event_id, pending_since,
+                                             clear_since)
+            JOIN alarm_rules r ON r.id = x.rule_id AND r.client_id = $1
+            ON CONFLICT (rule_id, device_id) DO UPDATE
+            SET event_id = excluded.event_id, pending_since = excluded.pending_since,
+                clear_since = excluded.clear_since, updated_at = now()
+            """,
+            client_id,
+            [s.rule_id for s in changed],
+            [s.device_id for s in changed],
+            [s.event_id for s in changed],
+            [s.pending_since for s in changed],
+            [s.clear_since for s in changed],
+        )
+    if watermarks:
+        ids = sorted(watermarks)
+        await conn.execute(
+            """
+            UPDATE alarm_device_cursors c SET evaluated_through = w.t, updated_at = now()
+            FROM unnest($2::uuid[], $3::timestamptz[]) w(id, t)
+            WHERE c.device_id = w.id AND c.client_id = $1 AND w.t > c.evaluated_through
+            """,
+            client_id,
+            ids,
+            [watermarks[i] for i in ids],
+        )
+
+
+async def count_late(
+    conn: asyncpg.Connection, client_id: uuid.UUID, late: dict[uuid.UUID, int]
+) -> None:
+    """Readings found at or before their device's watermark when committed."""
+    if not late:
+        return
+    ids = sorted(late)
+    await conn.execute(
+        """
+        UPDATE alarm_device_cursors c SET late_readings = late_readings + l.n
+        FROM unnest($2::uuid[], $3::bigint[]) l(id, n)
+        WHERE c.device_id = l.id AND c.client_id = $1
+        """,
+        client_id,
+        ids,
+        [late[i] for i in ids],
+    )
+
+
+async def devices_behind(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+    """(device, client, its first reading past the watermark) of every device with
+    committed readings its evaluation has not reached."""
+    rows = await conn.fetch(
+        """
+        SELECT c.device_id, c.client_id, f.time
+        FROM alarm_device_cursors c
+        CROSS JOIN LATERAL (
+            SELECT time FROM telemetry_events e
+            WHERE e.device_id = c.device_id AND e.time > c.evaluated_through
+            ORDER BY time LIMIT 1
+        ) f
+        """
+    )
+    return [(r["device_id"], r["client_id"], r["time"]) for r in rows]

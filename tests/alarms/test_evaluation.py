@@ -1,0 +1,107 @@
+"""Rules evaluated by a real ingest worker on readings published to a real broker: each kind
+raises and clears at the right readings."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from tests.helpers.alarms import events_of, make_rule, watermark
+from tests.helpers.ingest import publisher, register_fleet, running_ingest
+from tests.helpers.services import Database
+from tests.helpers.wait import async_wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def readings(
+    serial: str, base_ms: int, values: list[dict[str, float]], step_ms: int = 1000
+) -> list[tuple[str, bytes]]:
+    return [
+        (f"lifebox/v1/{serial}/telemetry", json.dumps({"ts": base_ms + i * step_ms, **v}).encode())
+        for i, v in enumerate(values)
+    ]
+
+
+def at(base_ms: int, index: int, step_ms: int = 1000) -> datetime:
+    return datetime.fromtimestamp((base_ms + index * step_ms) / 1000, UTC)
+
+
+async def evaluated_through(conn: asyncpg.Connection, device: uuid.UUID, last: datetime) -> bool:
+    mark = await watermark(conn, device)
+    return mark is not None and mark >= last
+
+
+async def test_each_kind_raises_and_clears_at_the_right_readings(
+    database: Database, broker: EmbeddedMosquitto, owner_conn: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 4)
+    client = fleet.client_id
+    (d_hyst, s_hyst), (d_dwell, s_dwell), (d_expr, s_expr), (d_range, s_range) = fleet.devices
+    hysteresis = await make_rule(owner_conn, client, device_id=d_hyst, hysteresis=2.0,
+                                 message_template="{device}: {value} over 30")  # fmt: skip
+    dwell = await make_rule(owner_conn, client, device_id=d_dwell, duration_s=3, clear_after_s=2)
+    expression = await make_rule(
+        owner_conn, client, device_id=d_expr, kind="expression", field=None, condition=None,
+        threshold_high=None, expression="temperature_c - humidity_pct / 10 > 20",
+    )  # fmt: skip
+    outside = await make_rule(
+        owner_conn, client, device_id=d_range, kind="range", condition="outside",
+        threshold_low=10.0, threshold_high=20.0, hysteresis=1.0,
+    )  # fmt: skip
+    base = int(time.time() * 1000) - 120_000
+    t = lambda v: {"temperature_c": v}  # noqa: E731
+    hyst_values = [25, 31, 29.5, 31, 29, 27.9, 26, 31, 30.5]
+    # Holds at 2..6 (raised at 5, 3 s after 2), clear holds from 7, clears at 9 (2 s).
+    dwell_values = [25, 31, 31, 32, 25, 31, 31, 31, 31, 25, 24, 23, 22]
+    expr_values = [
+        {"temperature_c": 30, "humidity_pct": 50},
+        {"temperature_c": 30, "humidity_pct": 120},
+        {"humidity_pct": 10},
+        {"temperature_c": 10, "humidity_pct": 10},
+    ]
+    range_values = [15, 21, 20.5, 19.5, 18.9, 9, 10.5, 11.5]
+    messages = [
+        *readings(s_hyst, base, [t(v) for v in hyst_values]),
+        *readings(s_dwell, base, [t(v) for v in dwell_values]),
+        *readings(s_expr, base, expr_values),
+        *readings(s_range, base, [t(v) for v in range_values]),
+    ]
+    with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
+        pub.publish_all(messages)
+        for device, count in ((d_hyst, 9), (d_dwell, 13), (d_expr, 4), (d_range, 8)):
+            await async_wait_until(
+                lambda d=device, n=count: evaluated_through(owner_conn, d, at(base, n - 1)),
+                60,
+                "evaluation",
+            )
+    # Hysteresis 2: raised at 31, not cleared at 29.5 or 29, cleared at 27.9; raised again.
+    events = await events_of(owner_conn, hysteresis)
+    assert [(e["raised_at"], e["cleared_at"]) for e in events] == [
+        (at(base, 1), at(base, 5)),
+        (at(base, 7), None),
+    ]
+    assert events[0]["trigger_value"] == 31
+    assert events[0]["clear_value"] == 27.9
+    assert events[0]["status"] == "cleared_unack"
+    assert events[1]["status"] == "active_unack"
+    assert events[0]["message"] == f"{d_hyst}: 31.0 over 30"
+    # Duration 3 s: 1..3 held only 3 readings then broke at 4 (1→3 is 2 s); 5..8 raise at 8.
+    events = await events_of(owner_conn, dwell)
+    assert [(e["raised_at"], e["cleared_at"]) for e in events] == [(at(base, 8), at(base, 11))]
+    # Expression: 30 - 5 > 20 raises; 30 - 12 clears; an absent field changes nothing.
+    events = await events_of(owner_conn, expression)
+    assert [(e["raised_at"], e["cleared_at"]) for e in events] == [(at(base, 0), at(base, 1))]
+    # Outside [10, 20], hysteresis 1: raised at 21, cleared at 18.9 (not 19.5), again at 9,
+    # cleared at 11.5 (not 10.5).
+    events = await events_of(owner_conn, outside)
+    assert [(e["raised_at"], e["cleared_at"]) for e in events] == [
+        (at(base, 1), at(base, 4)),
+        (at(base, 5), at(base, 7)),
+    ]
