@@ -61,7 +61,7 @@ class Decoder:
 
 # --- expressions (issue 15): ingest_native/src/cel_py.rs ---
 
-ExprErrorCode = Literal[
+_ExprErrorCode = Literal[
     "empty",
     "too_long",
     "syntax",
@@ -72,7 +72,7 @@ ExprErrorCode = Literal[
     "name_too_long",
 ]
 # (code, start, end, message): character offsets, end exclusive.
-ExprProblem = tuple[ExprErrorCode, int, int, str]
+_ExprProblem = tuple[_ExprErrorCode, int, int, str]
 
 class ExpressionError(ValueError):
     """An expression that cannot be checked; args[0] lists its problems as (code, start, end,
@@ -84,7 +84,7 @@ def expression_error_codes() -> list[str]:
 def expression_functions() -> list[tuple[str, int]]:
     """The functions an expression may call, as (name, arity)."""
 
-def check_expression(source: str) -> tuple[list[str], list[ExprProblem]]:
+def check_expression(source: str) -> tuple[list[str], list[_ExprProblem]]:
     """Checks `source` without raising: (fields it reads, sorted; problems). A valid expression
     has no problems; an invalid one no fields."""
 

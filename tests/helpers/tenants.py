@@ -273,6 +273,25 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             command,
         ),
         # --- end commands ---
+        # --- alarms (issue 15) ---
+        (
+            "INSERT INTO alarm_rule_states (client_id, rule_id, device_id, event_id) "
+            "SELECT $1, rule_id, device_id, id FROM alarm_events WHERE client_id = $1",
+            client,
+        ),
+        (
+            "INSERT INTO alarm_device_cursors (client_id, device_id, evaluated_through) "
+            "VALUES ($1, $2, now())",
+            client,
+            device,
+        ),
+        (
+            "INSERT INTO alarm_event_changes (client_id, event_id, rule_id, device_id, change, "
+            "status, changed_at) SELECT $1, id, rule_id, device_id, 'raised', status, raised_at "
+            "FROM alarm_events WHERE client_id = $1",
+            client,
+        ),
+        # --- end alarms ---
     ]
     async with tenant_transaction(conn, None, staff=True):
         for sql, *args in statements:
