@@ -62,3 +62,38 @@ INGEST_LATENCY_P50 = Gauge(
 INGEST_LATENCY_P99 = Gauge(
     "lifebox_ingest_latency_p99_seconds", "99th percentile publish-to-commit latency, last 10 s"
 )
+
+# --- broker reconciler (issue 13) ---
+BROKER_SYNC_LEASE = Gauge(
+    "lifebox_broker_sync_lease_held", "1 while this broker-sync copy holds the lease"
+)
+BROKER_SYNC_PASSES = Counter(
+    "lifebox_broker_sync_passes_total",
+    "Reconciliation passes, by what started them (start, notify, periodic, broker_restart)",
+    ["trigger"],
+)
+BROKER_SYNC_RELOADS = Counter(
+    "lifebox_broker_sync_reloads_total", "Passes that changed a file and signalled the broker"
+)
+BROKER_SYNC_ERRORS = Counter(
+    "lifebox_broker_sync_errors_total", "Passes or lease attempts that failed, by error", ["error"]
+)
+BROKER_SYNC_DEVICES = Gauge(
+    "lifebox_broker_sync_device_entries", "Device credentials in the broker's password file"
+)
+BROKER_SYNC_RESERVED = Gauge(
+    "lifebox_broker_sync_reserved_skipped",
+    "Device credentials left out because their username is a service account's",
+)
+BROKER_SYNC_LAST_PASS = Gauge(
+    "lifebox_broker_sync_last_pass_timestamp_seconds", "When the last successful pass ended"
+)
+
+# --- billing (issue 16) ---
+FAWRY_NOTIFICATIONS = Counter(
+    "lifebox_fawry_notifications_total",
+    "Fawry payment notifications received, by outcome (credited, duplicate, bad_signature, "
+    "malformed, too_large, amount_mismatch, unknown_merchant_ref, unconfirmed, ...)",
+    ["outcome"],
+)
+# --- end billing (issue 16) ---

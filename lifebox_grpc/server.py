@@ -22,7 +22,7 @@ from lifebox_grpc.auth.sessions import AuthFlows
 from lifebox_grpc.auth.tokens import KeyringError, keyring_from_settings
 from lifebox_grpc.config import Settings
 from lifebox_grpc.errors import ResourceExhausted
-from lifebox_grpc.http import build_http_app, start_http
+from lifebox_grpc.http import start_http_listeners
 from lifebox_grpc.interceptors import build_interceptors
 from lifebox_grpc.interceptors.limits import HEAVY_METHODS, CallLimits
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
@@ -198,9 +198,9 @@ async def start_server(
     async def healthy() -> bool:
         return db_probe.ok
 
-    runner, http_port = await start_http(
-        build_http_app(healthy), settings.http_host, settings.http_port
-    )
+    # --- billing (issue 16): health and metrics, plus the Fawry webhook ---
+    runner, http_port = await start_http_listeners(healthy, settings, pool)
+    # --- end billing (issue 16) ---
     log.info(
         "serving",
         extra={

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lifebox/v1/common.proto\x12\nlifebox.v1\".\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t*v\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fROLE_SUPER_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0f\n\x0bROLE_CLIENT\x10\x03\x12\x11\n\rROLE_OPERATOR\x10\x04\x12\x0f\n\x0bROLE_VIEWER\x10\x05*\xab\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_TOKEN\x10\x01\x12#\n\x1f\x45RROR_REASON_PERMISSION_MISSING\x10\x02\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x03\x12!\n\x1d\x45RROR_REASON_CLIENT_SUSPENDED\x10\x04\x12$\n ERROR_REASON_INVALID_CREDENTIALS\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_ACCOUNT_LOCKED\x10\x06\x12&\n\"ERROR_REASON_INVALID_REFRESH_TOKEN\x10\x07\x12$\n ERROR_REASON_INVALID_RESET_TOKEN\x10\x08\x12\x1e\n\x1a\x45RROR_REASON_WEAK_PASSWORD\x10\t\x12!\n\x1d\x45RROR_REASON_ACCOUNT_DISABLED\x10\n\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x0b\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x0c\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\r\x12$\n ERROR_REASON_FAILED_PRECONDITION\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lifebox/v1/common.proto\x12\nlifebox.v1\".\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t*v\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fROLE_SUPER_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0f\n\x0bROLE_CLIENT\x10\x03\x12\x11\n\rROLE_OPERATOR\x10\x04\x12\x0f\n\x0bROLE_VIEWER\x10\x05*\xcc\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_TOKEN\x10\x01\x12#\n\x1f\x45RROR_REASON_PERMISSION_MISSING\x10\x02\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x03\x12!\n\x1d\x45RROR_REASON_CLIENT_SUSPENDED\x10\x04\x12$\n ERROR_REASON_INVALID_CREDENTIALS\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_ACCOUNT_LOCKED\x10\x06\x12&\n\"ERROR_REASON_INVALID_REFRESH_TOKEN\x10\x07\x12$\n ERROR_REASON_INVALID_RESET_TOKEN\x10\x08\x12\x1e\n\x1a\x45RROR_REASON_WEAK_PASSWORD\x10\t\x12!\n\x1d\x45RROR_REASON_ACCOUNT_DISABLED\x10\n\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x0b\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x0c\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\r\x12$\n ERROR_REASON_FAILED_PRECONDITION\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x12\x1f\n\x1b\x45RROR_REASON_QUOTA_EXCEEDED\x10\x1e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLE']._serialized_start=87
   _globals['_ROLE']._serialized_end=205
   _globals['_ERRORREASON']._serialized_start=208
-  _globals['_ERRORREASON']._serialized_end=763
+  _globals['_ERRORREASON']._serialized_end=796
   _globals['_MONEY']._serialized_start=39
   _globals['_MONEY']._serialized_end=85
 # @@protoc_insertion_point(module_scope)

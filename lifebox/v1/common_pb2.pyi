@@ -93,6 +93,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The request conflicts with the resource's current state."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 15
     """An unexpected server error; the message carries a request id the log also has."""
+    ERROR_REASON_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 30
+    """--- billing (issue 16) ---
+    A plan's quota (devices) would be exceeded; see QuotaFailure.
+    --- end billing (issue 16) ---
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in google.rpc.ErrorInfo.reason by every service
@@ -131,6 +136,11 @@ ERROR_REASON_FAILED_PRECONDITION: ErrorReason.ValueType  # 14
 """The request conflicts with the resource's current state."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 15
 """An unexpected server error; the message carries a request id the log also has."""
+ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 30
+"""--- billing (issue 16) ---
+A plan's quota (devices) would be exceeded; see QuotaFailure.
+--- end billing (issue 16) ---
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -55,6 +55,11 @@ COMMANDS_SEND = "commands.send"
 # --- credentials (issue 13) ---
 DEVICES_CREDENTIALS = "devices.credentials"
 # --- end credentials (issue 13) ---
+# --- billing (issue 16) ---
+BILLING_READ = "billing.read"
+BILLING_PAY = "billing.pay"
+BILLING_WRITE = "billing.write"
+# --- end billing (issue 16) ---
 
 # Every permission the auth and client APIs check, with what it allows (ListPermissions).
 CATALOGUE: dict[str, str] = {
@@ -80,6 +85,14 @@ CATALOGUE: dict[str, str] = {
         "of devices assigned to them with MANAGE)."
     ),
     # --- end credentials (issue 13) ---
+    # --- billing (issue 16) ---
+    BILLING_READ: "Read one's client's billing: subscription, usage, prices, ledger, payments.",
+    BILLING_PAY: "Start a Fawry payment for one's client.",
+    BILLING_WRITE: (
+        "Manage plans, prices, exchange rates, subscriptions, ledger adjustments and refunds "
+        "(platform staff only, whatever the role holds)."
+    ),
+    # --- end billing (issue 16) ---
     TELEMETRY_READ: "Read the telemetry of the devices one may read.",
     ALARMS_READ: "Read alarms, including devices' hardware alarms.",
     ALARMS_ACK: (
@@ -241,6 +254,37 @@ METHOD_RULES: dict[str, Rule] = {
     _DEVICES + "ListDeviceConnections": _DEVICE_READ,
     _DEVICES + "StreamDeviceEvents": _DEVICE_READ,
     # --- end presence (issue 13) ---
+    # --- billing (issue 16): changes name a client or a resource first (another tenant's
+    # reads NOT_FOUND), then take billing.write (and platform staff) or billing.pay ---
+    **{
+        "/lifebox.v1.BillingService/" + name: Rule(Access.AUTHENTICATED, BILLING_READ, after)
+        for name, after in (
+            ("ListPlans", None),
+            ("GetSubscription", None),
+            ("ListSubscriptions", None),
+            ("ListCustomerPrices", None),
+            ("GetUsage", None),
+            ("GetBillingAccount", None),
+            ("ListCreditTransactions", None),
+            ("ListExchangeRates", None),
+            ("ListPostpaidPeriods", None),
+            ("GetFawryPayment", None),
+            ("ListFawryPayments", None),
+            ("ListFawryNotifications", None),
+            ("CreateSubscription", BILLING_WRITE),
+            ("ChangeSubscriptionPlan", BILLING_WRITE),
+            ("CancelSubscription", BILLING_WRITE),
+            ("CreateCustomerPrice", BILLING_WRITE),
+            ("CreateCreditAdjustment", BILLING_WRITE),
+            ("ReverseCreditTransaction", BILLING_WRITE),
+            ("RefundFawryPayment", BILLING_WRITE),
+            ("CreateFawryPayment", BILLING_PAY),
+        )
+    },
+    "/lifebox.v1.BillingService/CreatePlan": Rule(Access.AUTHENTICATED, BILLING_WRITE),
+    "/lifebox.v1.BillingService/UpdatePlan": Rule(Access.AUTHENTICATED, BILLING_WRITE),
+    "/lifebox.v1.BillingService/CreateExchangeRate": Rule(Access.AUTHENTICATED, BILLING_WRITE),
+    # --- end billing (issue 16) ---
     _TELEMETRY + "QueryTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "AggregateTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "GetLatestTelemetry": _TELEMETRY_READ,

@@ -15,6 +15,8 @@ import grpc
 from lifebox.v1 import (
     auth_pb2,
     auth_pb2_grpc,
+    billing_pb2,  # billing (issue 16)
+    billing_pb2_grpc,  # billing (issue 16)
     clients_pb2,
     clients_pb2_grpc,
     devices_pb2,
@@ -26,6 +28,7 @@ from lifebox_grpc.auth.sessions import AuthFlows
 from lifebox_grpc.config import Settings
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.services.auth import AuthServicer
+from lifebox_grpc.services.billing import BillingServicer  # billing (issue 16)
 from lifebox_grpc.services.clients import ClientServicer
 from lifebox_grpc.services.devices import DeviceServicer
 from lifebox_grpc.services.telemetry import TelemetryServicer
@@ -93,6 +96,16 @@ def _commands_name() -> str:
 # --- end commands ---
 
 
+# --- billing (issue 16) ---
+def _add_billing(server: grpc.aio.Server, deps: Dependencies) -> None:
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(
+        BillingServicer(deps.pool, deps.settings), server
+    )
+
+
+# --- end billing (issue 16) ---
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, _add_auth),
     ServiceSpec(clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name, _add_clients),
@@ -100,6 +113,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name, _add_telemetry
     ),
+    # --- billing (issue 16) ---
+    ServiceSpec(billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name, _add_billing),
     ServiceSpec(_commands_name(), _add_commands),  # --- commands (issue 14)
 )
 

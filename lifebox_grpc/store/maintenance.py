@@ -26,9 +26,23 @@ async def maintain_once(conn: asyncpg.Connection, settings: Settings) -> str | N
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY):
         return None
     try:
-        return await run_maintenance(
+        report = await run_maintenance(
             conn, settings.telemetry_retention_days, settings.partition_premake_days
         )
+        # --- billing (issue 16): renewals, overdue, suspensions, storage samples ---
+        from datetime import UTC, datetime
+
+        from lifebox_grpc.billing.enforcement import billing_pass
+
+        billing = await billing_pass(
+            conn,
+            now=datetime.now(UTC),
+            grace_days=settings.billing_grace_days,
+            due_days=settings.billing_postpaid_due_days,
+        )
+        report = f"{report}; {billing}"
+        # --- end billing (issue 16) ---
+        return report
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LEASE_KEY)
 
