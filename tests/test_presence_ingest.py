@@ -327,3 +327,26 @@ async def test_statuses_of_a_worker_killed_mid_batch_are_applied_once_after_rest
     finally:
         worker.stop()
         worker.forget_session(broker.port)
+
+
+async def test_a_reconnect_that_takes_the_session_over_records_the_old_one_as_kicked(
+    database: Database, broker: EmbeddedMosquitto, staff: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 1)
+    device_id, serial = fleet.devices[0]
+    login = broker_login(broker)
+    # A Will Delay Interval and a persistent session: a reconnect within the delay takes the
+    # session over and the broker drops the old connection's Will (MQTT 5 3.1.3.2.2).
+    with (
+        running_ingest(database, broker.url, broker.port),
+        presence_device(serial, broker.port, session=1, login=login, will_delay=10) as old,
+    ):
+        await wait_presence(staff, device_id, ("online", 1, "connect"))
+        old.abandon()  # its client would reconnect and take the session back
+        with presence_device(serial, broker.port, session=2, login=login, will_delay=10):
+            await wait_presence(staff, device_id, ("online", 2, "connect"))
+            assert [h[:3] for h in await history(staff, device_id)] == [
+                ("online", 1, "connect"),
+                ("offline", 1, "kicked"),
+                ("online", 2, "connect"),
+            ]

@@ -17,6 +17,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
 
@@ -50,7 +52,10 @@ class PresenceDevice:
         session: int | None = None,
         keepalive: int = 2,
         login: tuple[str, str] | None = None,
+        will_delay: int = 0,
     ) -> None:
+        """``will_delay`` > 0: an MQTT 5 Will Delay Interval and a persistent session (as
+        long), so a reconnect within it takes the old session over without its Will."""
         self.serial = serial
         self.session = session if session is not None else time.time_ns() // 1_000_000
         self.client = mqtt.Client(
@@ -58,12 +63,29 @@ class PresenceDevice:
         )
         if login is not None:
             self.client.username_pw_set(*login)
+        will_properties = None
+        connect_properties = None
+        if will_delay:
+            will_properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+            will_properties.WillDelayInterval = will_delay
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = will_delay
         self.client.will_set(
-            status_topic(serial), status("offline", self.session), qos=1, retain=True
+            status_topic(serial),
+            status("offline", self.session),
+            qos=1,
+            retain=True,
+            properties=will_properties,
         )
         self._connected = threading.Event()
         self.client.on_connect = lambda *_: self._connected.set()
-        self.client.connect("127.0.0.1", port, keepalive=keepalive)
+        self.client.connect(
+            "127.0.0.1",
+            port,
+            keepalive=keepalive,
+            clean_start=not will_delay,
+            properties=connect_properties,
+        )
         self.client.loop_start()
         assert self._connected.wait(10), "device did not connect"
         info = self.client.publish(
