@@ -306,9 +306,9 @@ class Settings(BaseSettings):
     )
 
     # --- broker reconciler (issue 13) ---
-    broker_database_url: SecretStr | None = Field(
+    broker_sync_database_url: SecretStr | None = Field(
         None,
-        description="DSN of `lifebox broker-sync` (role lifebox_broker: SELECT on the "
+        description="DSN of `lifebox broker-sync` (role lifebox_broker_sync: SELECT on the "
         "credential, device and client columns it renders, nothing else). Unset: embedded.",
     )
     broker_password_file: Path | None = Field(
@@ -561,7 +561,7 @@ CREDENTIALS = (
     "owner_database_url",
     "ingest_database_url",
     "mqtt_url",
-    "broker_database_url",  # --- broker reconciler (issue 13)
+    "broker_sync_database_url",  # --- broker reconciler (issue 13)
     "dispatch_database_url",  # --- commands (issue 14)
     "dispatch_mqtt_url",  # --- commands (issue 14)
 )
@@ -573,7 +573,7 @@ PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "seed": ("owner_database_url",),
     "maintain": ("owner_database_url",),
     # --- broker reconciler (issue 13) ---
-    "broker-sync": ("broker_database_url",),
+    "broker-sync": ("broker_sync_database_url",),
     # --- commands (issue 14) ---
     "dispatch": ("dispatch_database_url", "dispatch_mqtt_url"),
 }

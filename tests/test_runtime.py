@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifebox_grpc.broker import files
 from lifebox_grpc.config import Mode, Settings
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.runtime.home import load_or_create_secrets
@@ -26,7 +27,7 @@ from lifebox_grpc.runtime.postgres import (
     RolePasswords,
     dsn,
 )
-from tests.helpers.services import Database, private_tmpdir
+from tests.helpers.services import TEST_PUBLISHER, Database, private_tmpdir
 
 
 async def test_app_role_is_not_owner_and_cannot_bypass_rls(database: Database) -> None:
@@ -203,12 +204,14 @@ def test_broker_delivers_qos1_messages(broker: EmbeddedMosquitto) -> None:
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     sub.on_message = on_message
     sub.on_subscribe = lambda *_: subscribed.set()
+    sub.username_pw_set(files.INGEST, broker.accounts[files.INGEST])  # no anonymous access
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
     try:
         sub.subscribe("lifebox/v1/runtime-test/telemetry", qos=1)
         assert subscribed.wait(10)
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.username_pw_set(TEST_PUBLISHER, broker.accounts[TEST_PUBLISHER])
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
         pub.publish("lifebox/v1/runtime-test/telemetry", b'{"temperature_c": 21.5}', qos=1)

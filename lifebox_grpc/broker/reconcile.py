@@ -6,10 +6,11 @@ revoked credential, a disabled device or a suspended client loses its live sessi
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import signal
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -18,18 +19,52 @@ from lifebox_grpc.broker import files
 from lifebox_grpc.store.device_credentials import broker_entries
 from lifebox_grpc.store.pool import tenant_transaction
 
+log = logging.getLogger(__name__)
 
-def _write_if_changed(path: Path, text: str, owner: str | None) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    if owner is not None:
-        shutil.chown(tmp, owner)
-    os.replace(tmp, path)
-    return True
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one pass did: whether a file changed (and the broker was told), how many device
+    entries the broker now holds, and which device usernames were left out because they name
+    a service account."""
+
+    changed: bool
+    devices: int
+    reserved_skipped: tuple[str, ...]
+    signalled: bool
+
+
+async def reconcile_files(
+    conn: asyncpg.Connection,
+    *,
+    password_path: Path,
+    acl_path: Path,
+    broker_pid: int | None,
+    service_entries: Iterable[tuple[str, str]] = (),
+    extra_acl: str = "",
+    owner: str | None = None,
+) -> ReconcileResult:
+    """Write both files atomically (0600, owned by ``owner``); SIGHUP ``broker_pid`` only
+    when one changed. A device whose username is a service account's is left out (a tenant
+    could otherwise name a device ``lifebox-ingest`` and log in with ingest's rights)."""
+    async with tenant_transaction(conn, None, staff=True):  # every tenant's credentials
+        devices = await broker_entries(conn)
+    services = list(service_entries)
+    reserved = files.RESERVED_USERNAMES | {user for user, _ in services}
+    kept = [(user, encoded) for user, encoded in devices if user not in reserved]
+    skipped = tuple(user for user, _ in devices if user in reserved)
+    if skipped:
+        log.warning("device credentials named like service accounts left out: %s", skipped)
+    changed = files.write_if_changed(password_path, files.password_file([*services, *kept]), owner)
+    changed = files.write_if_changed(acl_path, files.acl_file(extra_acl), owner) or changed
+    signalled = False
+    if changed and broker_pid is not None:
+        try:
+            os.kill(broker_pid, signal.SIGHUP)
+            signalled = True
+        except ProcessLookupError:  # the broker is restarting: it reads the files at start
+            log.warning("broker pid %s is gone; it reads the files when it starts", broker_pid)
+    return ReconcileResult(changed, len(kept), skipped, signalled)
 
 
 async def reconcile(
@@ -39,15 +74,17 @@ async def reconcile(
     acl_path: Path,
     broker_pid: int | None,
     service_entries: Iterable[tuple[str, str]] = (),
+    extra_acl: str = "",
     owner: str | None = None,
 ) -> bool:
-    """Write both files atomically (0600, owned by ``owner``); SIGHUP ``broker_pid`` only
-    when one changed. Returns whether anything changed."""
-    async with tenant_transaction(conn, None, staff=True):  # every tenant's credentials
-        devices = await broker_entries(conn)
-    entries = [*service_entries, *devices]
-    changed = _write_if_changed(password_path, files.password_file(entries), owner)
-    changed = _write_if_changed(acl_path, files.acl_file(), owner) or changed
-    if changed and broker_pid is not None:
-        os.kill(broker_pid, signal.SIGHUP)
-    return changed
+    """:func:`reconcile_files`; returns whether anything changed."""
+    result = await reconcile_files(
+        conn,
+        password_path=password_path,
+        acl_path=acl_path,
+        broker_pid=broker_pid,
+        service_entries=service_entries,
+        extra_acl=extra_acl,
+        owner=owner,
+    )
+    return result.changed

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from lifebox_grpc.config import Mode, Settings
 from lifebox_grpc.runtime import postgres
 from lifebox_grpc.runtime.home import SECRETS_FILE, load_or_create_secrets
+from lifebox_grpc.runtime.mosquitto import embedded_mqtt_url
 
 
 class EndpointsError(RuntimeError):
@@ -23,6 +24,7 @@ class Endpoints:
     ingest: str | None
     mqtt: str | None
     missing_hint: str = ""
+    broker: str | None = None  # --- broker reconciler (issue 13): broker-sync's DSN
 
     def _need(self, value: str | None, setting: str) -> str:
         if value is None:
@@ -45,6 +47,11 @@ class Endpoints:
     def mqtt_url(self) -> str:
         return self._need(self.mqtt, "LIFEBOX_MQTT_URL")
 
+    # --- broker reconciler (issue 13) ---
+    @property
+    def broker_sync_dsn(self) -> str:
+        return self._need(self.broker, "LIFEBOX_BROKER_SYNC_DATABASE_URL")
+
 
 def _embedded_port(settings: Settings, name: str) -> int:
     try:
@@ -66,7 +73,8 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
         secret("ingest_database_url"),
         secret("mqtt_url"),
     )
-    if None in (app, owner, ingest, mqtt) and settings.mode is Mode.DEV:
+    broker = secret("broker_sync_database_url")  # --- broker reconciler (issue 13)
+    if None in (app, owner, ingest, mqtt, broker) and settings.mode is Mode.DEV:
         home = settings.home.resolve()
         pg_port = _embedded_port(settings, "pg.port")
         mqtt_port = _embedded_port(settings, "mqtt/port")
@@ -82,9 +90,14 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
             ingest = ingest or postgres.dsn(
                 pg_port, postgres.INGEST_ROLE, s.pg_ingest_password, socket_dir=sock
             )
+            # --- broker reconciler (issue 13) ---
+            broker = broker or postgres.dsn(
+                pg_port, postgres.SYNC_ROLE, s.pg_broker_sync_password, socket_dir=sock
+            )
         if mqtt is None and mqtt_port:
-            mqtt = f"mqtt://127.0.0.1:{mqtt_port}"
+            # --- broker reconciler (issue 13): no anonymous access; ingest's own account.
+            mqtt = embedded_mqtt_url(home / "mqtt", mqtt_port)
         hint = f" and no embedded one runs under {home}: start `lifebox dev` or set it"
     else:
         hint = " (each process needs its own: README, who holds what)"
-    return Endpoints(app, owner, ingest, mqtt, hint)
+    return Endpoints(app, owner, ingest, mqtt, hint, broker)

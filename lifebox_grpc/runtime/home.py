@@ -23,6 +23,8 @@ class DevSecrets:
     jwt_signing_key: str
     admin_password: str
     demo_password: str
+    # --- broker reconciler (issue 13): added later, so a home made before it gets one then.
+    pg_broker_sync_password: str = ""
 
 
 def prepare_home(home: Path) -> Path:
@@ -43,7 +45,13 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
     """Return the home's secrets, generating and saving them on first use."""
     path = home / SECRETS_FILE
     if path.exists():
-        return DevSecrets(**json.loads(path.read_text()))
+        loaded = DevSecrets(**json.loads(path.read_text()))
+        if loaded.pg_broker_sync_password:
+            return loaded
+        # --- broker reconciler (issue 13): a home from before the broker role.
+        upgraded = DevSecrets(**{**asdict(loaded), "pg_broker_sync_password": _token()})
+        write_private(path, json.dumps(asdict(upgraded), indent=2) + "\n")
+        return upgraded
     generated = DevSecrets(
         pg_superuser_password=_token(),
         pg_owner_password=_token(),
@@ -52,6 +60,7 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
         jwt_signing_key=_token(48),
         admin_password=_token(12),
         demo_password=_token(9),
+        pg_broker_sync_password=_token(),
     )
     write_private(path, json.dumps(asdict(generated), indent=2) + "\n")
     return generated

@@ -2,7 +2,11 @@
 
 Loopback only, on its own port (never the machine's 1883), persistence on with a short
 autosave interval, and queue/in-flight limits set deliberately (mosquitto's defaults keep only
-1000 messages per offline session and 20 in flight per client).
+1000 messages per offline session and 20 in flight per client). No anonymous access: every
+client logs in. The service accounts get generated passwords kept in ``accounts.json``
+(0600) under the broker's folder; the password and ACL files are rendered by the
+reconciler's own code (:mod:`lifebox_grpc.broker`), with no device yet: ``lifebox
+broker-sync`` adds the devices' credentials from the database.
 """
 
 from __future__ import annotations
@@ -11,15 +15,30 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
+from lifebox_grpc.broker import accounts as service_accounts
+from lifebox_grpc.broker import files
 from lifebox_grpc.runtime.ports import free_port, port_is_free, private_log, wait_for_port
 
 SERVICE_USER = "mosquitto"
+PASSWORD_FILE = "passwd"  # noqa: S105 - a file name
+ACL_FILE = "acl"
+PID_FILE = "mosquitto.pid"
+EXTRA_ACL_FILE = "extra.acl"
+# The accounts the platform's own processes use (README: who holds what).
+DEFAULT_ACCOUNTS = (files.INGEST, files.SERVE, files.HEALTH)
 
 
 class MosquittoError(RuntimeError):
     """The embedded broker could not be started."""
+
+
+def listener_blocks(port: int) -> list[str]:
+    """The configuration's listener blocks, one per listener (plain TCP on loopback today; a
+    TLS listener is one more block here)."""
+    return [f"listener {port} 127.0.0.1\n"]
 
 
 class EmbeddedMosquitto:
@@ -31,29 +50,96 @@ class EmbeddedMosquitto:
         port: int = 0,
         max_queued_messages: int = 100_000,
         max_inflight_messages: int = 10_000,
+        *,
+        accounts: Sequence[str] = DEFAULT_ACCOUNTS,
+        extra_acl: str = "",
     ) -> None:
+        """``accounts``: service accounts to make; ``extra_acl``: more ACL ``user`` blocks
+        for accounts beyond the platform's own (tests' publisher), kept in ``extra.acl``
+        so that the reconciler renders them too."""
         self.base_dir = base_dir.resolve()
         self.requested_port = port
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
+        self.account_names = tuple(accounts)
+        self.extra_acl = extra_acl
+        self.accounts: dict[str, str] = {}
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._user = _service_user()
 
+    # -- where things are ---------------------------------------------------------------------
+
+    @property
+    def password_path(self) -> Path:
+        return self.base_dir / PASSWORD_FILE
+
+    @property
+    def acl_path(self) -> Path:
+        return self.base_dir / ACL_FILE
+
+    @property
+    def pid_path(self) -> Path:
+        return self.base_dir / PID_FILE
+
+    @property
+    def service_passwords_path(self) -> Path:
+        return self.base_dir / service_accounts.SERVICE_PASSWORDS_FILE
+
+    @property
+    def extra_acl_path(self) -> Path:
+        return self.base_dir / EXTRA_ACL_FILE
+
+    @property
+    def file_owner(self) -> str | None:
+        """Who must own the password and ACL files (the user mosquitto runs as)."""
+        return self._user.pw_name if self._user else None
+
+    def url_for(self, account: str) -> str:
+        """``mqtt://account:password@127.0.0.1:port`` of one of the broker's accounts."""
+        return f"mqtt://{account}:{self.accounts[account]}@127.0.0.1:{self.port}"
+
     @property
     def url(self) -> str:
+        """The ingest account's URL (what `lifebox ingest` is given)."""
+        return self.url_for(files.INGEST)
+
+    @property
+    def anonymous_url(self) -> str:
+        """The broker's address with no account (refused: anonymous access is off)."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def service_entries(self) -> list[tuple[str, str]]:
+        return service_accounts.read_service_entries(self.service_passwords_path)
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def write_auth(self) -> None:
+        """Accounts and their hashes, and the password and ACL files with the service
+        accounts only. Devices a previous run's reconciler wrote are dropped on purpose: one
+        revoked while nothing ran must not log in before the reconciler's first pass (which
+        adds the live ones back within seconds)."""
+        self.accounts = service_accounts.ensure_service_accounts(self.base_dir, self.account_names)
+        files.write_if_changed(self.extra_acl_path, self.extra_acl)
+        owner = self.file_owner
+        files.write_if_changed(
+            self.password_path, files.password_file(self.service_entries()), owner
+        )
+        files.write_if_changed(self.acl_path, files.acl_file(self.extra_acl), owner)
 
     def write_config(self, port: int) -> Path:
         data = self.base_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
+        self.write_auth()
         conf = self.base_dir / "mosquitto.conf"
         conf.write_text(
             "# Generated by lifebox; edits are overwritten on the next start.\n"
-            f"listener {port} 127.0.0.1\n"
-            # Loopback-only dev broker: devices and loadgen connect without accounts. The
-            # compose deployment ships a config with password_file and no anonymous access.
-            "allow_anonymous true\n"
+            + "".join(listener_blocks(port))
+            + "allow_anonymous false\n"
+            f"password_file {self.password_path}\n"
+            f"acl_file {self.acl_path}\n"
+            # The reconciler reads it to SIGHUP this broker after it rewrites the files.
+            f"pid_file {self.pid_path}\n"
             "persistence true\n"
             f"persistence_location {data}/\n"
             "autosave_interval 30\n"
@@ -69,9 +155,14 @@ class EmbeddedMosquitto:
             "connection_messages false\n"
         )
         if self._user is not None:
+            uid, gid = self._user.pw_uid, self._user.pw_gid
             for path in (self.base_dir, data, conf, *data.iterdir()):
-                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+                os.chown(path, uid, gid)
+            for path in (self.password_path, self.acl_path):
+                os.chown(path, uid, gid)
         return conf
+
+    # -- process ------------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> int:
         if self._process is not None:
@@ -117,6 +208,12 @@ class EmbeddedMosquitto:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+
+def embedded_mqtt_url(base_dir: Path, port: int, account: str = files.INGEST) -> str | None:
+    """An account's URL on the embedded broker under ``base_dir`` (None when it has none)."""
+    password = service_accounts.load_accounts(base_dir).get(account)
+    return f"mqtt://{account}:{password}@127.0.0.1:{port}" if password and port else None
 
 
 def _service_user() -> pwd.struct_passwd | None:

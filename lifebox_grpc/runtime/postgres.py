@@ -41,6 +41,8 @@ SUPERUSER = "postgres"
 OWNER_ROLE = "lifebox_owner"
 APP_ROLE = "lifebox_app"
 INGEST_ROLE = "lifebox_ingest"
+# --- broker reconciler (issue 13) ---
+SYNC_ROLE = "lifebox_broker_sync"  # `lifebox broker-sync`: SELECT on what it reads (0050)
 SERVICE_USER = "postgres"  # Debian's postgresql package creates it.
 
 
@@ -54,7 +56,11 @@ class RolePasswords:
     owner: str
     app: str
     ingest: str
+    broker_sync: str = ""  # --- broker reconciler (issue 13): empty = no lifebox_broker_sync role
 
+
+# --- broker reconciler (issue 13): reads the credentials on the staff path, no BYPASSRLS.
+_SYNC_ATTRS = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
 
 SOCKET_DIR = "pg-socket"  # beside the data folder
 _HBA_LOCAL = "local all all scram-sha-256"
@@ -326,6 +332,7 @@ class EmbeddedPostgres:
             OWNER_ROLE: self.passwords.owner,
             APP_ROLE: self.passwords.app,
             INGEST_ROLE: self.passwords.ingest,
+            SYNC_ROLE: self.passwords.broker_sync,  # --- broker reconciler (issue 13)
         }[role]
         database = "postgres" if role == SUPERUSER else DATABASE
         return dsn(self.port, role, password, database, self.socket_dir)
@@ -343,6 +350,12 @@ class EmbeddedPostgres:
                     INGEST_ROLE,
                     self.passwords.ingest,
                     "NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE",
+                ),
+                # --- broker reconciler (issue 13) ---
+                *(
+                    [(SYNC_ROLE, self.passwords.broker_sync, _SYNC_ATTRS)]
+                    if self.passwords.broker_sync
+                    else []
                 ),
             ):
                 exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
@@ -384,6 +397,8 @@ class EmbeddedPostgres:
                 )
             if self.timescaledb:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            if self.passwords.broker_sync:  # --- broker reconciler (issue 13)
+                await conn.execute(f"GRANT CONNECT ON DATABASE {DATABASE} TO {SYNC_ROLE}")
         finally:
             await conn.close()
 

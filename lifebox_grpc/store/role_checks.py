@@ -13,7 +13,7 @@ from typing import Literal
 
 import asyncpg
 
-Process = Literal["serve", "ingest"]
+Process = Literal["serve", "ingest", "broker-sync"]  # broker-sync: issue 13
 
 # The role's attributes, and the tenant tables it owns itself or through a role it belongs to.
 _ROLE = """
@@ -42,7 +42,7 @@ async def role_problems(conn: asyncpg.Connection, process: Process) -> list[str]
     problems = []
     if row["rolsuper"]:
         problems.append(f"role {name} is a superuser")
-    if process == "serve":
+    if process in ("serve", "broker-sync"):  # broker-sync reads on the staff path (issue 13)
         if row["rolbypassrls"]:
             problems.append(f"role {name} has BYPASSRLS")
         if row["owned"]:
@@ -56,11 +56,11 @@ async def check_role(conn: asyncpg.Connection, process: Process) -> None:
     """Raise :class:`RoleCheckError` when the role is unfit for ``process``."""
     problems = await role_problems(conn, process)
     if problems:
-        setting, role = (
-            ("LIFEBOX_DATABASE_URL", "lifebox_app")
-            if process == "serve"
-            else ("LIFEBOX_INGEST_DATABASE_URL", "lifebox_ingest")
-        )
+        setting, role = {
+            "serve": ("LIFEBOX_DATABASE_URL", "lifebox_app"),
+            "ingest": ("LIFEBOX_INGEST_DATABASE_URL", "lifebox_ingest"),
+            "broker-sync": ("LIFEBOX_BROKER_SYNC_DATABASE_URL", "lifebox_broker_sync"),  # issue 13
+        }[process]
         raise RoleCheckError(
             f"{setting} logs in as a role `lifebox {process}` must not use: "
             f"{'; '.join(problems)}. Point it at {role} (deploy/postgres/init-lifebox.sh "

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import paho.mqtt.client as mqtt
@@ -21,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.store.fleet import Fleet
 from lifebox_grpc.store.fleet import register_fleet as store_register_fleet
-from tests.helpers.services import Database
+from tests.helpers.services import TEST_PUBLISHER, Database, broker_on
 from tests.helpers.wait import wait_until
 
 
@@ -108,8 +109,12 @@ class IngestProcess:
                 self.proc.wait()
 
     def forget_session(self, port: int) -> None:
-        """Drop the broker's persistent session of this worker (clean start, no expiry)."""
+        """Drop the broker's persistent session of this worker (clean start, no expiry), as
+        the worker's own account."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, self.client_id, protocol=mqtt.MQTTv5)
+        url = urlsplit(self.mqtt_url)
+        if url.username:
+            client.username_pw_set(url.username, url.password)
         client.connect("127.0.0.1", port, clean_start=True)
         client.disconnect()
 
@@ -128,17 +133,34 @@ def running_ingest(
 
 
 class Publisher:
-    """A device-side MQTT 5 client publishing QoS 1 and waiting for every PUBACK."""
+    """A device-side MQTT 5 client publishing QoS 1 and waiting for every PUBACK.
 
-    def __init__(self, port: int) -> None:
+    It logs in as the test broker's publisher account (any topic: tests publish as arbitrary
+    devices), or as ``username``/``password`` (a device's own credential)."""
+
+    def __init__(self, port: int, username: str | None = None, password: str | None = None) -> None:
+        if username is None:
+            username = TEST_PUBLISHER
+            password = broker_on(port).accounts[TEST_PUBLISHER]
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self._connected = threading.Event()
-        self.client.on_connect = lambda *_: self._connected.set()
+        self._refused: list[object] = []
+
+        def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+            if getattr(reason, "is_failure", False):
+                self._refused.append(reason)
+            self._connected.set()
+
+        self.client.on_connect = on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self._connected.wait(10)
+        if self._refused:
+            self.close()
+            raise ConnectionRefusedError(f"the broker refused {username}: {self._refused[0]}")
 
     def publish_all(self, messages: Sequence[tuple[str, bytes]], timeout: float = 120) -> None:
         infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
@@ -151,8 +173,10 @@ class Publisher:
 
 
 @contextmanager
-def publisher(port: int) -> Iterator[Publisher]:
-    pub = Publisher(port)
+def publisher(
+    port: int, username: str | None = None, password: str | None = None
+) -> Iterator[Publisher]:
+    pub = Publisher(port, username, password)
     try:
         yield pub
     finally:

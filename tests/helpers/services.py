@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.runtime.mosquitto import DEFAULT_ACCOUNTS, EmbeddedMosquitto
 from lifebox_grpc.runtime.postgres import (
     APP_ROLE,
     INGEST_ROLE,
     OWNER_ROLE,
     SUPERUSER,
+    SYNC_ROLE,
     EmbeddedPostgres,
     RolePasswords,
     dsn,
@@ -86,6 +87,11 @@ class Database:
         return self.server.dsn(INGEST_ROLE)
 
     @property
+    def broker_sync_dsn(self) -> str:
+        """`lifebox broker-sync`'s role (SELECT on the credentials it renders)."""
+        return self.server.dsn(SYNC_ROLE)
+
+    @property
     def superuser_dsn(self) -> str:
         return self.server.dsn(SUPERUSER)
 
@@ -114,7 +120,7 @@ async def _migrate_and_seed(dsn: str) -> None:
 @contextmanager
 def running_database(migrate: bool = True, *, storage: str = PARTMAN) -> Iterator[Database]:
     base = private_tmpdir("lifebox-test-pg-")
-    passwords = RolePasswords(*(secrets.token_urlsafe(16) for _ in range(4)))
+    passwords = RolePasswords(*(secrets.token_urlsafe(16) for _ in range(5)))
     server = EmbeddedPostgres(base / "pg", passwords, timescaledb=storage == TIMESCALEDB)
     try:
         server.start()
@@ -128,13 +134,34 @@ def running_database(migrate: bool = True, *, storage: str = PARTMAN) -> Iterato
         shutil.rmtree(base, ignore_errors=True)
 
 
+# A test-only account that may publish and read any topic: tests publish as arbitrary
+# devices (unknown serials, hostile topics) without a credential per serial. Never in dev.
+TEST_PUBLISHER = "lifebox-test-publisher"
+TEST_PUBLISHER_ACL = f"user {TEST_PUBLISHER}\ntopic readwrite #\n"
+_BROKERS: dict[int, EmbeddedMosquitto] = {}
+
+
+def broker_on(port: int) -> EmbeddedMosquitto:
+    """The test broker listening on ``port`` (helpers that are given a port find its
+    accounts here)."""
+    return _BROKERS[port]
+
+
 @contextmanager
 def running_broker() -> Iterator[EmbeddedMosquitto]:
+    """An embedded mosquitto with anonymous access off: the platform's service accounts and
+    the test publisher (``broker.url_for(TEST_PUBLISHER)``)."""
     base = private_tmpdir("lifebox-test-mqtt-")
-    broker = EmbeddedMosquitto(base / "mqtt")
+    broker = EmbeddedMosquitto(
+        base / "mqtt",
+        accounts=(*DEFAULT_ACCOUNTS, TEST_PUBLISHER),
+        extra_acl=TEST_PUBLISHER_ACL,
+    )
     try:
         broker.start()
+        _BROKERS[broker.port] = broker
         yield broker
     finally:
+        _BROKERS.pop(broker.port, None)
         broker.stop()
         shutil.rmtree(base, ignore_errors=True)
