@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -50,9 +50,10 @@ class Update:
 
 
 class Subscription:
-    """One stream's queue of notices."""
+    """One stream's queue of the notices ``accepts`` lets in (None: all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, accepts: Callable[[Notice], bool] | None = None) -> None:
+        self.accepts = accepts
         self._notices: list[Notice] = []
         self._resync = False
         self._event = asyncio.Event()
@@ -96,10 +97,14 @@ class PresenceHub:
         return self._conn is not None and not self._conn.is_closed()
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[Subscription]:
-        """Queue every committed change from now on (the LISTEN is up when this yields, or
-        the subscription is marked to resynchronise) until the block exits."""
-        sub = Subscription()
+    async def subscribe(
+        self, accepts: Callable[[Notice], bool] | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Queue every committed change ``accepts`` lets in (None: all; it is asked as each
+        notice arrives, so it may follow a stream's changing audience) from now on (the
+        LISTEN is up when this yields, or the subscription is marked to resynchronise) until
+        the block exits."""
+        sub = Subscription(accepts)
         self._subscriptions.add(sub)
         try:
             await self.ensure_listening()
@@ -139,7 +144,8 @@ class PresenceHub:
             log.warning("unreadable presence notification ignored")
             return
         for sub in self._subscriptions:
-            sub.add(notice)
+            if sub.accepts is None or sub.accepts(notice):
+                sub.add(notice)
 
     def _lost(self, _conn: object) -> None:
         log.warning("presence listener connection lost; streams poll until it is back")

@@ -126,7 +126,7 @@ class PresenceRpcs(DeviceRpcs):
         recheck_stream(audience.update)
         sent: OrderedDict[int, None] = OrderedDict()
         hub = self.presence_hub
-        async with hub.subscribe() as subscription:
+        async with hub.subscribe(lambda n: audience.sees(n.device_id, n.client_id)) as subscription:
             async with scoped(self.pool, principal) as conn:
                 start: datetime = await conn.fetchval("SELECT now()")
             since = start
@@ -135,7 +135,7 @@ class PresenceRpcs(DeviceRpcs):
             yield devices_pb2.StreamDeviceEventsResponse()
             while True:
                 update = await subscription.wait(None if hub.listening else POLL_SECONDS)
-                seen = [n.id for n in update.notices if audience.sees(n.device_id, n.client_id)]
+                seen = [n.id for n in update.notices]
                 changes: list[presence_store.Connection] = []
                 if seen:
                     async with scoped(self.pool, principal) as conn:
