@@ -259,10 +259,16 @@ async def test_command_acks_move_status_forward_only_and_foreign_acks_are_reject
     assert [r["status"] for r in acks] == ["completed"]
     trail = await staff_fetch(
         staff,
-        "SELECT from_status, to_status, actor_kind FROM command_executions WHERE command_id = $1",
+        "SELECT from_status, to_status, actor_kind FROM command_executions WHERE command_id = $1"
+        " ORDER BY at",
         command,
     )
-    assert [tuple(r) for r in trail] == [("sent", "completed", "device")]
+    # Born pending and sent by the factory; the device's ack moved it once.
+    assert [tuple(r) for r in trail] == [
+        (None, "pending", "system"),
+        ("pending", "sent", "system"),
+        ("sent", "completed", "device"),
+    ]
 
 
 async def test_loadgen_registers_devices_and_its_readings_are_committed(

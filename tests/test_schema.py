@@ -285,7 +285,7 @@ async def test_deleting_a_user_keeps_the_audit_trail(owner_conn: asyncpg.Connect
             "SELECT actor_user_id FROM command_executions WHERE command_id = $1", command
         )
     assert issued_by is None
-    assert [r["actor_user_id"] for r in actors] == [None]
+    assert [r["actor_user_id"] for r in actors] == [None, None]  # the factory's, and this one
 
 
 async def test_a_template_in_use_cannot_be_deleted(owner_conn: asyncpg.Connection) -> None:

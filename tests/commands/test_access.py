@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
 from lifebox.v1 import commands_pb2 as pb
 from lifebox.v1 import commands_pb2_grpc
@@ -129,7 +129,7 @@ MATRIX: dict[str, Case] = {
         s.UpdateCommandTemplate(  # creating names no resource: the tenant's own is used
             pb.UpdateCommandTemplateRequest(
                 template=pb.CommandTemplate(id=str(o.template), name="x"),
-                update_mask={"paths": ["name"]},
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
             ),
             metadata=md,
         )
@@ -138,7 +138,7 @@ MATRIX: dict[str, Case] = {
         s.UpdateCommandTemplate(
             pb.UpdateCommandTemplateRequest(
                 template=pb.CommandTemplate(id=str(o.template), enabled=False),
-                update_mask={"paths": ["enabled"]},
+                update_mask=field_mask_pb2.FieldMask(paths=["enabled"]),
             ),
             metadata=md,
         )
@@ -424,7 +424,7 @@ async def test_a_template_schema_is_checked_when_saved(
     await s.UpdateCommandTemplate(
         pb.UpdateCommandTemplateRequest(
             template=pb.CommandTemplate(id=created.id, enabled=False),
-            update_mask={"paths": ["enabled"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["enabled"]),
         ),
         metadata=md,
     )

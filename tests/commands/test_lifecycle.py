@@ -58,9 +58,9 @@ async def staff(database: Database) -> AsyncIterator[asyncpg.Connection]:
 async def _wait_statuses(
     conn: asyncpg.Connection, client_id: uuid.UUID, done: set[str], count: int, timeout: float
 ) -> dict[uuid.UUID, str]:
-    async def ready() -> dict[uuid.UUID, str] | None:
+    async def ready() -> dict[uuid.UUID, str]:
         now = await statuses(conn, client_id)
-        return now if len(now) == count and all(s in done for s in now.values()) else None
+        return now if len(now) == count and all(s in done for s in now.values()) else {}
 
     return await async_wait_until(ready, timeout, f"{count} commands in {sorted(done)}")
 
@@ -77,7 +77,7 @@ async def test_a_sent_command_reaches_its_device_exactly_and_completes_with_its_
     stub = commands_pb2_grpc.CommandServiceStub(grpc_server.channel)
     with (
         simulated_devices(broker, [serial]) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), **FAST),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=FAST),
     ):
         reply = await stub.SendCommand(
             commands_pb2.SendCommandRequest(
@@ -149,9 +149,13 @@ async def test_a_pending_command_can_be_cancelled_and_a_published_one_cannot(
     )
     with (
         simulated_devices(broker, [serial], acks=()) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), **FAST),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=FAST),
     ):
-        await async_wait_until(lambda: _async(devices.ids()), 30, "the second command received")
+
+        async def received() -> list[str]:
+            return devices.ids()
+
+        await async_wait_until(received, 30, "the second command received")
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await stub.CancelCommand(
                 commands_pb2.CancelCommandRequest(id=second.command.id), metadata=md
@@ -159,10 +163,6 @@ async def test_a_pending_command_can_be_cancelled_and_a_published_one_cannot(
     assert late.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "cannot be recalled" in (late.value.details() or "")
     assert devices.ids() == [second.command.id]  # the cancelled one was never published
-
-
-async def _async(value: object) -> object:
-    return value
 
 
 async def test_an_unanswered_command_is_republished_with_its_id_then_expires(
@@ -180,7 +180,7 @@ async def test_an_unanswered_command_is_republished_with_its_id_then_expires(
         env = {**FAST, "LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "0.5"}
         with (
             simulated_devices(broker, [serial], acks=()) as devices,
-            running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), **env),
+            running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=env),
         ):
             await _wait_statuses(staff, client, {"expired"}, 1, 30)
     finally:
@@ -218,7 +218,7 @@ async def test_a_device_gets_its_commands_in_order_even_when_they_are_retried(
         simulated_devices(
             broker, [serial], acks=("received", "completed"), ignore_first=True
         ) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), **env),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=env),
     ):
         await _wait_statuses(staff, client, {"completed"}, 5, 60)
     # Each one twice (the first publish is ignored), and the next only after it.
@@ -243,7 +243,7 @@ async def test_a_disabled_device_or_a_suspended_client_gets_nothing_and_its_comm
         await staff.execute("UPDATE devices SET status = 'disabled' WHERE id = $1", device)
     with (
         simulated_devices(broker, [serial]) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), **FAST),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=FAST),
     ):
         await _wait_statuses(staff, client, {"expired"}, 1, 30)
     assert devices.ids() == []
@@ -284,14 +284,14 @@ async def test_two_thousand_commands_survive_three_dispatcher_kills(
         broker, [s for _, s in fleet], acks=("received", "completed"), per_device=False
     ) as devices:
         for kill_at in (300, 900, 1500):
-            with running_dispatcher(dsn, url, log_path=log, **env) as dispatcher:
-                await async_wait_until(
-                    lambda k=kill_at: _async(len(set(devices.ids())) >= k),
-                    240,
-                    f"{kill_at} received",
-                )
+
+            async def reached(k: int = kill_at) -> bool:
+                return len(set(devices.ids())) >= k
+
+            with running_dispatcher(dsn, url, log_path=log, env=env) as dispatcher:
+                await async_wait_until(reached, 240, f"{kill_at} received")
                 dispatcher.kill()  # SIGKILL, wherever it is
-        with running_dispatcher(dsn, url, log_path=log, **env):
+        with running_dispatcher(dsn, url, log_path=log, env=env):
             final = await _wait_statuses(staff, client, FINAL, len(sent), 300)
     assert set(final) == set(sent)
     assert set(final.values()) == {"completed"}, "none lost, none stuck"
@@ -329,8 +329,8 @@ async def test_two_dispatchers_at_once_deliver_each_command_once(
         simulated_devices(
             broker, [s for _, s in fleet], acks=("received", "completed"), per_device=False
         ) as devices,
-        running_dispatcher(dsn, url, **env),
-        running_dispatcher(dsn, url, **env),
+        running_dispatcher(dsn, url, env=env),
+        running_dispatcher(dsn, url, env=env),
     ):
         await _wait_statuses(staff, client, {"completed"}, len(sent), 120)
     ids = devices.ids()

@@ -143,9 +143,13 @@ class DispatcherProcess:
 
 @contextmanager
 def running_dispatcher(
-    database_url: str, mqtt_url: str, log_path: Path | None = None, **env: str
+    database_url: str,
+    mqtt_url: str,
+    *,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
 ) -> Iterator[DispatcherProcess]:
-    process = DispatcherProcess(database_url, mqtt_url, extra_env=env, log_path=log_path)
+    process = DispatcherProcess(database_url, mqtt_url, extra_env=env or {}, log_path=log_path)
     process.start()
     try:
         yield process
