@@ -209,6 +209,27 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             client,
             user,
         ),
+        # --- billing (issue 16) ---
+        (
+            "INSERT INTO fawry_charges (client_id, merchant_ref_number, payment_method, amount, "
+            "currency, customer_profile_id) VALUES ($1, $2, 'PAYATFAWRY', 100, 'EGP', 'p1')",
+            client,
+            factories.unique("LB").replace("-", ""),
+        ),
+        (
+            "INSERT INTO postpaid_period_lines (client_id, period_id, item, quantity, "
+            "unit_price, amount, currency) SELECT $1, id, 'command', 3, 1.5, 4.5, 'EGP' "
+            "FROM postpaid_periods WHERE client_id = $1",
+            client,
+        ),
+        (
+            "INSERT INTO storage_samples (client_id, relation, day, row_count, avg_row_bytes) "
+            "VALUES ($1, 'telemetry_events', current_date, 1, 120)",
+            client,
+        ),
+        ("UPDATE clients SET status = 'suspended' WHERE id = $1", client),
+        ("UPDATE clients SET status = 'active' WHERE id = $1", client),
+        # --- end billing (issue 16) ---
         (
             "INSERT INTO quick_view_pages (client_id, owner_id, title) VALUES ($1, $2, 'Main')",
             client,
@@ -267,7 +288,7 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
         ),
         (
             "INSERT INTO command_idempotency_keys (client_id, requester, key, command_id) "
-            "VALUES ($1, 'user:' || $2::text, 'populate', $3)",
+            "VALUES ($1, 'user:' || $2::uuid::text, 'populate', $3)",
             client,
             user,
             command,
