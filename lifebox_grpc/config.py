@@ -400,9 +400,11 @@ class Settings(BaseSettings):
 
     # --- billing (issue 16) ---
     billing_enabled: bool = Field(
-        True,
-        description="Serve the Fawry webhook and take payments. In prod mode it needs the "
-        "Fawry merchant code and secure key, or serve refuses to start.",
+        False,
+        description="Take payments through Fawry in prod (the webhook, CreateFawryPayment): "
+        "serve then refuses to start without the merchant code, the secure key, an https "
+        "base URL and a webhook port of its own. In dev, payments work whenever the merchant "
+        "code and key are set.",
     )
     fawry_merchant_code: str | None = Field(
         None, description="Fawry merchant code (from Fawry's merchant onboarding)."
@@ -444,6 +446,13 @@ class Settings(BaseSettings):
     billing_postpaid_due_days: int = Field(
         14, ge=0, description="Days after invoicing a postpaid period falls due."
     )
+
+    @property
+    def fawry_active(self) -> bool:
+        """Whether this process takes Fawry payments (billing issue 16)."""
+        configured = bool(self.fawry_merchant_code) and self.fawry_secure_key is not None
+        return configured and (self.mode is Mode.DEV or self.billing_enabled)
+
     # --- end billing (issue 16) ---
 
     # --- alarms (issue 15) ---
@@ -518,7 +527,7 @@ class Settings(BaseSettings):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("LIFEBOX_TLS_CERT_FILE and LIFEBOX_TLS_KEY_FILE go together")
         # --- billing (issue 16) ---
-        if process in (None, "serve") and self.billing_enabled:
+        if process in (None, "serve") and self.billing_enabled:  # refuse, never half-enable
             if not self.fawry_merchant_code:
                 problems.append("LIFEBOX_FAWRY_MERCHANT_CODE is required for billing in prod")
             if self.fawry_secure_key is None or not self.fawry_secure_key.get_secret_value():

@@ -59,7 +59,7 @@ async def start_http_listeners(
     app = build_http_app(is_healthy)
     key = settings.fawry_secure_key
     fawry = None
-    if settings.billing_enabled and settings.fawry_merchant_code and key is not None:
+    if settings.fawry_active and key is not None:
         fawry = FawryClient(
             settings.fawry_base_url,
             settings.fawry_merchant_code,

@@ -154,6 +154,14 @@ async def apply_notification(
         return Outcome(400, "bad_signature")
     if stored.duplicate and stored.processed:
         return Outcome(200, "duplicate")
+    async with pool.acquire() as conn, scoped_transaction(conn, Scope.staff()):
+        if await fawry_store.charge_by_merchant_ref(conn, notice.merchant_ref_number) is None:
+            # Not a charge of ours: nothing to confirm, nothing Fawry's retry could change.
+            if not await fawry_store.lock_notification(conn, stored.id):
+                return Outcome(200, "duplicate")
+            return await _finish(
+                conn, stored.id, None, "unknown_merchant_ref", "no charge has this reference"
+            )
     try:
         confirmed = await fawry.status(notice.merchant_ref_number)
     except FawryError as exc:

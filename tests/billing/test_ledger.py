@@ -43,9 +43,7 @@ async def test_fifty_parallel_charges_and_top_ups_lose_no_update(
 ) -> None:
     client = await factories.make_client(owner_conn)
     rng = random.Random(16)
-    amounts = [
-        Decimal(rng.randint(1, 100_000)) / 100 * (1 if i % 2 else -1) for i in range(50)
-    ]
+    amounts = [Decimal(rng.randint(1, 100_000)) / 100 * (1 if i % 2 else -1) for i in range(50)]
     conns = [await asyncpg.connect(database.app_dsn) for _ in range(10)]
     try:
 

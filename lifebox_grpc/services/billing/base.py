@@ -121,7 +121,7 @@ class BillingRpcs(billing_pb2_grpc.BillingServiceServicer):
     def fawry(self) -> FawryClient:
         """The Fawry client; FAILED_PRECONDITION when this server has no merchant account."""
         key = self.settings.fawry_secure_key
-        if not self.settings.fawry_merchant_code or key is None:
+        if not self.settings.fawry_active or not self.settings.fawry_merchant_code or key is None:
             raise FailedPrecondition("payments through Fawry are not configured on this server")
         return FawryClient(
             self.settings.fawry_base_url,
