@@ -52,6 +52,7 @@ TELEMETRY_READ = "telemetry.read"
 ALARMS_READ = "alarms.read"
 ALARMS_ACK = "alarms.ack"
 COMMANDS_SEND = "commands.send"
+ALARMS_WRITE = "alarms.write"  # --- alarms (issue 15)
 # --- credentials (issue 13) ---
 DEVICES_CREDENTIALS = "devices.credentials"
 # --- end credentials (issue 13) ---
@@ -95,6 +96,7 @@ CATALOGUE: dict[str, str] = {
     # --- end billing (issue 16) ---
     TELEMETRY_READ: "Read the telemetry of the devices one may read.",
     ALARMS_READ: "Read alarms, including devices' hardware alarms.",
+    ALARMS_WRITE: "Create, change, enable and delete alarm rules.",  # --- alarms (issue 15)
     ALARMS_ACK: (
         "Acknowledge and clear alarms (operators and viewers: of devices assigned to them "
         "with OPERATE or MANAGE)."
@@ -190,6 +192,7 @@ _AUTH = "/lifebox.v1.AuthService/"
 _CLIENTS = "/lifebox.v1.ClientService/"
 _DEVICES = "/lifebox.v1.DeviceService/"
 _TELEMETRY = "/lifebox.v1.TelemetryService/"
+_ALARMS = "/lifebox.v1.AlarmService/"  # --- alarms (issue 15)
 _DEVICE_READ = Rule(Access.AUTHENTICATED, DEVICES_READ)
 _TELEMETRY_READ = Rule(Access.AUTHENTICATED, TELEMETRY_READ)
 
@@ -291,6 +294,22 @@ METHOD_RULES: dict[str, Rule] = {
     _TELEMETRY + "StreamTelemetry": _TELEMETRY_READ,
     _TELEMETRY + "ListUnknownFields": _TELEMETRY_READ,
     _TELEMETRY + "ListDataPoints": _TELEMETRY_READ,
+    # --- alarms (issue 15): rules are the tenant's configuration; events are seen through
+    # their devices and acknowledged with alarms.ack on the device (OPERATE or more) ---
+    _ALARMS + "CreateAlarmRule": Rule(Access.AUTHENTICATED, ALARMS_WRITE),
+    _ALARMS + "GetAlarmRule": Rule(Access.AUTHENTICATED, ALARMS_READ),
+    _ALARMS + "ListAlarmRules": Rule(Access.AUTHENTICATED, ALARMS_READ),
+    _ALARMS + "UpdateAlarmRule": Rule(Access.AUTHENTICATED, ALARMS_READ, after_lookup=ALARMS_WRITE),
+    _ALARMS + "DeleteAlarmRule": Rule(Access.AUTHENTICATED, ALARMS_READ, after_lookup=ALARMS_WRITE),
+    _ALARMS + "SetAlarmRuleEnabled": Rule(
+        Access.AUTHENTICATED, ALARMS_READ, after_lookup=ALARMS_WRITE
+    ),
+    _ALARMS + "ListAlarmEvents": Rule(Access.AUTHENTICATED, ALARMS_READ),
+    _ALARMS + "GetAlarmEvent": Rule(Access.AUTHENTICATED, ALARMS_READ),
+    _ALARMS + "AcknowledgeAlarm": Rule(Access.AUTHENTICATED, ALARMS_READ, after_lookup=ALARMS_ACK),
+    _ALARMS + "StreamAlarmEvents": Rule(Access.AUTHENTICATED, ALARMS_READ),
+    _ALARMS + "TestAlarmRule": Rule(Access.AUTHENTICATED, ALARMS_READ, after_lookup=TELEMETRY_READ),
+    # --- end alarms (issue 15) ---
 }
 
 # --- commands (issue 14) ---

@@ -96,6 +96,25 @@ def _commands_name() -> str:
 # --- end commands ---
 
 
+# --- alarms (issue 15) ---
+def _add_alarms(server: grpc.aio.Server, deps: Dependencies) -> None:
+    from lifebox.v1 import alarms_pb2_grpc
+    from lifebox_grpc.services.alarms import AlarmServicer
+
+    alarms_pb2_grpc.add_AlarmServiceServicer_to_server(
+        AlarmServicer(deps.pool, deps.settings), server
+    )
+
+
+def _alarms_name() -> str:
+    from lifebox.v1 import alarms_pb2
+
+    return str(alarms_pb2.DESCRIPTOR.services_by_name["AlarmService"].full_name)
+
+
+# --- end alarms (issue 15) ---
+
+
 # --- billing (issue 16) ---
 def _add_billing(server: grpc.aio.Server, deps: Dependencies) -> None:
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
@@ -116,6 +135,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     # --- billing (issue 16) ---
     ServiceSpec(billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name, _add_billing),
     ServiceSpec(_commands_name(), _add_commands),  # --- commands (issue 14)
+    ServiceSpec(_alarms_name(), _add_alarms),  # --- alarms (issue 15)
 )
 
 

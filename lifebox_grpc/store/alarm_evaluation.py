@@ -292,3 +292,27 @@ async def devices_behind(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, uuid
         """
     )
     return [(r["device_id"], r["client_id"], r["time"]) for r in rows]
+
+
+async def readings_between(
+    conn: asyncpg.Connection,
+    device_id: uuid.UUID,
+    fields: Sequence[str],
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """(time, *fields) of one device's readings in [start, end), in time order (a dry run)."""
+    assert all(f in RULE_FIELDS for f in fields), "fields come from the known columns"
+    return list(
+        await conn.fetch(
+            f"""
+            SELECT time{"".join(f", {f}" for f in fields)} FROM telemetry_events
+            WHERE device_id = $1 AND time >= $2 AND time < $3 ORDER BY time LIMIT $4
+            """,
+            device_id,
+            start,
+            end,
+            limit,
+        )
+    )

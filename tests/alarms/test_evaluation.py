@@ -20,6 +20,10 @@ from tests.helpers.wait import async_wait_until
 pytestmark = pytest.mark.timeout(180)
 
 
+def t(value: float) -> dict[str, float]:
+    return {"temperature_c": value}
+
+
 def readings(
     serial: str, base_ms: int, values: list[dict[str, float]], step_ms: int = 1000
 ) -> list[tuple[str, bytes]]:
@@ -33,9 +37,14 @@ def at(base_ms: int, index: int, step_ms: int = 1000) -> datetime:
     return datetime.fromtimestamp((base_ms + index * step_ms) / 1000, UTC)
 
 
-async def evaluated_through(conn: asyncpg.Connection, device: uuid.UUID, last: datetime) -> bool:
-    mark = await watermark(conn, device)
-    return mark is not None and mark >= last
+async def wait_evaluated(conn: asyncpg.Connection, device: uuid.UUID, last: datetime) -> None:
+    """Until the device's watermark reaches ``last``."""
+
+    async def reached() -> bool:
+        mark = await watermark(conn, device)
+        return mark is not None and mark >= last
+
+    await async_wait_until(reached, 60, "evaluation")
 
 
 async def test_each_kind_raises_and_clears_at_the_right_readings(
@@ -56,17 +65,16 @@ async def test_each_kind_raises_and_clears_at_the_right_readings(
         threshold_low=10.0, threshold_high=20.0, hysteresis=1.0,
     )  # fmt: skip
     base = int(time.time() * 1000) - 120_000
-    t = lambda v: {"temperature_c": v}  # noqa: E731
-    hyst_values = [25, 31, 29.5, 31, 29, 27.9, 26, 31, 30.5]
+    hyst_values: list[float] = [25, 31, 29.5, 31, 29, 27.9, 26, 31, 30.5]
     # Holds at 2..6 (raised at 5, 3 s after 2), clear holds from 7, clears at 9 (2 s).
-    dwell_values = [25, 31, 31, 32, 25, 31, 31, 31, 31, 25, 24, 23, 22]
-    expr_values = [
+    dwell_values: list[float] = [25, 31, 31, 32, 25, 31, 31, 31, 31, 25, 24, 23, 22]
+    expr_values: list[dict[str, float]] = [
         {"temperature_c": 30, "humidity_pct": 50},
         {"temperature_c": 30, "humidity_pct": 120},
         {"humidity_pct": 10},
         {"temperature_c": 10, "humidity_pct": 10},
     ]
-    range_values = [15, 21, 20.5, 19.5, 18.9, 9, 10.5, 11.5]
+    range_values: list[float] = [15, 21, 20.5, 19.5, 18.9, 9, 10.5, 11.5]
     messages = [
         *readings(s_hyst, base, [t(v) for v in hyst_values]),
         *readings(s_dwell, base, [t(v) for v in dwell_values]),
@@ -76,11 +84,7 @@ async def test_each_kind_raises_and_clears_at_the_right_readings(
     with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
         pub.publish_all(messages)
         for device, count in ((d_hyst, 9), (d_dwell, 13), (d_expr, 4), (d_range, 8)):
-            await async_wait_until(
-                lambda d=device, n=count: evaluated_through(owner_conn, d, at(base, n - 1)),
-                60,
-                "evaluation",
-            )
+            await wait_evaluated(owner_conn, device, at(base, count - 1))
     # Hysteresis 2: raised at 31, not cleared at 29.5 or 29, cleared at 27.9; raised again.
     events = await events_of(owner_conn, hysteresis)
     assert [(e["raised_at"], e["cleared_at"]) for e in events] == [

@@ -66,3 +66,32 @@ async def watermark(conn: asyncpg.Connection, device_id: uuid.UUID) -> datetime 
             "SELECT evaluated_through FROM alarm_device_cursors WHERE device_id = $1", device_id
         )
     return value
+
+
+async def make_event(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    rule_id: uuid.UUID,
+    device_id: uuid.UUID,
+    raised_at: datetime,
+) -> uuid.UUID:
+    """An open event of the rule on the device, with its 'raised' change."""
+    async with tenant_transaction(conn, None, staff=True):
+        event_id: uuid.UUID = await conn.fetchval(
+            "INSERT INTO alarm_events (client_id, rule_id, device_id, severity, raised_at, "
+            "trigger_value) VALUES ($1, $2, $3, 'major', $4, 42) RETURNING id",
+            client_id,
+            rule_id,
+            device_id,
+            raised_at,
+        )
+        await conn.execute(
+            "INSERT INTO alarm_event_changes (client_id, event_id, rule_id, device_id, change, "
+            "status, changed_at) VALUES ($1, $2, $3, $4, 'raised', 'active_unack', $5)",
+            client_id,
+            event_id,
+            rule_id,
+            device_id,
+            raised_at,
+        )
+    return event_id
