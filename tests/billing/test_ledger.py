@@ -129,7 +129,7 @@ async def test_a_payment_reference_books_once_even_through_on_conflict(
 ) -> None:
     client = await factories.make_client(owner_conn)
     await _book(app_conn, client, Decimal("10"), external_ref="fawry-1")
-    entry, new = await _book_once(app_conn, client, "fawry-1")
+    _, new = await _book_once(app_conn, client, "fawry-1")
     assert not new
     # Even a writer using ON CONFLICT DO NOTHING cannot move the balance a second time.
     with pytest.raises(asyncpg.UniqueViolationError):

@@ -40,6 +40,7 @@ from lifebox_grpc.services.devices.validation import (
     optional_text,
 )
 from lifebox_grpc.store import devices as device_store
+from lifebox_grpc.store.billing_subscriptions import check_device_quota  # billing (issue 16)
 from lifebox_grpc.store.pool import savepoint
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class RegistryRpcs(DeviceRpcs):
         new = self._new_device(errors, "device.", request.device)
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
+            await check_device_quota(conn, client_id, 1)  # billing (issue 16)
             created = await device_store.create_device(conn, client_id, new)
         log.info("device created", extra={"device_id": str(created.id), "by": principal.describe()})
         return devices_pb2.CreateDeviceResponse(device=device_pb(created))
@@ -272,6 +274,7 @@ class RegistryRpcs(DeviceRpcs):
         created: dict[str, device_store.Device] = {}
         if valid and not (all_or_nothing and len(valid) < len(results)):
             async with scoped(self.pool, principal) as conn:
+                await check_device_quota(conn, client_id, len(valid))  # billing (issue 16)
                 try:
                     async with savepoint(conn):
                         created = await device_store.create_devices(
