@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from lifebox.v1 import billing_pb2
 from lifebox_grpc.services.billing.base import money, opt
 from lifebox_grpc.services.common import timestamp
@@ -33,6 +35,11 @@ KIND_TO_PB = {
     "usage": billing_pb2.CREDIT_TRANSACTION_KIND_USAGE,
     "reversal": billing_pb2.CREDIT_TRANSACTION_KIND_REVERSAL,
 }
+
+
+def _qty(value: Decimal) -> str:
+    """A quantity without trailing zeros ("40", "0.0009")."""
+    return f"{value.normalize():f}"
 
 
 def plan_pb(plan: plans.Plan) -> billing_pb2.Plan:
@@ -99,16 +106,16 @@ def price_pb(price: usage.Price) -> billing_pb2.CustomerPrice:
 def usage_item_pb(line: usage.Line) -> billing_pb2.UsageItem:
     return billing_pb2.UsageItem(
         item=line.item,
-        quantity=f"{line.quantity:f}",
-        included_quantity=f"{line.included:f}",
+        quantity=_qty(line.quantity),
+        included_quantity=_qty(line.included),
         amount=money(line.amount, line.currency),
         pieces=[
             billing_pb2.UsagePiece(
                 start_time=timestamp(p.start),
                 end_time=timestamp(p.end),
-                quantity=f"{p.quantity:f}",
+                quantity=_qty(p.quantity),
                 unit_price=money(p.unit_price, line.currency),
-                billable_quantity=f"{p.billable:f}",
+                billable_quantity=_qty(p.billable),
                 amount=money(p.amount, line.currency),
             )
             for p in line.pieces
@@ -160,8 +167,8 @@ def period_pb(
         lines=[
             billing_pb2.PostpaidLine(
                 item=ln.item,
-                quantity=f"{ln.quantity:f}",
-                included_quantity=f"{ln.included:f}",
+                quantity=_qty(ln.quantity),
+                included_quantity=_qty(ln.included),
                 unit_price=money(ln.unit_price, ln.currency),
                 amount=money(ln.amount, ln.currency),
             )
