@@ -18,8 +18,8 @@ watermark together. So
 A device is evaluated ``grace`` after a commit noted it, so that a reading another worker
 (or a concurrent batch of this one) received earlier but committed a little later is
 already in the table, and the device is evaluated in reading-time order as one worker that
-never stopped would. A reading committed after its device's watermark passed it is late:
-counted (metric, ``alarm_device_cursors.late_readings``) and not evaluated.
+never stopped would. A reading committed after its device's watermark passed it (a commit
+later than the grace) is not evaluated: late readings are neither evaluated nor counted yet.
 """
 
 from __future__ import annotations
@@ -146,10 +146,8 @@ def evaluate_device(
             before, raising, clearing, times, rule.duration_s * 1_000_000,
             rule.clear_after_s * 1_000_000,
         )  # fmt: skip
-        state = before
         for t in transitions:
-            _record(found, compiled, device_id, device_name, rows[t.index], state, after, t)
-            state = after if t.raised else State()
+            _record(found, compiled, device_id, device_name, rows[t.index], t)
         if after != before:
             new_states[rule.id] = after
             found.changed.append(
@@ -168,36 +166,29 @@ def _record(
     device_id: uuid.UUID,
     device_name: str,
     row: Any,
-    before: State,
-    after: State,
     t: Transition,
 ) -> None:
     rule = compiled.rule
     value = value_at(row, rule.field)
     if t.raised:
-        # A batch may raise the same rule twice (raise, clear, raise): the later raise's id
-        # is the final state's only if it is the last transition; others get their own.
-        event_id = after.event_id if after.event_id is not None else uuid.uuid4()
-        if any(e.id == event_id for e in found.raised):
-            event_id = uuid.uuid4()
         readings = {f: row[f] for f in compiled.fields}
+        message = fill_message(
+            rule.message_template,
+            {**readings, "value": value, "field": rule.field, "rule": rule.name,
+             "device": device_name},
+        )  # fmt: skip
         found.raised.append(
             store.NewEvent(
-                event_id, rule.id, device_id, rule.severity, row["time"], value,
-                fill_message(
-                    rule.message_template,
-                    {**readings, "value": value, "field": rule.field, "rule": rule.name,
-                     "device": device_name},
-                ),
+                t.event_id, rule.id, device_id, rule.severity, row["time"], value, message,
                 {"fields": readings},
             )
         )  # fmt: skip
+        return
+    opened = [e for e in found.raised if e.id == t.event_id]
+    if opened:  # raised by these same readings: inserted cleared
+        opened[0].cleared_at, opened[0].clear_value = row["time"], value
     else:
-        opened = [e for e in found.raised if e.rule_id == rule.id and e.device_id == device_id]
-        if opened:  # raised by these same readings: inserted cleared
-            opened[-1].cleared_at, opened[-1].clear_value = row["time"], value
-        elif before.event_id is not None:
-            found.cleared.append(store.Clearing(before.event_id, row["time"], value))
+        found.cleared.append(store.Clearing(t.event_id, row["time"], value))
 
 
 def batch_devices(
@@ -350,11 +341,6 @@ class AlarmEvaluator:
             cursors = [c for c in cursors if scoped[c.device_id]]
             if not cursors:
                 return {}
-            late = {
-                c.device_id: 1
-                for c in cursors
-                if devices[c.device_id] <= us_of(c.evaluated_through)
-            }
             fields = sorted({f for rules in scoped.values() for r in rules for f in r.fields})
             rows = await store.readings_after(conn, cursors, fields, self.max_readings)
             by_device: dict[uuid.UUID, list[Any]] = defaultdict(list)
@@ -391,9 +377,6 @@ class AlarmEvaluator:
             await store.write_evaluation(
                 conn, client, total.raised, total.cleared, total.changed, watermarks
             )
-            if late:
-                await store.count_late(conn, client, late)
-        metrics.ALARM_LATE_READINGS.inc(len(late))
         metrics.ALARM_EVENTS.labels("raised").inc(len(total.raised))
         metrics.ALARM_EVENTS.labels("cleared").inc(len(total.cleared))
         metrics.ALARM_EVALUATION_SECONDS.observe(time.perf_counter() - started)

@@ -42,10 +42,11 @@ class State:
 
 @dataclass(frozen=True)
 class Transition:
-    """A raise or a clear at reading ``index``."""
+    """A raise or a clear of event ``event_id`` at reading ``index``."""
 
     raised: bool  # False: cleared
     index: int
+    event_id: uuid.UUID
 
 
 def change_points(conditions: bytes) -> list[int]:
@@ -96,7 +97,7 @@ def step(
                 event = new_event_id or uuid.uuid4()
                 new_event_id = None
                 state = State(event_id=event)
-                out.append(Transition(True, k))
+                out.append(Transition(True, k, event))
                 i = k + 1
             else:
                 value = clearing[i]
@@ -112,8 +113,9 @@ def step(
                 k = max(i, bisect.bisect_left(times_us, since + clear_after_us, i, end))
                 if k >= end:
                     break
+                assert state.event_id is not None
+                out.append(Transition(False, k, state.event_id))
                 state = State()
-                out.append(Transition(False, k))
                 i = k + 1
     return state, out
 

@@ -8,11 +8,6 @@ ALARM_READINGS_EVALUATED = Counter(
     "lifebox_alarm_readings_evaluated_total", "Committed readings run through alarm rules"
 )
 ALARM_EVENTS = Counter("lifebox_alarm_events_total", "Alarm events raised and cleared", ["change"])
-ALARM_LATE_READINGS = Counter(
-    "lifebox_alarm_late_devices_total",
-    "Evaluations that found readings committed at or before their device's watermark (late: "
-    "not evaluated)",
-)
 ALARM_BUDGET_EXCEEDED = Counter(
     "lifebox_alarm_budget_exceeded_total",
     "Device evaluations stopped by the CEL time budget (the rest is evaluated next round)",

@@ -258,25 +258,6 @@ async def write_evaluation(
         )
 
 
-async def count_late(
-    conn: asyncpg.Connection, client_id: uuid.UUID, late: dict[uuid.UUID, int]
-) -> None:
-    """Readings found at or before their device's watermark when committed."""
-    if not late:
-        return
-    ids = sorted(late)
-    await conn.execute(
-        """
-        UPDATE alarm_device_cursors c SET late_readings = late_readings + l.n
-        FROM unnest($2::uuid[], $3::bigint[]) l(id, n)
-        WHERE c.device_id = l.id AND c.client_id = $1
-        """,
-        client_id,
-        ids,
-        [late[i] for i in ids],
-    )
-
-
 async def devices_behind(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
     """(device, client, its first reading past the watermark) of every device with
     committed readings its evaluation has not reached."""
