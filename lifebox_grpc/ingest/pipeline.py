@@ -256,10 +256,8 @@ class Pipeline:
                 xid = await store.current_xact_id(conn)
             await store.insert_alarms(conn, batch.alarms)
             await presence_store.apply_events(conn, batch.presence)  # presence (issue 13)
-            stale: list[AckRow] = []
-            for ack in batch.acks:
-                if not await store.apply_ack(conn, ack):
-                    stale.append(ack)
+            # --- commands (issue 14): a batch's acks in one round trip ---
+            stale: list[AckRow] = await store.apply_acks(conn, batch.acks)
             batch.ack_rejects = []
             for ack in stale:
                 item = batch.messages[ack.index]

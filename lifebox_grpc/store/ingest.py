@@ -269,6 +269,28 @@ async def apply_ack(conn: asyncpg.Connection, ack: AckRow) -> bool:
     return bool(count)
 
 
+# --- commands (issue 14) ---
+async def apply_acks(conn: asyncpg.Connection, acks: Sequence[AckRow]) -> list[AckRow]:
+    """Record a batch's acks in arrival order in one round trip (0062, the same rule as
+    :func:`apply_ack`); the acks that matched no unfinished command of their device."""
+    if not acks:
+        return []
+    rows = await conn.fetch(
+        "SELECT * FROM lifebox_apply_command_acks($1::uuid[], $2::uuid[], $3::uuid[], "
+        "$4::text[], $5::jsonb[], $6::timestamptz[]) AS stale",
+        [a.command_id for a in acks],
+        [a.device_id for a in acks],
+        [a.client_id for a in acks],
+        [a.status for a in acks],
+        [a.result for a in acks],
+        [a.device_time for a in acks],
+    )
+    return [acks[r["stale"] - 1] for r in rows]
+
+
+# --- end commands ---
+
+
 # One statement, one round trip, its own implicit transaction: the catalogue upsert, the
 # devices' last-seen move (a provisioned device turns active with its first accepted
 # reading) and the NOTIFY that live streams follow (delivered when the statement commits).
