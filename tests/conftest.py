@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from tests.helpers.broker import running_broker_sync
 from tests.helpers.services import (
     STORAGE_PATHS,
     Database,
@@ -84,9 +85,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedMosquitto]:
-    """A mosquitto broker shared by the session."""
-    with running_broker() as running:
+def broker(session_database: Database) -> Iterator[EmbeddedMosquitto]:
+    """A mosquitto broker shared by the session, anonymous access off, and a `lifebox
+    broker-sync` process keeping its files equal to the session database's device
+    credentials (a credential a test creates there logs in within a second). Accounts:
+    ``broker.url`` is ingest's, ``broker.url_for(TEST_PUBLISHER)`` may publish anywhere."""
+    with (
+        running_broker() as running,
+        running_broker_sync(session_database.broker_sync_dsn, running),
+    ):
         yield running
 
 

@@ -141,7 +141,7 @@ def test_every_compose_service_runs_a_real_lifebox_command() -> None:
             )
             assert result.returncode == 0, f"{name}: {argv}: {result.stderr}"
             ran.append(argv[1])
-    assert sorted(ran) == ["ingest", "maintain", "migrate", "seed", "serve"]
+    assert sorted(ran) == ["broker-sync", "ingest", "maintain", "migrate", "seed", "serve"]
 
 
 def test_every_lifebox_variable_compose_sets_is_a_setting() -> None:
@@ -170,7 +170,7 @@ def test_each_compose_service_holds_only_its_own_credentials() -> None:
         signs_tokens = "LIFEBOX_JWT_SIGNING_KEY" in env
         assert signs_tokens == (command == "serve"), f"{name}: signing key"
         checked.append(command)
-    assert sorted(checked) == ["ingest", "maintain", "migrate", "serve"]
+    assert sorted(checked) == ["broker-sync", "ingest", "maintain", "migrate", "serve"]
 
 
 def test_the_broker_healthcheck_account_reads_only_the_topic_it_checks() -> None:
@@ -182,3 +182,53 @@ def test_the_broker_healthcheck_account_reads_only_the_topic_it_checks() -> None
     assert "$$SYS/broker/uptime" in test
     assert "mosquitto/auth/health" in test
     assert "lifebox-health" in (ROOT / "deploy/mosquitto/make-passwd.sh").read_text()
+
+
+# --- broker reconciler (issue 13) ---
+def _conf_value(conf: str, key: str) -> str:
+    found = re.search(rf"^{key} (\S+)$", conf, re.M)
+    assert found, key
+    return found.group(1)
+
+
+def test_broker_sync_sidecar_shares_the_brokers_pid_namespace_files_and_uid() -> None:
+    services = _compose()["services"]
+    sidecar, broker = services["broker-sync"], services["mosquitto"]
+    assert _lifebox_command(sidecar) == "broker-sync"
+    assert sidecar["pid"] == "service:mosquitto"
+    assert sidecar["user"].split(":")[0] == "1883", "mosquitto's uid in eclipse-mosquitto"
+    env = sidecar["environment"]
+    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    mounts = {v.split(":")[1]: v for v in broker["volumes"]}
+    sidecar_mounts = {v.split(":")[1]: v for v in sidecar["volumes"]}
+    for setting, key in (
+        ("LIFEBOX_BROKER_PASSWORD_FILE", "password_file"),
+        ("LIFEBOX_BROKER_ACL_FILE", "acl_file"),
+        ("LIFEBOX_BROKER_PID_FILE", "pid_file"),
+    ):
+        path = _conf_value(conf, key)
+        assert env[setting] == path, setting
+        folder = str(Path(path).parent)
+        assert folder in mounts, f"the broker does not mount {folder}"
+        assert folder in sidecar_mounts, f"broker-sync does not mount {folder}"
+        assert mounts[folder].split(":")[0] == sidecar_mounts[folder].split(":")[0]
+    assert not sidecar_mounts["/mosquitto/auth"].endswith(":ro"), "broker-sync writes them"
+    assert env["LIFEBOX_BROKER_SERVICE_PASSWORDS_FILE"].startswith("/mosquitto/auth/")
+    assert env["LIFEBOX_BROKER_SYNC_METRICS_PORT"] in str(sidecar["healthcheck"]["test"])
+
+
+def test_no_compose_broker_allows_anonymous_access() -> None:
+    for name in ("mosquitto.conf", "mosquitto-dev.conf"):
+        conf = (ROOT / "deploy/mosquitto" / name).read_text()
+        assert re.search(r"^allow_anonymous false$", conf, re.M), name
+        assert "allow_anonymous true" not in conf, name
+        assert _conf_value(conf, "password_file") == "/mosquitto/auth/passwd", name
+    dev = _compose()["services"]["mosquitto-dev"]
+    assert any(v.startswith("mqttauth:") for v in dev["volumes"])
+    assert "mosquitto/auth/health" in " ".join(dev["healthcheck"]["test"])
+
+
+def test_the_shipped_acl_is_the_one_broker_sync_renders() -> None:
+    from lifebox_grpc.broker import files
+
+    assert (ROOT / "deploy/mosquitto/acl").read_text() == files.acl_file()

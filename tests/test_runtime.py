@@ -141,7 +141,7 @@ async def test_passwords_are_required_and_stored_as_scram(database: Database) ->
         hashes = await conn.fetch(
             "SELECT rolpassword FROM pg_authid WHERE rolname LIKE 'lifebox_%'"
         )
-        assert len(hashes) == 3
+        assert len(hashes) == 4  # owner, app, ingest, broker_sync
         assert all(h["rolpassword"].startswith("SCRAM-SHA-256$") for h in hashes)
     finally:
         await conn.close()

@@ -26,6 +26,18 @@ CREATE ROLE lifebox_ingest LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE
 CREATE DATABASE lifebox OWNER lifebox_owner;
 SQL
 
+# --- broker reconciler (issue 13) ---
+# `lifebox broker-sync`'s role when LIFEBOX_BROKER_SYNC_PASSWORD is set (compose sets it): no
+# BYPASSRLS; migration 0050 lets it SELECT two columns of the broker's credential view only.
+if [ -n "${LIFEBOX_BROKER_SYNC_PASSWORD:-}" ]; then
+  psql -v ON_ERROR_STOP=1 --username "$superuser" --dbname postgres <<'SQL'
+\getenv sync_pw LIFEBOX_BROKER_SYNC_PASSWORD
+CREATE ROLE lifebox_broker_sync LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+    PASSWORD :'sync_pw';
+GRANT CONNECT ON DATABASE lifebox TO lifebox_broker_sync;
+SQL
+fi
+
 psql -v ON_ERROR_STOP=1 --username "$superuser" --dbname lifebox <<'SQL'
 REVOKE ALL ON DATABASE lifebox FROM PUBLIC;
 GRANT CONNECT ON DATABASE lifebox TO lifebox_app, lifebox_ingest;

@@ -9,6 +9,11 @@ import sys
 import asyncpg
 
 from lifebox_grpc.config import Settings
+from lifebox_grpc.loadgen.credentials import (
+    BrokerRefusedError,
+    issue_credentials,
+    wait_until_accepted,
+)
 from lifebox_grpc.loadgen.run import LoadgenError, LoadPlan, print_progress, run_loadgen
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.store.fleet import register_fleet
@@ -22,12 +27,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to publish")
     parser.add_argument("--messages", type=int, default=None, help="stop after N messages")
-    parser.add_argument("--connections", type=int, default=4, help="MQTT connections")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="shared MQTT connections without --register (with it: one per device)",
+    )
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
     parser.add_argument(
         "--register",
         action="store_true",
-        help="create the tenant 'loadgen' and its devices first (idempotent)",
+        help="create the tenant 'loadgen' and its devices first (idempotent), give each device "
+        "a fresh credential of its own and open one connection per device, logged in as it",
     )
     parser.add_argument("--serial-prefix", default="LG-", help="device serials: <prefix>000001…")
 
@@ -35,9 +46,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     serials = [f"{args.serial_prefix}{i:06d}" for i in range(1, args.devices + 1)]
+    credentials = None
     if args.register:
-        serials = asyncio.run(_register(endpoints.owner_dsn, args.serial_prefix, args.devices))
-        print(f"registered {len(serials)} devices ({args.serial_prefix}…) for tenant 'loadgen'")
+        credentials = asyncio.run(_register(endpoints.owner_dsn, args.serial_prefix, args.devices))
+        serials = list(credentials)
+        print(
+            f"registered {len(serials)} devices ({args.serial_prefix}…) for tenant 'loadgen', "
+            "each with a new credential",
+            flush=True,
+        )
+        last = serials[-1]
+        try:
+            wait_until_accepted(endpoints.mqtt_url, last, credentials[last])
+        except BrokerRefusedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if args.rate == 0 and args.duration and args.per_message and args.devices:
         print("publishing as fast as the broker acknowledges", flush=True)
     plan = LoadPlan(
@@ -49,6 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         messages=args.messages,
         connections=args.connections,
         qos=args.qos,
+        credentials=credentials,
     )
     try:
         report = run_loadgen(plan, print_progress)
@@ -63,12 +87,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _register(dsn: str, prefix: str, count: int) -> list[str]:
+async def _register(dsn: str, prefix: str, count: int) -> dict[str, str]:
+    """The devices (made if missing) and a fresh credential each: serial -> secret."""
     conn = await asyncpg.connect(dsn)
     try:
         fleet = await register_fleet(
             conn, name="Load generator", slug="loadgen", serial_prefix=prefix, count=count
         )
+        return await issue_credentials(conn, fleet.client_id, fleet.devices)
     finally:
         await conn.close()
-    return [serial for _, serial in fleet.devices]

@@ -39,8 +39,11 @@ class LoadPlan:
     rate: float = 0.0  # readings per second per device; 0 = as fast as possible
     duration_s: float | None = 10.0
     messages: int | None = None  # total messages; stops at whichever limit comes first
-    connections: int = 4
+    connections: int = 4  # shared connections (ignored with credentials)
     qos: int = 1
+    # serial -> password: one connection per device, logged in as itself (as a real fleet
+    # does); None: `connections` shared connections as the URL's account.
+    credentials: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ def render_bodies(count: int = BODIES, seed: int = 1) -> list[str]:
     return out
 
 
-def _argv(plan: LoadPlan, serials_file: Path, bodies_file: Path) -> list[str]:
+def _argv(
+    plan: LoadPlan, serials_file: Path, bodies_file: Path, credentials_file: Path | None = None
+) -> list[str]:
     url = urlsplit(plan.mqtt_url)
     argv = [
         str(binary_path()),
@@ -102,7 +107,9 @@ def _argv(plan: LoadPlan, serials_file: Path, bodies_file: Path) -> list[str]:
         argv += ["--duration", str(plan.duration_s)]
     if plan.messages is not None:
         argv += ["--messages", str(plan.messages)]
-    if url.username:
+    if credentials_file is not None:
+        argv += ["--credentials-file", str(credentials_file)]  # passwords never on argv
+    elif url.username:
         argv += ["--username", url.username]  # the password goes by environment, not argv
     return argv
 
@@ -116,10 +123,16 @@ def run_loadgen(plan: LoadPlan, progress: Callable[[str], None] | None = None) -
         bodies_file = Path(tmp) / "bodies"
         serials_file.write_text("\n".join(plan.serials) + "\n")
         bodies_file.write_text("\n".join(render_bodies()) + "\n")
+        credentials_file = None
+        if plan.credentials is not None:
+            credentials_file = Path(tmp) / "credentials"  # the folder is 0700 (mkdtemp)
+            fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.writelines(f"{serial} {plan.credentials[serial]}\n" for serial in plan.serials)
         password = urlsplit(plan.mqtt_url).password
         env = {**os.environ, "LIFEBOX_LOADGEN_PASSWORD": password} if password else None
         proc = subprocess.Popen(
-            _argv(plan, serials_file, bodies_file),
+            _argv(plan, serials_file, bodies_file, credentials_file),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -33,6 +34,11 @@ CHILD_STOP_SECONDS = 20.0
 
 def _say(message: str) -> None:
     print(f"lifebox dev: {message}", flush=True)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 
 
 def _port_or_free(port: int, host: str) -> int:
@@ -129,6 +135,7 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
                     secrets.pg_owner_password,
                     secrets.pg_app_password,
                     secrets.pg_ingest_password,
+                    secrets.pg_broker_sync_password,
                 ),
                 settings.pg_port,
             )
@@ -145,29 +152,42 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
                 settings.mqtt_max_inflight_messages,
             )
             broker.start()
-            _say(f"mosquitto listening on 127.0.0.1:{broker.port} (data in {broker.base_dir})")
+            _say(
+                f"mosquitto listening on 127.0.0.1:{broker.port}, no anonymous access "
+                f"(data in {broker.base_dir}; service accounts in accounts.json, 0600)"
+            )
         endpoints = resolve_endpoints(settings)
         asyncio.run(_prepare_database(endpoints, settings, secrets, home, with_demo))
 
         grpc_port = _port_or_free(settings.grpc_port, settings.grpc_host)
         http_port = _port_or_free(settings.http_port, settings.http_host)
         metrics_port = _port_or_free(settings.ingest_metrics_port, settings.http_host)
+        sync_metrics_port = _port_or_free(settings.broker_sync_metrics_port, settings.http_host)
         credentials = {
             "LIFEBOX_DATABASE_URL": endpoints.app_dsn,
             "LIFEBOX_OWNER_DATABASE_URL": endpoints.owner_dsn,
             "LIFEBOX_INGEST_DATABASE_URL": endpoints.ingest_dsn,
             "LIFEBOX_MQTT_URL": endpoints.mqtt_url,
         }
+        # The embedded broker's files are reconciled by a broker-sync child with its own
+        # role; an external broker is someone else's to reconcile (run broker-sync there).
+        processes = ["serve", "ingest", "maintain"]
+        if broker is not None:
+            credentials["LIFEBOX_BROKER_SYNC_DATABASE_URL"] = endpoints.broker_sync_dsn
+            processes.insert(0, "broker-sync")
         env = {
             **{k: v for k, v in os.environ.items() if k not in credentials},
             "LIFEBOX_HOME": str(home),
             "LIFEBOX_GRPC_PORT": str(grpc_port),
             "LIFEBOX_HTTP_PORT": str(http_port),
             "LIFEBOX_INGEST_METRICS_PORT": str(metrics_port),
+            "LIFEBOX_BROKER_SYNC_METRICS_PORT": str(sync_metrics_port),
         }
+        if broker is not None and broker.file_owner:  # mosquitto must read what it writes
+            env["LIFEBOX_BROKER_FILE_OWNER"] = broker.file_owner
         if settings.jwt_signing_key is None:
             env["LIFEBOX_JWT_SIGNING_KEY"] = secrets.jwt_signing_key
-        for process in ("serve", "ingest", "maintain"):  # each with only its own credentials
+        for process in processes:  # each with only its own credentials
             own = PROCESS_CREDENTIALS[process]
             children.spawn(
                 process,
@@ -186,7 +206,14 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
             f"  HTTP          http://{settings.http_host}:{http_port}/healthz  /metrics\n"
             f"  ingest        metrics on http://{settings.http_host}:{metrics_port}/metrics\n"
             "  maintain      partitions made ahead / dropped past retention, hourly\n"
-            f"  MQTT          {endpoints.mqtt_url}  (publish to lifebox/v1/<serial>/telemetry)\n"
+            + (
+                f"  broker-sync   device credentials -> broker, metrics on "
+                f"http://{settings.http_host}:{sync_metrics_port}/metrics\n"
+                if broker is not None
+                else ""
+            )
+            + f"  MQTT          {_without_password(endpoints.mqtt_url)}  (devices log in with "
+            "their own credential: DeviceService/CreateDeviceCredential)\n"
             f"  data          {home}\n"
             f"  admin login   written to {home / CREDENTIALS_FILE} (mode 0600)\n"
             "  Ctrl-C stops everything."

@@ -3,9 +3,11 @@
 //!
 //! `lifebox loadgen` (Python) renders the readings with the project's one generator and
 //! starts this binary; it stamps each reading's `ts` at publish time (so ingest can measure
-//! publish-to-commit latency), publishes K readings per message over C connections, paced to
-//! a rate or as fast as the broker acknowledges, prints progress on stderr once a second and
-//! one JSON summary line on stdout.
+//! publish-to-commit latency), publishes K readings per message over C shared connections or,
+//! given `--credentials-file`, over one connection per device logged in with the device's own
+//! credential (as a real fleet does; the broker's ACL then lets each publish only its own
+//! topics), paced to a rate or as fast as the broker acknowledges, prints progress on stderr
+//! once a second and one JSON summary line on stdout.
 
 use std::fs;
 use std::process::ExitCode;
@@ -54,10 +56,16 @@ struct Counters {
     failed: AtomicBool,
 }
 
+/// Who a connection logs in as: the shared account of `--username`, or one device.
+enum Login {
+    Shared,
+    Device { serial: String, password: String },
+}
+
 async fn connection(
     index: usize,
     args: Arc<Args>,
-    serials: Vec<String>,
+    (login, serials): (Login, Vec<String>),
     bodies: Arc<Vec<Vec<u8>>>,
     quota: Option<u64>,
     counters: Arc<Counters>,
@@ -71,10 +79,17 @@ async fn connection(
     options.set_keep_alive(Duration::from_secs(30));
     options.set_inflight(WINDOW);
     options.set_max_packet_size(4 << 20, 4 << 20);
-    if let Some(user) = &args.username {
-        // The password comes by environment: argv is readable by every local user.
-        let password = std::env::var("LIFEBOX_LOADGEN_PASSWORD").unwrap_or_default();
-        options.set_credentials(user.clone(), password);
+    match login {
+        Login::Device { serial, password } => {
+            options.set_credentials(serial, password);
+        }
+        Login::Shared => {
+            if let Some(user) = &args.username {
+                // The password comes by environment: argv is readable by every local user.
+                let password = std::env::var("LIFEBOX_LOADGEN_PASSWORD").unwrap_or_default();
+                options.set_credentials(user.clone(), password);
+            }
+        }
     }
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(WINDOW));
     let poll_counters = Arc::clone(&counters);
@@ -167,6 +182,42 @@ fn read_lines(path: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// `serial password` lines (the file is private to the caller; never argv).
+fn read_credentials(path: &str) -> Result<Vec<(String, String)>, String> {
+    read_lines(path)?
+        .into_iter()
+        .map(|line| {
+            line.split_once(' ')
+                .map(|(s, p)| (s.to_owned(), p.to_owned()))
+                .ok_or_else(|| format!("{path}: a line is not `serial password`"))
+        })
+        .collect()
+}
+
+/// The connections to open: (login, the serials it publishes for).
+fn plan_connections(
+    serials: &[String],
+    credentials: Option<Vec<(String, String)>>,
+    shared: usize,
+) -> Vec<(Login, Vec<String>)> {
+    if let Some(devices) = credentials {
+        return devices
+            .into_iter()
+            .map(|(serial, password)| {
+                let own = vec![serial.clone()];
+                (Login::Device { serial, password }, own)
+            })
+            .collect();
+    }
+    let n = shared.clamp(1, serials.len());
+    (0..n)
+        .map(|c| {
+            let slice = serials.iter().skip(c).step_by(n).cloned().collect();
+            (Login::Shared, slice)
+        })
+        .collect()
+}
+
 fn run(args: Args) -> Result<(), String> {
     let serials = read_lines(&args.serials_file)?;
     let bodies: Vec<Vec<u8>> = read_lines(&args.bodies_file)?
@@ -176,7 +227,15 @@ fn run(args: Args) -> Result<(), String> {
     if serials.is_empty() || bodies.is_empty() {
         return Err("no serials or no reading bodies".into());
     }
-    let connections = args.connections.clamp(1, serials.len());
+    let credentials = match &args.credentials_file {
+        Some(path) => Some(read_credentials(path)?),
+        None => None,
+    };
+    if credentials.as_ref().is_some_and(Vec::is_empty) {
+        return Err("--credentials-file has no device".into());
+    }
+    let planned = plan_connections(&serials, credentials, args.connections);
+    let connections = planned.len();
     let args = Arc::new(args);
     let bodies = Arc::new(bodies);
     let counters = Arc::new(Counters {
@@ -191,13 +250,7 @@ fn run(args: Args) -> Result<(), String> {
     let start = Instant::now();
     runtime.block_on(async {
         let mut tasks = Vec::new();
-        for c in 0..connections {
-            let slice: Vec<String> = serials
-                .iter()
-                .skip(c)
-                .step_by(connections)
-                .cloned()
-                .collect();
+        for (c, (login, slice)) in planned.into_iter().enumerate() {
             let quota = args.messages.map(|m| {
                 let c = c as u64;
                 let n = connections as u64;
@@ -206,7 +259,7 @@ fn run(args: Args) -> Result<(), String> {
             tasks.push(tokio::spawn(connection(
                 c,
                 Arc::clone(&args),
-                slice,
+                (login, slice),
                 Arc::clone(&bodies),
                 quota,
                 Arc::clone(&counters),
@@ -263,7 +316,29 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::render;
+    use super::{plan_connections, render, Login};
+
+    #[test]
+    fn credentials_give_one_connection_per_device_logged_in_as_itself() {
+        let serials = vec!["A".to_owned(), "B".to_owned()];
+        let creds = vec![("A".into(), "pa".into()), ("B".into(), "pb".into())];
+        let planned = plan_connections(&serials, Some(creds), 1);
+        assert_eq!(planned.len(), 2);
+        for (login, own) in &planned {
+            match login {
+                Login::Device { serial, .. } => assert_eq!(own, &vec![serial.clone()]),
+                Login::Shared => panic!("a shared login with credentials"),
+            }
+        }
+    }
+
+    #[test]
+    fn without_credentials_the_serials_share_a_few_connections() {
+        let serials: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let planned = plan_connections(&serials, None, 2);
+        assert_eq!(planned.len(), 2);
+        assert_eq!(planned[0].1, vec!["0", "2", "4"]);
+    }
 
     #[test]
     fn a_single_reading_is_an_object_with_its_ts_first() {
