@@ -229,3 +229,36 @@ async def test_node_client_sends_repeats_and_cancels_a_command(
 
 
 # --- end commands (issue 14) ---
+
+
+# --- billing (issue 16) ---
+async def test_node_client_reads_its_billing_and_meets_isolation_and_the_staff_rule(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    account = await make_account(owner_conn, "client", await factories.make_client(owner_conn))
+    assert account.client_id is not None
+    other = await factories.make_client(owner_conn)
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_OTHER_CLIENT_ID": str(other),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests" / "contract" / "billing_contract.mjs"),
+        serve_process,
+        env=env,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True
+    assert report["balance"] == {"currency_code": "EGP", "amount": "0.0000"}
+    assert report["isolation"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert report["staffOnly"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+
+
+# --- end billing (issue 16) ---

@@ -19,7 +19,7 @@ from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers import factories
 from tests.helpers.billing import egp, ledger_state, stub, webhook_url
 from tests.helpers.fawry_fake import FakeFawry
-from tests.helpers.grpc import Server, make_staff, make_tenant
+from tests.helpers.grpc import Server, make_tenant
 
 PRICES = {
     "device_month": "12.25",
@@ -32,7 +32,6 @@ PRICES = {
 async def test_a_tenants_whole_month_is_metered_charged_and_paid_to_the_piaster(
     billing_server: Server, fawry: FakeFawry, owner_conn: asyncpg.Connection
 ) -> None:
-    staff = await make_staff(billing_server, owner_conn, "admin")
     tenant = await make_tenant(billing_server, owner_conn)
     client = tenant.client_id
     api = stub(billing_server)
