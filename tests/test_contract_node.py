@@ -262,3 +262,64 @@ async def test_node_client_reads_its_billing_and_meets_isolation_and_the_staff_r
 
 
 # --- end billing (issue 16) ---
+
+
+# --- alarms (issue 15) ---
+async def test_node_client_creates_tries_and_acknowledges_alarms(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.helpers.alarms import make_event, make_rule
+
+    client = await factories.make_client(owner_conn)
+    account = await make_account(owner_conn, "client", client)
+    device, _ = await factories.make_device(owner_conn, client)
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    for i, (t, h) in enumerate([(25, 10), (31, 10), (31, 50)]):
+        await factories.make_reading(
+            owner_conn,
+            client,
+            device,
+            since + timedelta(seconds=i),
+            temperature_c=t,
+            humidity_pct=h,
+        )
+    rule = await make_rule(owner_conn, client, device_id=device)
+    event = await make_event(owner_conn, client, rule, device, since)
+    other = await factories.make_client(owner_conn)
+    other_device, _ = await factories.make_device(owner_conn, other)
+    other_rule = await make_rule(owner_conn, other, device_id=other_device)
+    other_event = await make_event(owner_conn, other, other_rule, other_device, since)
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_DEVICE_ID": str(device),
+        "LIFEBOX_CONTRACT_EVENT_ID": str(event),
+        "LIFEBOX_CONTRACT_OTHER_EVENT_ID": str(other_event),
+        "LIFEBOX_CONTRACT_SINCE": since.isoformat(),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests" / "contract" / "alarms_contract.mjs"),
+        serve_process,
+        env=env,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert report["bad"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert sorted(report["rules"])[0] == "hot and dry"
+    assert report["tested"] == ["31.0 C"]
+    assert report["evaluated"] == 3
+    assert report["events"] == [str(event)]
+    assert report["acked"] == "ALARM_EVENT_STATUS_ACTIVE_ACK"
+    assert report["notes"] == ["from node"]
+    assert report["isolation"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+# --- end alarms (issue 15) ---
