@@ -3,7 +3,7 @@
 -- device and tenant; the status only moves forward; each move is one command_executions row
 -- in the transaction), looped in the server in the order the acks arrived, so a batch with
 -- "received" then "completed" for one command records both steps, and a batch costs one
--- round trip instead of one per ack. Runs as the caller (ingest's own column grants).
+-- round trip instead of one per ack. Runs as the caller, with ingest's own column grants.
 -- Returns the 1-based positions of the acks that matched no unfinished command.
 CREATE FUNCTION lifebox_apply_command_acks(
     p_ids uuid[], p_devices uuid[], p_clients uuid[], p_statuses text[], p_results jsonb[],
@@ -51,16 +51,6 @@ BEGIN
     END LOOP;
 END
 $$;
-REVOKE ALL ON FUNCTION lifebox_apply_command_acks(uuid[], uuid[], uuid[], text[], jsonb[],
-                                                  timestamptz[]) FROM PUBLIC;
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'lifebox_ingest') THEN
-        GRANT EXECUTE ON FUNCTION lifebox_apply_command_acks(uuid[], uuid[], uuid[], text[],
-                                                             jsonb[], timestamptz[])
-            TO lifebox_ingest;
-    ELSE
-        RAISE WARNING 'role lifebox_ingest does not exist: lifebox_apply_command_acks not granted';
-    END IF;
-END
-$$;
+-- EXECUTE stays with PUBLIC (PostgreSQL's default): the function runs as its caller and can do
+-- only what the caller's own grants allow, so it needs no grant of its own (and
+-- lifebox_apply_grants() has none to rebuild).
