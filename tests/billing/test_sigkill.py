@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
+from subprocess import DEVNULL, PIPE
 import sys
 import tempfile
 import uuid
@@ -83,21 +83,24 @@ async def test_a_renewal_killed_before_commit_leaves_nothing_and_is_booked_once_
     ((client, sub),) = await _due(owner_conn, 1)
     before = await ledger_state(owner_conn, client)
     trail = await _trail(owner_conn, sub)
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, database.owner_dsn, str(sub)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD,
+        database.owner_dsn,
+        str(sub),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
-        text=True,
     )
     try:
         assert child.stdout is not None
-        line = await asyncio.to_thread(child.stdout.readline)
-        assert line.startswith("written renewed")
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.decode().startswith("written renewed")
         child.send_signal(signal.SIGKILL)
-        child.wait(20)
+        await asyncio.wait_for(child.wait(), 20)
     finally:
-        if child.poll() is None:
+        if child.returncode is None:
             child.kill()
     assert await ledger_state(owner_conn, client) == before
     assert await _trail(owner_conn, sub) == trail
@@ -118,27 +121,19 @@ async def test_maintain_killed_part_way_then_rerun_books_every_period_exactly_on
         "LIFEBOX_INGEST_DATABASE_URL": database.ingest_dsn,
         "LIFEBOX_HOME": tempfile.mkdtemp(prefix="lifebox-billing-kill-"),
     }
+    maintain = (sys.executable, "-m", "lifebox_grpc.cli", "maintain", "--once")
     for delay in (0.8, 1.6):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lifebox_grpc.cli", "maintain", "--once"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        proc = await asyncio.create_subprocess_exec(
+            *maintain, env=env, cwd=ROOT, stdout=DEVNULL, stderr=DEVNULL
         )
         await asyncio.sleep(delay)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(20)
-    done = subprocess.run(
-        [sys.executable, "-m", "lifebox_grpc.cli", "maintain", "--once"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        await asyncio.wait_for(proc.wait(), 20)
+    done = await asyncio.create_subprocess_exec(
+        *maintain, env=env, cwd=ROOT, stdout=DEVNULL, stderr=PIPE
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _, err = await asyncio.wait_for(done.communicate(), 300)
+    assert done.returncode == 0, err.decode()[-2000:]
     for client, sub in due:
         balance, total, rows = await ledger_state(owner_conn, client)
         assert [r[0] for r in rows] == [Decimal(-10)] * 3, client
