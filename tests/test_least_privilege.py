@@ -24,6 +24,10 @@ _URLS = {
     "ingest_database_url": "postgresql://lifebox_ingest:s3cr3t-i@db/lifebox",
     "mqtt_url": "mqtt://lifebox-ingest:s3cr3t-m@broker:1883",
 }
+# --- commands (issue 14) ---
+_URLS["dispatch_database_url"] = "postgresql://lifebox_dispatch:s3cr3t-d@db/lifebox"
+_URLS["dispatch_mqtt_url"] = "mqtt://lifebox-dispatch:s3cr3t-q@broker:1883"
+# --- end commands ---
 
 
 @pytest.mark.parametrize("process", sorted(PROCESS_CREDENTIALS))
