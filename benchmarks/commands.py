@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/commands.py [--devices 100] [--rate 200] [--seconds 10]
 
 Everything runs here: a fresh PostgreSQL cluster and mosquitto (the test suite's launchers),
-`lifebox serve` in this process, one `lifebox ingest` worker and one `lifebox dispatch`
+`lifebox serve`, one `lifebox ingest` worker and one `lifebox dispatch`
 process, and 100 simulated devices (one MQTT connection) that answer each command with
 ``received`` then ``completed``. A gRPC client sends ``SendCommand`` at a fixed rate, round
 robin over the devices, and watches ``StreamCommandUpdates`` until each command shows
@@ -26,19 +26,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import grpc
 import paho.mqtt.client as mqtt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifebox.v1 import auth_pb2_grpc, commands_pb2_grpc
 from lifebox.v1 import commands_pb2 as pb
-from lifebox.v1 import commands_pb2_grpc
+from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers import factories
 from tests.helpers.commands import (
@@ -46,9 +54,58 @@ from tests.helpers.commands import (
     broker_url,
     dispatch_dsn,
 )
-from tests.helpers.grpc import close_server, make_tenant, open_server, server_settings
+from tests.helpers.grpc import SIGNING_KEY, make_tenant
 from tests.helpers.ingest import IngestProcess
 from tests.helpers.services import running_broker, running_database
+
+
+class Serve:
+    """`lifebox serve` as its own process (as deployed), and a channel to it."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+    @property
+    def auth(self) -> auth_pb2_grpc.AuthServiceStub:
+        return auth_pb2_grpc.AuthServiceStub(self.channel)
+
+
+@contextlib.contextmanager
+def serve_process(db: Any) -> Iterator[Serve]:
+    port = free_port("127.0.0.1")
+    home = tempfile.mkdtemp(prefix="lifebox-bench-home-")
+    env = {
+        **os.environ,
+        "LIFEBOX_DATABASE_URL": db.app_dsn,
+        "LIFEBOX_GRPC_PORT": str(port),
+        "LIFEBOX_HTTP_PORT": "0",
+        "LIFEBOX_JWT_SIGNING_KEY": SIGNING_KEY,
+        "LIFEBOX_HOME": home,
+        "LIFEBOX_LOG_LEVEL": "WARNING",
+        "LIFEBOX_GRPC_MAX_CALLS_PER_PRINCIPAL": "10000",
+        "LIFEBOX_GRPC_MAX_STREAMS_PER_PRINCIPAL": "100",
+        "LIFEBOX_LOGIN_ATTEMPTS_PER_ADDRESS": "100000",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "serve"], env=env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("lifebox serve did not start")
+            time.sleep(0.2)
+        yield Serve(port)
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def say(line: str) -> None:
@@ -274,8 +331,7 @@ async def main(args: argparse.Namespace) -> None:
                                        extra_env={"LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "30"})  # fmt: skip
         dispatcher.start()
         stack.callback(dispatcher.stop)
-        server = await open_server(server_settings(db, broker, grpc_max_calls_per_principal=10_000,
-                                                   grpc_max_streams_per_principal=100))  # fmt: skip
+        server = stack.enter_context(serve_process(db))
         owner = await asyncpg.connect(db.owner_dsn)
         try:
             tenant = await make_tenant(server, owner)
@@ -300,7 +356,7 @@ async def main(args: argparse.Namespace) -> None:
             sim.stop()
         finally:
             await owner.close()
-            await close_server(server)
+            await server.channel.close()
         say(f"\nfloor again for reference: p50 {pct(floor, 50) * 1000:.2f} ms, "
             f"p99 {pct(floor, 99) * 1000:.2f} ms; ingest batch {args.ingest_batch_ms} ms")  # fmt: skip
 

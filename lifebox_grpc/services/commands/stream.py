@@ -52,15 +52,19 @@ class StreamRpcs(CommandRpcs):
         seen: dict[uuid.UUID, None] = {}
         last_at = since or datetime.now(UTC)
 
-        async def emit(rows: list[command_store.Execution]) -> list[Any]:
+        async def emit(
+            rows: list[command_store.Execution],
+            commands: dict[uuid.UUID, command_store.Command] | None = None,
+        ) -> list[Any]:
             nonlocal last_at
             fresh = [r for r in rows if r.id not in seen]
             if not fresh:
                 return []
-            async with scoped(self.pool, principal) as conn:
-                commands = await command_store.get_commands(
-                    conn, list({r.command_id for r in fresh})
-                )
+            if commands is None:
+                async with scoped(self.pool, principal) as conn:
+                    commands = await command_store.get_commands(
+                        conn, list({r.command_id for r in fresh})
+                    )
             out = []
             for row in fresh:
                 seen[row.id] = None
@@ -106,14 +110,18 @@ class StreamRpcs(CommandRpcs):
                     continue
                 if not ids:
                     continue
-                async with scoped(self.pool, principal) as conn:
-                    rows = await command_store.executions_by_id(conn, ids)
                 allowed = None if visible is None else set(visible)
-                rows = [
-                    r
-                    for r in rows
-                    if (client_id is None or r.client_id == client_id)
-                    and (allowed is None or r.device_id in allowed)
-                ]
-                for message in await emit(rows):
+                # One transaction reads the rows and their commands as they are now.
+                async with scoped(self.pool, principal) as conn:
+                    rows = [
+                        r
+                        for r in await command_store.executions_by_id(conn, ids)
+                        if (client_id is None or r.client_id == client_id)
+                        and (allowed is None or r.device_id in allowed)
+                        and r.id not in seen
+                    ]
+                    commands = await command_store.get_commands(
+                        conn, list({r.command_id for r in rows})
+                    )
+                for message in await emit(rows, commands):
                     yield message
