@@ -2,7 +2,8 @@
 -- the daily storage samples that `storage_gb_month` is metered from.
 --
 -- * postpaid_periods: open -> closed -> invoiced -> paid | void, and invoiced -> overdue ->
---   paid | void once due_at has passed (postpaid_status_transitions, enforced by a trigger).
+--   paid | void once due_at has passed (postpaid_status_transitions, enforced by a trigger;
+--   `lifebox maintain` marks a period overdue only past its due_at).
 --   Closing a period writes its usage lines (postpaid_period_lines) and totals in the same
 --   transaction; lines are append-only for the application role and totals of a period that
 --   is no longer open cannot change.
@@ -47,10 +48,6 @@ BEGIN
         WHERE from_status = OLD.status AND to_status = NEW.status
     ) THEN
         RAISE EXCEPTION 'postpaid period % cannot go from % to %', OLD.id, OLD.status, NEW.status
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF NEW.status = 'overdue' AND OLD.status <> 'overdue' AND NEW.due_at > now() THEN
-        RAISE EXCEPTION 'period % is not past its due date', OLD.id
             USING ERRCODE = 'check_violation';
     END IF;
     IF OLD.status <> 'open' AND (NEW.subtotal, NEW.tax, NEW.total, NEW.currency,
