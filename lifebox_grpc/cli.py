@@ -32,12 +32,22 @@ def _no_args(_: argparse.ArgumentParser) -> None:
 def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
     from lifebox_grpc.runtime.dev import run_dev
 
-    return run_dev(settings, with_demo=not args.no_demo)
+    return run_dev(
+        settings,
+        with_demo=not args.no_demo,
+        fake_fawry=args.fake_fawry,  # billing (issue 16)
+    )
 
 
 def _configure_dev(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-demo", action="store_true", help="don't add the demo client, users and devices"
+    )
+    # --- billing (issue 16) ---
+    parser.add_argument(
+        "--fake-fawry",
+        action="store_true",
+        help="run a local fake Fawry (pays each charge after 5 s and notifies the webhook)",
     )
 
 

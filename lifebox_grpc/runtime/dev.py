@@ -111,7 +111,7 @@ class _Children:
                 proc.wait()
 
 
-def run_dev(settings: Settings, *, with_demo: bool) -> int:
+def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) -> int:
     """Start everything, print what is where, wait for Ctrl-C (or SIGTERM), stop everything."""
     if settings.mode is not Mode.DEV:
         print("lifebox dev runs only with LIFEBOX_MODE=dev", file=sys.stderr)
@@ -187,6 +187,31 @@ def run_dev(settings: Settings, *, with_demo: bool) -> int:
             env["LIFEBOX_BROKER_FILE_OWNER"] = broker.file_owner
         if settings.jwt_signing_key is None:
             env["LIFEBOX_JWT_SIGNING_KEY"] = secrets.jwt_signing_key
+        # --- billing (issue 16): `--fake-fawry` runs a local fake Fawry and points serve at it
+        if fake_fawry:
+            from lifebox_grpc.runtime import fake_fawry as fake
+
+            fawry_port = _port_or_free(0, "127.0.0.1")
+            webhook = f"http://{settings.http_host}:{http_port}/webhooks/fawry"
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "lifebox_grpc.runtime.fake_fawry",
+                    "--port",
+                    str(fawry_port),
+                    "--webhook",
+                    webhook,
+                ],
+                env=env,
+                process_group=0,
+            )
+            children.procs.append(("fake-fawry", proc))
+            env["LIFEBOX_FAWRY_BASE_URL"] = f"http://127.0.0.1:{fawry_port}"
+            env["LIFEBOX_FAWRY_MERCHANT_CODE"] = fake.MERCHANT_CODE
+            env["LIFEBOX_FAWRY_SECURE_KEY"] = fake.SECURE_KEY
+            _say(f"fake Fawry on 127.0.0.1:{fawry_port} (pays every charge after 5 s)")
+        # --- end billing (issue 16) ---
         for process in processes:  # each with only its own credentials
             own = PROCESS_CREDENTIALS[process]
             children.spawn(

@@ -23,16 +23,18 @@ async def _pay_request(server: Server, tenant: Tenant, amount: str) -> billing_p
         billing_pb2.CreateFawryPaymentRequest(amount=egp(amount), customer_mobile="01012345678"),
         metadata=tenant.users["client"].md,
     )
-    return reply.payment
+    payment: billing_pb2.FawryPayment = reply.payment
+    return payment
 
 
 async def _notifications(conn: asyncpg.Connection, ref: str) -> list[asyncpg.Record]:
     async with tenant_transaction(conn, None, staff=True):
-        return await conn.fetch(
+        rows: list[asyncpg.Record] = await conn.fetch(
             "SELECT order_status, signature_valid, outcome, processing_error, processed_at "
             "FROM fawry_payment_notifications WHERE fawry_ref_number = $1 ORDER BY received_at",
             ref,
         )
+    return rows
 
 
 async def _balance(conn: asyncpg.Connection, client: uuid.UUID) -> Decimal:

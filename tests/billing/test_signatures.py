@@ -9,6 +9,7 @@ print the resulting digest, so it is computed here.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from decimal import Decimal
 
 import pytest
@@ -47,7 +48,7 @@ def test_notification_signature_of_a_paid_notification_sent_as_840_point_0() -> 
 
 
 def test_charge_signature_with_and_without_a_card_token() -> None:
-    common = {
+    common: dict[str, Any] = {
         "merchant_code": "MERCH1",
         "merchant_ref_num": "LB0001",
         "customer_profile_id": "profile-7",

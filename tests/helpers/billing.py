@@ -46,7 +46,8 @@ async def make_plan(
         ),
         metadata=staff.md,
     )
-    return reply.plan
+    plan: billing_pb2.Plan = reply.plan
+    return plan
 
 
 async def ledger_state(

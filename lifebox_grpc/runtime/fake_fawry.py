@@ -1,0 +1,250 @@
+"""A local fake of Fawry's API, for the test suite and `lifebox dev --fake-fawry` only (never
+imported by serve): an aiohttp server that checks signatures, issues reference numbers,
+answers status queries (V2) and refunds, and sends server notifications V2 signed as Fawry
+signs them, including duplicates, out-of-order statuses, wrong amounts and bad signatures.
+
+Its signatures are computed here with hashlib from Fawry's documented field order, on its
+own (nothing from lifebox_grpc.billing), so the tests check LifeBox's implementation against
+an independent one. Run standalone (`python -m lifebox_grpc.runtime.fake_fawry --port N
+--webhook URL`), it marks every charge paid after a few seconds and notifies the webhook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+MERCHANT_CODE = "fake-merchant-code=="
+SECURE_KEY = "fake-secure-key-0123456789abcdef"
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _cents(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+@dataclass
+class FakeCharge:
+    merchant_ref: str
+    reference: str
+    amount: Decimal
+    method: str
+    status: str = "NEW"
+    refunded: Decimal = Decimal(0)
+
+
+@dataclass
+class FakeFawry:
+    """State and switches of the fake; ``url`` is its base URL once started."""
+
+    secure_key: str = SECURE_KEY
+    merchant_code: str = MERCHANT_CODE
+    charges: dict[str, FakeCharge] = field(default_factory=dict)
+    by_reference: dict[str, FakeCharge] = field(default_factory=dict)
+    # Switches: answer status queries with HTTP 503, or with this (older) status.
+    status_unavailable: bool = False
+    status_override: dict[str, str] = field(default_factory=dict)
+    refused_signatures: int = 0
+    # Standalone (dev): pay each new charge after this many seconds and notify this URL.
+    auto_pay_seconds: float | None = None
+    webhook_url: str | None = None
+    status_queries: int = 0
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    _numbers: Any = field(default_factory=lambda: itertools.count(900_000_001))
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- server ---------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/ECommerceWeb/Fawry/payments/charge", self._charge)
+        app.router.add_get("/ECommerceWeb/Fawry/payments/status/v2", self._status)
+        app.router.add_post("/ECommerceWeb/Fawry/payments/refund", self._refund)
+        return app
+
+    async def start(self, port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _refuse(self) -> web.Response:
+        self.refused_signatures += 1
+        return web.json_response({"statusCode": 9946, "statusDescription": "Wrong Signature"})
+
+    async def _charge(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        amount = Decimal(body["amount"])
+        expected = _sha(
+            body["merchantCode"],
+            body["merchantRefNum"],
+            body["customerProfileId"],
+            body["paymentMethod"],
+            _cents(amount),
+            body.get("cardToken", ""),
+            self.secure_key,
+        )
+        if body["merchantCode"] != self.merchant_code or body.get("signature") != expected:
+            return self._refuse()
+        reference = str(next(self._numbers))
+        charge = FakeCharge(body["merchantRefNum"], reference, amount, body["paymentMethod"])
+        self.charges[charge.merchant_ref] = charge
+        self.by_reference[reference] = charge
+        if self.auto_pay_seconds is not None and self.webhook_url:
+            task = asyncio.get_running_loop().create_task(self._auto_pay(charge))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return web.json_response(
+            {
+                "type": "ChargeResponse",
+                "referenceNumber": reference,
+                "merchantRefNumber": charge.merchant_ref,
+                "orderAmount": float(amount),
+                "paymentAmount": float(amount),
+                "fawryFees": 0.0,
+                "paymentMethod": charge.method,
+                "orderStatus": "NEW",
+                "statusCode": 200,
+                "statusDescription": "Operation done successfully",
+            }
+        )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        self.status_queries += 1
+        if self.status_unavailable:
+            return web.Response(status=503, text="maintenance")
+        q = request.query
+        expected = _sha(q["merchantCode"], q["merchantRefNumber"], self.secure_key)
+        if q.get("signature") != expected:
+            return self._refuse()
+        charge = self.charges.get(q["merchantRefNumber"])
+        if charge is None:
+            return web.json_response({"statusCode": 9938, "statusDescription": "not found"})
+        status = self.status_override.get(charge.merchant_ref, charge.status)
+        return web.Response(
+            text=self.notification_body(charge, status=status, raw=True),
+            content_type="application/json",
+        )
+
+    async def _refund(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        amount = Decimal(body["refundAmount"])
+        expected = _sha(
+            body["merchantCode"],
+            body["referenceNumber"],
+            _cents(amount),
+            body.get("reason", ""),
+            self.secure_key,
+        )
+        if body.get("signature") != expected:
+            return self._refuse()
+        charge = self.by_reference[body["referenceNumber"]]
+        charge.refunded += amount
+        charge.status = "REFUNDED" if charge.refunded >= charge.amount else "PARTIAL_REFUNDED"
+        return web.json_response({"statusCode": 200, "statusDescription": "Operation done"})
+
+    async def _auto_pay(self, charge: FakeCharge) -> None:
+        assert self.auto_pay_seconds is not None
+        assert self.webhook_url is not None
+        await asyncio.sleep(self.auto_pay_seconds)
+        charge.status = "PAID"
+        for _ in range(5):  # as Fawry does: until a 200
+            try:
+                if await self.notify(self.webhook_url, charge) == 200:
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(2)
+
+    # -- what the tests do ------------------------------------------------------------------
+
+    def pay(self, merchant_ref: str) -> FakeCharge:
+        """The customer pays at an outlet."""
+        charge = self.charges[merchant_ref]
+        charge.status = "PAID"
+        return charge
+
+    def notification_body(
+        self,
+        charge: FakeCharge,
+        *,
+        status: str | None = None,
+        order_amount: Decimal | None = None,
+        merchant_ref: str | None = None,
+        bad_signature: bool = False,
+        raw: bool = False,
+    ) -> str:
+        """A notification V2 as Fawry sends it: amounts as JSON numbers like 840.0."""
+        status = status or charge.status
+        amount = order_amount if order_amount is not None else charge.amount
+        ref = merchant_ref or charge.merchant_ref
+        signature = _sha(
+            charge.reference,
+            ref,
+            _cents(amount),
+            _cents(amount),
+            status,
+            "PAYATFAWRY",
+            "",
+            "not-the-key" if bad_signature else self.secure_key,
+        )
+        # Written by hand so amounts go out as JSON numbers with one decimal (840.0).
+        tenths = amount.quantize(Decimal("0.1"))
+        number = f"{tenths}" if tenths == amount else f"{amount}"
+        return (
+            "{"
+            f'"requestId": "req-{charge.reference}", "fawryRefNumber": "{charge.reference}", '
+            f'"merchantRefNumber": {json.dumps(ref)}, "customerMobile": "01000000000", '
+            f'"paymentAmount": {number}, "orderAmount": {number}, "fawryFees": 0.0, '
+            f'"orderStatus": "{status}", "paymentMethod": "PAYATFAWRY", '
+            f'"messageSignature": "{signature}", "orderItems": []'
+            "}"
+        )
+
+    async def notify(self, webhook_url: str, charge: FakeCharge, **kwargs: Any) -> int:
+        """POST a notification to LifeBox; the HTTP status it answered."""
+        return await post(webhook_url, self.notification_body(charge, **kwargs).encode())
+
+
+async def post(url: str, body: bytes) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers={"Content-Type": "application/json"}) as reply,
+    ):
+        await reply.read()
+        return reply.status
+
+
+async def _main(port: int, webhook: str, pay_after: float) -> None:
+    fake = FakeFawry(auto_pay_seconds=pay_after, webhook_url=webhook)
+    print(f"fake Fawry on {await fake.start(port)}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="A fake Fawry for `lifebox dev`.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--webhook", required=True, help="LifeBox's /webhooks/fawry URL")
+    parser.add_argument("--pay-after", type=float, default=5.0, help="seconds; each charge")
+    options = parser.parse_args()
+    asyncio.run(_main(options.port, options.webhook, options.pay_after))
