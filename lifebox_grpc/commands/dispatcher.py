@@ -245,8 +245,42 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+_ROLE = """
+SELECT rolname, rolsuper, rolbypassrls, rolcreaterole,
+       EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid
+               AND c.relnamespace = 'public'::regnamespace) AS owns_tables
+FROM pg_roles r WHERE rolname = current_user
+"""
+
+
+async def role_problems(conn: asyncpg.Connection) -> list[str]:
+    """Why the dispatcher's database role is too powerful for it (empty when fine): it must
+    not be a superuser, bypass row-level security, create roles or own tables."""
+    row = await conn.fetchrow(_ROLE)
+    problems = []
+    for flag, what in (
+        ("rolsuper", "is a superuser"),
+        ("rolbypassrls", "bypasses row-level security"),
+        ("rolcreaterole", "may create roles"),
+        ("owns_tables", "owns tables"),
+    ):
+        if row[flag]:
+            problems.append(
+                f"role {row['rolname']} {what}: give LIFEBOX_DISPATCH_DATABASE_URL the "
+                "lifebox_dispatch role"
+            )
+    return problems
+
+
 async def run_dispatch(settings: Settings, stop: asyncio.Event) -> None:
     endpoints = resolve(settings)
+    check = await asyncpg.connect(endpoints.dsn)
+    try:
+        problems = await role_problems(check)
+    finally:
+        await check.close()
+    if problems:
+        raise RoleRefused("; ".join(problems))
     pool = await asyncpg.create_pool(
         endpoints.dsn,
         min_size=1,
@@ -275,6 +309,10 @@ async def run_dispatch(settings: Settings, stop: asyncio.Event) -> None:
         await pool.close()
 
 
+class RoleRefused(RuntimeError):
+    """The dispatcher was given a database role it must not hold."""
+
+
 def run_dispatcher(settings: Settings) -> int:
     problems = settings.production_problems("dispatch")
     if problems:
@@ -291,6 +329,11 @@ def run_dispatcher(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_dispatch(settings, stop)
 
-    asyncio.run(main())
-    server.shutdown()
+    try:
+        asyncio.run(main())
+    except RoleRefused as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        server.shutdown()
     return 0

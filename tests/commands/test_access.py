@@ -454,3 +454,64 @@ async def test_a_confirmation_naming_the_device_is_needed_where_the_permission_s
         send_request(device, "factory_reset", confirmation=serial, parameters=params), metadata=md
     )
     assert reply.command.status == pb.COMMAND_STATUS_PENDING
+
+
+async def test_a_batch_reports_each_device_and_repeats_nothing(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    t = await make_tenant(grpc_server, owner_conn)
+    other = await make_tenant(grpc_server, owner_conn)
+    s = stub(grpc_server)
+    md = t.users["client"].md
+    one, _ = await factories.make_device(owner_conn, t.client_id)
+    off, _ = await factories.make_device(owner_conn, t.client_id, status="disabled")
+    foreign, _ = await factories.make_device(owner_conn, other.client_id)
+    request = pb.BatchSendCommandRequest(
+        device_ids=[str(one), str(off), str(foreign)], template_code="ping", idempotency_key="b1"
+    )
+    first = await s.BatchSendCommand(request, metadata=md)
+    assert [(r.device_id, r.code) for r in first.results] == [
+        (str(one), "OK"),
+        (str(off), "FAILED_PRECONDITION"),
+        (str(foreign), "NOT_FOUND"),
+    ]
+    again = await s.BatchSendCommand(request, metadata=md)
+    assert again.results[0].command.id == first.results[0].command.id
+    listed = await s.ListCommands(pb.ListCommandsRequest(device_id=str(one)), metadata=md)
+    assert len(listed.commands) == 1
+    too_many = pb.BatchSendCommandRequest(
+        device_ids=[str(uuid.uuid4()) for _ in range(1001)], template_code="ping"
+    )
+    assert await _code(s.BatchSendCommand(too_many, metadata=md)) is (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
+async def test_a_command_permission_limited_to_roles_refuses_the_others(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    t = await make_tenant(grpc_server, owner_conn)
+    s = stub(grpc_server)
+    device, _ = await factories.make_device(owner_conn, t.client_id)
+    op, admin = t.users["operator"], t.users["client"]
+    await assign(owner_conn, t.client_id, op.user_id, device, "operate")
+    await s.GrantCommandPermission(
+        pb.GrantCommandPermissionRequest(user_id=str(op.user_id), command_permission="diagnostics"),
+        metadata=admin.md,
+    )
+    request = send_request(device, "get_config")
+    assert await _code(s.SendCommand(request, metadata=op.md)) is grpc.StatusCode.OK
+    async with tenant_transaction(owner_conn, None, staff=True):
+        await owner_conn.execute(
+            "UPDATE command_permissions SET allowed_roles = '{client}' WHERE code = 'diagnostics'"
+        )
+    try:
+        assert await _code(s.SendCommand(request, metadata=op.md)) is (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert await _code(s.SendCommand(request, metadata=admin.md)) is grpc.StatusCode.OK
+    finally:
+        async with tenant_transaction(owner_conn, None, staff=True):
+            await owner_conn.execute(
+                "UPDATE command_permissions SET allowed_roles = NULL WHERE code = 'diagnostics'"
+            )

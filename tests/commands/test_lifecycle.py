@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -180,9 +183,15 @@ async def test_an_unanswered_command_is_republished_with_its_id_then_expires(
         env = {**FAST, "LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "0.5"}
         with (
             simulated_devices(broker, [serial], acks=()) as devices,
-            running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=env),
+            running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=env) as dispatcher,
         ):
             await _wait_statuses(staff, client, {"expired"}, 1, 30)
+            # Its metrics count at least these (the session's database may hold other
+            # tests' unfinished commands, which this dispatcher serves too).
+            assert dispatcher.metric("lifebox_dispatch_published_total") >= 1
+            assert dispatcher.metric("lifebox_dispatch_expired_total") >= 1
+            assert dispatcher.metric("lifebox_dispatch_delivery_latency_seconds_count") >= 1
+            assert dispatcher.metric("lifebox_dispatch_mqtt_connected") == 1
     finally:
         await app.close()
     # ping: max_retries 3, so one publish and three republishes, all with the same id.
@@ -336,3 +345,24 @@ async def test_two_dispatchers_at_once_deliver_each_command_once(
     ids = devices.ids()
     assert sorted(ids) == sorted(str(c) for c in sent)  # each exactly once
     await asyncio.sleep(0)
+
+
+def test_the_dispatcher_refuses_a_role_that_owns_the_schema(
+    database: Database, broker: EmbeddedMosquitto
+) -> None:
+    env = {
+        **os.environ,
+        "LIFEBOX_DISPATCH_DATABASE_URL": database.owner_dsn,
+        "LIFEBOX_DISPATCH_MQTT_URL": broker_url(broker, "lifebox-serve"),
+        "LIFEBOX_DISPATCH_METRICS_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "lifebox_grpc.cli", "dispatch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "refusing to start: role lifebox_owner owns tables" in done.stderr
