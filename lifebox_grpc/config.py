@@ -541,6 +541,11 @@ class Settings(BaseSettings):
                 problems.append("LIFEBOX_FAWRY_WEBHOOK_PORT must differ from LIFEBOX_HTTP_PORT")
             if not self.fawry_base_url.startswith("https://"):
                 problems.append("LIFEBOX_FAWRY_BASE_URL must be https:// in prod")
+            elif "fawrystaging" in self.fawry_base_url:
+                problems.append(
+                    "LIFEBOX_FAWRY_BASE_URL is Fawry's staging: set the production base "
+                    "(https://www.atfawry.com) in prod"
+                )
         # --- end billing (issue 16) ---
         return problems
 

@@ -9,8 +9,8 @@ print the resulting digest, so it is computed here.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
