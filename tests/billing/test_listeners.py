@@ -76,7 +76,8 @@ def test_prod_refuses_billing_without_its_settings() -> None:
     )
     assert ready.production_problems("serve") == []
     assert ready.fawry_active
-    assert "s" * 32 not in str(ready.masked()) and "s" * 32 not in repr(ready)
+    assert "s" * 32 not in str(ready.masked())
+    assert "s" * 32 not in repr(ready)
 
 
 async def test_the_dev_fake_pays_each_charge_and_notifies_signed(tmp_path: Path) -> None:
