@@ -8,6 +8,7 @@ import asyncio
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -55,7 +56,11 @@ async def test_a_public_webhook_port_serves_only_the_webhook(
 
 
 def test_prod_refuses_billing_without_its_settings() -> None:
-    base = {"mode": "prod", "database_url": "postgresql://a:b@h/d", "jwt_signing_key": "k" * 40}
+    base: dict[str, Any] = {
+        "mode": "prod",
+        "database_url": "postgresql://a:b@h/d",
+        "jwt_signing_key": "k" * 40,
+    }
     assert Settings(**base).production_problems("serve") == []  # billing off: nothing asked
     problems = Settings(**base, billing_enabled=True).production_problems("serve")
     assert problems == [

@@ -44,8 +44,8 @@ async def test_use_is_priced_at_the_price_in_force_when_it_happened(
     assert line.included == 1
     # 3 at 1.00 with one included, then 2 at 3.00.
     assert [(p.quantity, p.billable, p.amount) for p in line.pieces] == [
-        (3, 2, Decimal("2.00")),
-        (2, 2, Decimal("6.00")),
+        (Decimal(3), Decimal(2), Decimal("2.00")),
+        (Decimal(2), Decimal(2), Decimal("6.00")),
     ]
     assert line.amount == Decimal("8.00")
 
