@@ -272,3 +272,35 @@ async def test_quota_refuses_a_device_past_the_plan_with_quota_failure(
     violation = details["QuotaFailure"].violations[0]
     assert violation.subject == "billing:device_quota"
     assert "allows 2 devices" in violation.description or "allows 2" in one.value.details()
+
+
+async def test_the_ledger_pages_newest_first_with_opaque_tokens(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    staff = await make_staff(grpc_server, owner_conn, "admin")
+    tenant = await make_tenant(grpc_server, owner_conn)
+    api = stub(grpc_server)
+    for amount in ("1.00", "2.00", "3.00"):
+        await api.CreateCreditAdjustment(
+            billing_pb2.CreateCreditAdjustmentRequest(
+                client_id=str(tenant.client_id), amount=egp(amount), description="x"
+            ),
+            metadata=staff.md,
+        )
+    seen, token = [], ""
+    while True:
+        page = await api.ListCreditTransactions(
+            billing_pb2.ListCreditTransactionsRequest(page_size=1, page_token=token),
+            metadata=tenant.users["client"].md,
+        )
+        seen += [t.amount.amount for t in page.credit_transactions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["3.0000", "2.0000", "1.0000"]
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await api.ListCreditTransactions(
+            billing_pb2.ListCreditTransactionsRequest(page_token="forged"),
+            metadata=tenant.users["client"].md,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

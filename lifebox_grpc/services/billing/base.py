@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from lifebox.v1 import billing_pb2_grpc, common_pb2
 from lifebox_grpc.auth.permissions import BILLING_PAY, BILLING_WRITE
-from lifebox_grpc.auth.principal import Principal
+from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.billing.fawry import FawryClient
 from lifebox_grpc.config import Settings
 from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound, PermissionDenied
-from lifebox_grpc.services.common import decode_page_token, encode_page_token, parse_uuid
+from lifebox_grpc.services.common import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    parse_uuid,
+    scoped,
+)
 from lifebox_grpc.store import billing_ledger as ledger
 
 _AMOUNT = re.compile(r"^-?[0-9]{1,16}(\.[0-9]{1,4})?$")
@@ -111,12 +118,40 @@ def time_page_token(at: datetime, row_id: uuid.UUID) -> str:
     return encode_page_token([at.isoformat(), str(row_id)])
 
 
+T = TypeVar("T")
+# A store listing: (conn, client, before=(time, id) | None, limit) -> rows, newest first.
+Fetch = Callable[..., Awaitable[list[T]]]
+
+
 class BillingRpcs(billing_pb2_grpc.BillingServiceServicer):
     """The pool and settings the RPCs of every resource module use."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
         self.settings = settings
+
+    async def client_page(
+        self,
+        client: str,
+        size_value: int,
+        token: str,
+        fetch: Fetch[T],
+        key: Callable[[T], tuple[datetime, uuid.UUID]],
+    ) -> tuple[list[T], str]:
+        """One page of a client's rows (the caller's own, or a named one it may see),
+        keyset-paged on ``key`` (time, id), newest first; (rows, next page token)."""
+        principal = require_principal()
+        errors = ErrorCollector()
+        client_id = parse_client(errors, principal, client)
+        size = page_size(errors, size_value)
+        before = time_page_key(errors, token)
+        errors.raise_if_any()
+        assert client_id is not None
+        async with scoped(self.pool, principal) as conn:
+            await require_client(conn, principal, client_id)
+            rows = await fetch(conn, client_id, before=before, limit=size + 1)
+        page, more = rows[:size], len(rows) > size
+        return page, time_page_token(*key(page[-1])) if more else ""
 
     def fawry(self) -> FawryClient:
         """The Fawry client; FAILED_PRECONDITION when this server has no merchant account."""

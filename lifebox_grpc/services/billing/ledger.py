@@ -57,20 +57,15 @@ class LedgerRpcs(BillingRpcs):
     async def ListCreditTransactions(
         self, request: billing_pb2.ListCreditTransactionsRequest, context: Any
     ) -> billing_pb2.ListCreditTransactionsResponse:
-        principal = require_principal()
-        errors = ErrorCollector()
-        client_id = parse_client(errors, principal, request.client_id)
-        size = page_size(errors, request.page_size)
-        key = time_page_key(errors, request.page_token)
-        errors.raise_if_any()
-        assert client_id is not None
-        async with scoped(self.pool, principal) as conn:
-            await require_client(conn, principal, client_id)
-            rows = await ledger.list_entries(conn, client_id, before=key, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
+        page, token = await self.client_page(
+            request.client_id,
+            request.page_size,
+            request.page_token,
+            ledger.list_entries,
+            lambda e: (e.created_at, e.id),
+        )
         return billing_pb2.ListCreditTransactionsResponse(
-            credit_transactions=[entry_pb(e) for e in page],
-            next_page_token=time_page_token(page[-1].created_at, page[-1].id) if more else "",
+            credit_transactions=[entry_pb(e) for e in page], next_page_token=token
         )
 
     async def CreateCreditAdjustment(

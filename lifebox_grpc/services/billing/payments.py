@@ -95,20 +95,15 @@ class PaymentRpcs(BillingRpcs):
     async def ListFawryPayments(
         self, request: billing_pb2.ListFawryPaymentsRequest, context: Any
     ) -> billing_pb2.ListFawryPaymentsResponse:
-        principal = require_principal()
-        errors = ErrorCollector()
-        client_id = parse_client(errors, principal, request.client_id)
-        size = page_size(errors, request.page_size)
-        key = time_page_key(errors, request.page_token)
-        errors.raise_if_any()
-        assert client_id is not None
-        async with scoped(self.pool, principal) as conn:
-            await require_client(conn, principal, client_id)
-            rows = await fawry_store.list_charges(conn, client_id, before=key, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
+        page, token = await self.client_page(
+            request.client_id,
+            request.page_size,
+            request.page_token,
+            fawry_store.list_charges,
+            lambda c: (c.created_at, c.id),
+        )
         return billing_pb2.ListFawryPaymentsResponse(
-            payments=[payment_pb(c) for c in page],
-            next_page_token=time_page_token(page[-1].created_at, page[-1].id) if more else "",
+            payments=[payment_pb(c) for c in page], next_page_token=token
         )
 
     async def RefundFawryPayment(

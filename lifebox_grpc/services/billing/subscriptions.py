@@ -19,11 +19,9 @@ from lifebox_grpc.services.billing.base import (
     parse_client,
     require_billing_write,
     require_client,
-    time_page_key,
-    time_page_token,
 )
 from lifebox_grpc.services.billing.mapping import event_pb, subscription_pb
-from lifebox_grpc.services.common import check_text, page_size, parse_uuid, require_uuid, scoped
+from lifebox_grpc.services.common import check_text, parse_uuid, require_uuid, scoped
 from lifebox_grpc.store import billing_ledger as ledger
 from lifebox_grpc.store import billing_plans as plan_store
 from lifebox_grpc.store import billing_subscriptions as sub_store
@@ -98,20 +96,15 @@ class SubscriptionRpcs(BillingRpcs):
     async def ListSubscriptions(
         self, request: billing_pb2.ListSubscriptionsRequest, context: Any
     ) -> billing_pb2.ListSubscriptionsResponse:
-        principal = require_principal()
-        errors = ErrorCollector()
-        client_id = parse_client(errors, principal, request.client_id)
-        size = page_size(errors, request.page_size)
-        key = time_page_key(errors, request.page_token)
-        errors.raise_if_any()
-        assert client_id is not None
-        async with scoped(self.pool, principal) as conn:
-            await require_client(conn, principal, client_id)
-            rows = await sub_store.list_subscriptions(conn, client_id, before=key, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
+        page, token = await self.client_page(
+            request.client_id,
+            request.page_size,
+            request.page_token,
+            sub_store.list_subscriptions,
+            lambda s: (s.created_at, s.id),
+        )
         return billing_pb2.ListSubscriptionsResponse(
-            subscriptions=[subscription_pb(s) for s in page],
-            next_page_token=time_page_token(page[-1].created_at, page[-1].id) if more else "",
+            subscriptions=[subscription_pb(s) for s in page], next_page_token=token
         )
 
     async def ChangeSubscriptionPlan(
