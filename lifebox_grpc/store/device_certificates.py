@@ -1,5 +1,6 @@
-"""SQL of certificate credentials (migration 0080): devices that sign in with an X.509
-certificate, and what the broker's mutual-TLS listener and revocation list are made of."""
+"""SQL of certificate credentials (migrations 0080, 0081): devices that sign in with an X.509
+certificate, and what the broker's mutual-TLS listener and revocation list are made of (the
+broker_device_credentials rule of 0046, so one definition says who the broker admits)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,6 @@ import uuid
 import asyncpg
 
 from lifebox_grpc.broker.tls import IssuedCertificate, Revocation
-
-# A credential the broker lets in: not revoked, of a provisioned or active device (a
-# provisioned one turns active with its first reading) of an active client.
-_ADMITTED = "d.status IN ('provisioned', 'active') AND k.status = 'active'"
-_JOINS = (
-    "FROM device_credentials c "
-    "JOIN devices d ON d.id = c.device_id AND d.client_id = c.client_id "
-    "JOIN clients k ON k.id = c.client_id "
-)
 
 
 async def insert_certificate(
@@ -44,23 +36,19 @@ async def insert_certificate(
 
 
 async def admitted_certificate_users(conn: asyncpg.Connection) -> list[str]:
-    """Serials the mutual-TLS listener's ACL names: live certificates the broker admits.
-    Run by the owner (every tenant)."""
+    """Serials the mutual-TLS listener's ACL names: the unexpired certificates the broker
+    admits. Run on the staff path (every tenant)."""
     rows = await conn.fetch(
-        f"SELECT c.username {_JOINS}WHERE c.kind = 'certificate' AND c.revoked_at IS NULL "
-        f"AND c.certificate_not_after > now() AND {_ADMITTED} ORDER BY c.username"
+        "SELECT username FROM broker_device_credentials WHERE kind = 'certificate' "
+        "AND certificate_not_after > now() ORDER BY username"
     )
     return [r["username"] for r in rows]
 
 
 async def revocations(conn: asyncpg.Connection) -> list[Revocation]:
-    """Every unexpired certificate the broker must refuse: revoked ones for good, and those
-    of a device or client that is not active on hold (they leave the list on resumption).
-    Run by the owner (every tenant)."""
+    """Every unexpired certificate the broker must refuse (0081). Staff path."""
     rows = await conn.fetch(
-        f"SELECT c.certificate_serial, c.revoked_at IS NOT NULL AS revoked, "
-        f"COALESCE(c.revoked_at, greatest(d.updated_at, k.updated_at)) AS since {_JOINS}"
-        f"WHERE c.kind = 'certificate' AND c.certificate_not_after > now() "
-        f"AND (c.revoked_at IS NOT NULL OR NOT ({_ADMITTED})) ORDER BY c.certificate_serial"
+        "SELECT certificate_serial, revoked, since FROM broker_refused_certificates "
+        "ORDER BY certificate_serial"
     )
     return [Revocation(r["certificate_serial"], r["since"], not r["revoked"]) for r in rows]
