@@ -358,6 +358,47 @@ class Settings(BaseSettings):
     broker_sync_metrics_port: int = Field(
         9109, ge=0, description="Prometheus port of broker-sync; 0 picks a free one."
     )
+    broker_sync_lease_key: int = Field(
+        0x11FEB5C1,  # not maintain's 0x11FEB0C6, presence's 0x11FEB0C7 or alarms' 0x11FEA1A2
+        description="Advisory lock key of the reconciler's lease: one holder per key. Copies "
+        "reconciling the same broker share it; one reconciling another broker's files (a "
+        "second broker on the same database) needs a key of its own.",
+    )
+
+    # --- device certificates and TLS (issue 13) ---
+    device_ca_cert_file: Path | None = Field(
+        None,
+        description="The device CA's certificate (PEM): it signs device certificates "
+        "(CreateDeviceCredential, kind CERTIFICATE) and the broker's revocation list. Unset: "
+        "the embedded CA of `lifebox dev`, home/tls/ca.crt (made at its first start).",
+    )
+    device_ca_key_file: Path | None = Field(
+        None,
+        description="The device CA's private key (PEM, EC), read by `serve` and `broker-sync` "
+        "only. Unset: home/tls/ca.key.",
+    )
+    device_certificate_days: int = Field(
+        365, ge=1, le=3650, description="Validity of a device certificate LifeBox signs."
+    )
+    broker_certificate_acl_file: Path | None = Field(
+        None,
+        description="The mutual-TLS listener's ACL broker-sync writes (one `user` block per "
+        "admitted certificate). Unset: home/mqtt/acl-certs.",
+    )
+    broker_crl_file: Path | None = Field(
+        None,
+        description="The revocation list broker-sync signs for the mutual-TLS listener "
+        "(mosquitto's crlfile). Unset: home/mqtt/crl.pem.",
+    )
+    mqtt_tls_port: int = Field(
+        0, ge=0, description="Embedded broker: TLS listener for device passwords; 0: free port."
+    )
+    mqtt_mtls_port: int = Field(
+        0,
+        ge=0,
+        description="Embedded broker: mutual-TLS listener (the certificate's CN is the "
+        "username); 0: a free port.",
+    )
 
     # --- commands (issue 14) ---
     dispatch_database_url: SecretStr | None = Field(

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from lifebox_grpc.runtime.ports import free_port
-from tests.helpers.broker import can_log_in, connect, device_credential
+from tests.helpers.broker import can_log_in, connect, device_credential, lease_key
 from tests.helpers.factories import make_client, make_device
 from tests.helpers.services import Database, private_tmpdir
 from tests.helpers.wait import wait_until
@@ -126,6 +126,7 @@ async def test_broker_sync_once_adds_a_device_to_the_compose_brokers_files(
         "LIFEBOX_BROKER_PID_FILE": str(auth.parent / "mosquitto.pid"),
         "LIFEBOX_BROKER_SERVICE_PASSWORDS_FILE": str(auth / "service.passwd"),
         "LIFEBOX_BROKER_FILE_OWNER": "mosquitto",
+        "LIFEBOX_BROKER_SYNC_LEASE_KEY": str(lease_key(port)),  # not the session broker's
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lifebox_grpc.cli", "broker-sync", "--once",

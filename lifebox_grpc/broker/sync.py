@@ -37,7 +37,6 @@ from lifebox_grpc.runtime import mosquitto
 log = logging.getLogger(__name__)
 
 CHANNEL = "lifebox_broker_sync"
-LEASE_KEY = 0x11FEB0C7  # beside maintain's 0x11FEB0C6; never the migration lock
 PID_POLL_SECONDS = 1.0  # how soon a restarted broker (a new pid) is re-checked
 
 # A role that could write what it renders could also let itself in: refuse it.
@@ -143,7 +142,7 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
 async def _take_lease(conn: asyncpg.Connection, settings: Settings, stop: asyncio.Event) -> bool:
     waited = False
     while not stop.is_set():
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY):
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", settings.broker_sync_lease_key):
             return True
         if not waited:
             log.info("another broker-sync holds the lease; waiting to take over")
@@ -251,7 +250,8 @@ async def run_broker_sync_command(settings: Settings, *, once: bool) -> int:
         conn = await asyncpg.connect(dsn)
         try:
             await check_broker_role(conn)
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY):
+            key = settings.broker_sync_lease_key
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                 print("another broker-sync holds the lease; nothing done")
                 return 0
             result = await sync_once(conn, target, "start")

@@ -100,6 +100,11 @@ async def device_credential(
     return credential_id, secret
 
 
+def lease_key(port: int) -> int:
+    """The reconciler's lease key for the test broker on ``port``."""
+    return 0x2B500000 + port  # clear of every lease key the platform uses (0x11FE....)
+
+
 @dataclass
 class BrokerSyncProcess:
     """`lifebox broker-sync` as a real subprocess, pointed at one embedded broker's files,
@@ -126,6 +131,9 @@ class BrokerSyncProcess:
             "LIFEBOX_BROKER_SYNC_METRICS_PORT": str(self.metrics_port),
             "LIFEBOX_BROKER_SYNC_DEBOUNCE_MS": "50",
             "LIFEBOX_BROKER_SYNC_LEASE_RETRY_SECONDS": "0.2",
+            # One lease per broker: the session broker's reconciler and a test's own broker's
+            # reconciler run on the same database.
+            "LIFEBOX_BROKER_SYNC_LEASE_KEY": str(lease_key(broker.port)),
             "LIFEBOX_LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
