@@ -29,7 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from lifebox_grpc.broker import files, passwords, tls
 from lifebox_grpc.broker.certificates import kick, reconcile_certificates
 from lifebox_grpc.runtime.ports import free_port
-from lifebox_grpc.store import device_certificates, device_credentials
+from lifebox_grpc.store import device_credentials
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers.factories import make_client, make_device
 from tests.helpers.services import private_tmpdir
@@ -240,7 +240,7 @@ async def enroll(
     key, csr = device_key_and_csr()
     issued = b.authority.issue_device(csr, serial)
     async with tenant_transaction(conn, None, staff=True):
-        assert await device_certificates.insert_certificate(conn, client, device, issued, None)
+        assert await device_credentials.insert_certificate(conn, client, device, issued, None)
     cert_path, key_path = b.base / f"{serial}.crt", b.base / f"{serial}.key"
     cert_path.write_text(issued.pem)
     key_path.write_bytes(key)

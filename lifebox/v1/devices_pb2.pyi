@@ -131,7 +131,11 @@ class _CredentialKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Creden
     hash.
     """
     CREDENTIAL_KIND_CERTIFICATE: _CredentialKind.ValueType  # 2
-    """An X.509 client certificate whose CN is the serial (not available yet: UNIMPLEMENTED)."""
+    """An X.509 client certificate signed by the platform's device CA, whose subject CN is the
+    serial; the device connects to the broker's mutual-TLS listener with it and its own
+    private key (which LifeBox never sees). Revoking it puts it on the broker's revocation
+    list. It is not rotated: create a new one after revoking it.
+    """
 
 class CredentialKind(_CredentialKind, metaclass=_CredentialKindEnumTypeWrapper):
     """--- credentials (issue 13) ---
@@ -146,7 +150,11 @@ CREDENTIAL_KIND_PASSWORD: CredentialKind.ValueType  # 1
 hash.
 """
 CREDENTIAL_KIND_CERTIFICATE: CredentialKind.ValueType  # 2
-"""An X.509 client certificate whose CN is the serial (not available yet: UNIMPLEMENTED)."""
+"""An X.509 client certificate signed by the platform's device CA, whose subject CN is the
+serial; the device connects to the broker's mutual-TLS listener with it and its own
+private key (which LifeBox never sees). Revoking it puts it on the broker's revocation
+list. It is not rotated: create a new one after revoking it.
+"""
 Global___CredentialKind: _TypeAlias = CredentialKind  # noqa: Y015
 
 class _PresenceState:
@@ -1677,6 +1685,9 @@ class DeviceCredential(_message.Message):
     ROTATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     REVOKED_BY_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_SERIAL_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The credential's id."""
     device_id: _builtins.str
@@ -1689,6 +1700,10 @@ class DeviceCredential(_message.Message):
     """The user who created it; empty when that user is gone."""
     revoked_by: _builtins.str
     """The user who revoked it; empty while live or when that user is gone."""
+    certificate_serial: _builtins.str
+    """CERTIFICATE: the certificate's serial number, lowercase hex (as in the revocation list)."""
+    certificate_fingerprint: _builtins.str
+    """CERTIFICATE: SHA-256 fingerprint of the certificate (DER), lowercase hex."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -1700,6 +1715,10 @@ class DeviceCredential(_message.Message):
     @_builtins.property
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """When it was revoked; unset while live."""
+
+    @_builtins.property
+    def certificate_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """CERTIFICATE: when the certificate expires; the broker refuses it after."""
 
     def __init__(
         self,
@@ -1713,10 +1732,13 @@ class DeviceCredential(_message.Message):
         rotate_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
         revoked_by: _builtins.str = ...,
+        certificate_serial: _builtins.str = ...,
+        certificate_fingerprint: _builtins.str = ...,
+        certificate_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time", "rotate_time", b"rotate_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_expire_time", b"certificate_expire_time", "create_time", b"create_time", "revoke_time", b"revoke_time", "rotate_time", b"rotate_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "device_id", b"device_id", "id", b"id", "kind", b"kind", "revoke_time", b"revoke_time", "revoked_by", b"revoked_by", "rotate_time", b"rotate_time", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_expire_time", b"certificate_expire_time", "certificate_fingerprint", b"certificate_fingerprint", "certificate_serial", b"certificate_serial", "create_time", b"create_time", "created_by", b"created_by", "device_id", b"device_id", "id", b"id", "kind", b"kind", "revoke_time", b"revoke_time", "revoked_by", b"revoked_by", "rotate_time", b"rotate_time", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1730,19 +1752,26 @@ class CreateDeviceCredentialRequest(_message.Message):
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    CSR_PEM_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The device's id."""
     kind: Global___CredentialKind.ValueType
     """The kind of credential; unset means PASSWORD."""
+    csr_pem: _builtins.str
+    """CERTIFICATE only (required then): the device's PKCS#10 certificate signing request, PEM,
+    made with its own key (EC P-256/P-384 or RSA of 2048 bits or more). Whatever subject it
+    names, the certificate's CN is the device's serial.
+    """
     def __init__(
         self,
         *,
         device_id: _builtins.str = ...,
         kind: Global___CredentialKind.ValueType = ...,
+        csr_pem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "device_id", b"device_id", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1756,8 +1785,18 @@ class CreateDeviceCredentialResponse(_message.Message):
 
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     secret: _builtins.str
-    """The MQTT password. Shown only here: LifeBox keeps only its hash and cannot show it again."""
+    """PASSWORD: the MQTT password. Shown only here: LifeBox keeps only its hash and cannot
+    show it again.
+    """
+    certificate_pem: _builtins.str
+    """CERTIFICATE: the signed client certificate, PEM."""
+    ca_certificate_pem: _builtins.str
+    """CERTIFICATE: the device CA's certificate, PEM: what the device checks the broker's
+    server certificate against.
+    """
     @_builtins.property
     def credential(self) -> Global___DeviceCredential:
         """The new credential; its username is the MQTT username (the serial)."""
@@ -1767,10 +1806,12 @@ class CreateDeviceCredentialResponse(_message.Message):
         *,
         credential: Global___DeviceCredential | None = ...,
         secret: _builtins.str = ...,
+        certificate_pem: _builtins.str = ...,
+        ca_certificate_pem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "secret", b"secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "credential", b"credential", "secret", b"secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -289,3 +289,15 @@ def ensure_dev_pki(directory: Path, hostnames: Sequence[str]) -> Authority:
         (directory / BROKER_CERT).write_bytes(cert)
         _write_private(directory / BROKER_KEY, key)
     return authority
+
+
+def configured_authority(
+    cert_file: Path | None, key_file: Path | None, home: Path
+) -> Authority | None:
+    """The device CA named by the settings (unset: the embedded one under ``home/tls``), or
+    None when its files do not exist (certificate credentials are then unavailable)."""
+    cert = cert_file or home / "tls" / CA_CERT
+    key = key_file or home / "tls" / CA_KEY
+    if not (cert.exists() and key.exists()):
+        return None
+    return Authority.load(cert, key)

@@ -1,38 +1,12 @@
-"""SQL of certificate credentials (migrations 0080, 0081): devices that sign in with an X.509
-certificate, and what the broker's mutual-TLS listener and revocation list are made of (the
-broker_device_credentials rule of 0046, so one definition says who the broker admits)."""
+"""What the broker's mutual-TLS listener and revocation list are made of (migration 0081, on
+0046's broker_device_credentials rule, so one definition says who the broker admits).
+Certificate credentials themselves are made in store/device_credentials.py."""
 
 from __future__ import annotations
 
-import uuid
-
 import asyncpg
 
-from lifebox_grpc.broker.tls import IssuedCertificate, Revocation
-
-
-async def insert_certificate(
-    conn: asyncpg.Connection,
-    client_id: uuid.UUID,
-    device_id: uuid.UUID,
-    issued: IssuedCertificate,
-    created_by: uuid.UUID | None,
-) -> uuid.UUID | None:
-    """A live certificate credential whose username is the device's serial (the CN the
-    certificate was issued for); None when the device is not the client's."""
-    credential_id: uuid.UUID | None = await conn.fetchval(
-        "INSERT INTO device_credentials (client_id, device_id, username, kind, "
-        "certificate_serial, certificate_fingerprint, certificate_not_after, created_by) "
-        "SELECT client_id, id, serial, 'certificate', $3, $4, $5, $6 FROM devices "
-        "WHERE id = $2 AND client_id = $1 RETURNING id",
-        client_id,
-        device_id,
-        issued.serial_number,
-        issued.fingerprint,
-        issued.not_after,
-        created_by,
-    )
-    return credential_id
+from lifebox_grpc.broker.tls import Revocation
 
 
 async def admitted_certificate_users(conn: asyncpg.Connection) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.broker.passwords import PasswordHash
+from lifebox_grpc.broker.tls import IssuedCertificate
 from lifebox_grpc.errors import AlreadyExists
 
 PASSWORD = "password"  # noqa: S105 (a kind of credential, not a password)
@@ -37,6 +38,9 @@ class Credential:
     rotated_at: datetime | None
     revoked_at: datetime | None
     revoked_by: uuid.UUID | None
+    certificate_serial: str | None = None
+    certificate_fingerprint: str | None = None
+    certificate_not_after: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -52,12 +56,9 @@ class Credential:
         }
 
 
-# A password credential has its hash, a certificate one (0080) has none: the kind follows
-# from that, with or without the kind column.
 _COLUMNS = (
-    "id, client_id, device_id, username, "
-    f"CASE WHEN password_hash IS NULL THEN '{CERTIFICATE}' ELSE '{PASSWORD}' END AS kind, "
-    "created_at, created_by, rotated_at, revoked_at, revoked_by"
+    "id, client_id, device_id, username, kind, created_at, created_by, rotated_at, "
+    "revoked_at, revoked_by, certificate_serial, certificate_fingerprint, certificate_not_after"
 )
 
 
@@ -73,6 +74,9 @@ def _credential(row: asyncpg.Record) -> Credential:
         row["rotated_at"],
         row["revoked_at"],
         row["revoked_by"],
+        row["certificate_serial"],
+        row["certificate_fingerprint"],
+        row["certificate_not_after"],
     )
 
 
@@ -83,22 +87,52 @@ async def insert_credential(
     hashed: PasswordHash,
     created_by: uuid.UUID | None,
 ) -> uuid.UUID:
-    """A live credential whose username is the device's serial. ALREADY_EXISTS when the
-    device already has a live one (one live per device: rotate it instead)."""
+    """A live password credential whose username is the device's serial. ALREADY_EXISTS
+    when the device already has a live one (one live per device: rotate it instead)."""
+    return await _insert(
+        conn,
+        "INSERT INTO device_credentials (client_id, device_id, username, password_hash, "
+        "hash_iterations, hash_salt, hash_digest, created_by) "
+        "SELECT client_id, id, serial, $3, $4, $5, $6, $7 FROM devices "
+        "WHERE id = $2 AND client_id = $1 RETURNING id",
+        client_id,
+        device_id,
+        hashed.encoded,
+        hashed.iterations,
+        hashed.salt,
+        hashed.digest,
+        created_by,
+    )
+
+
+async def insert_certificate(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    device_id: uuid.UUID,
+    issued: IssuedCertificate,
+    created_by: uuid.UUID | None,
+) -> uuid.UUID:
+    """A live certificate credential (0080) whose username is the device's serial, the CN
+    the certificate was issued for. ALREADY_EXISTS as for a password."""
+    return await _insert(
+        conn,
+        "INSERT INTO device_credentials (client_id, device_id, username, kind, "
+        "certificate_serial, certificate_fingerprint, certificate_not_after, created_by) "
+        "SELECT client_id, id, serial, 'certificate', $3, $4, $5, $6 FROM devices "
+        "WHERE id = $2 AND client_id = $1 RETURNING id",
+        client_id,
+        device_id,
+        issued.serial_number,
+        issued.fingerprint,
+        issued.not_after,
+        created_by,
+    )
+
+
+async def _insert(conn: asyncpg.Connection, sql: str, *args: Any) -> uuid.UUID:
+    device_id = args[1]
     try:
-        credential_id: uuid.UUID = await conn.fetchval(
-            "INSERT INTO device_credentials (client_id, device_id, username, password_hash, "
-            "hash_iterations, hash_salt, hash_digest, created_by) "
-            "SELECT client_id, id, serial, $3, $4, $5, $6, $7 FROM devices "
-            "WHERE id = $2 AND client_id = $1 RETURNING id",
-            client_id,
-            device_id,
-            hashed.encoded,
-            hashed.iterations,
-            hashed.salt,
-            hashed.digest,
-            created_by,
-        )
+        credential_id: uuid.UUID = await conn.fetchval(sql, *args)
     except asyncpg.UniqueViolationError as exc:
         raise AlreadyExists(
             "the device already has a live credential: rotate it, or revoke it first",

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
-
-import grpc
 
 from lifebox.v1 import devices_pb2
 from lifebox_grpc.auth.permissions import DeviceAction
 from lifebox_grpc.auth.principal import Principal, require_principal
-from lifebox_grpc.broker import passwords
-from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
+from lifebox_grpc.broker import passwords, tls
+from lifebox_grpc.config import Settings
+from lifebox_grpc.errors import (
+    ErrorCollector,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from lifebox_grpc.services.common import page_size, parse_uuid, scoped, timestamp
 from lifebox_grpc.services.device_access import require_device
 from lifebox_grpc.services.devices.base import DeviceRpcs
@@ -46,6 +52,9 @@ def _credential_pb(credential: credential_store.Credential) -> devices_pb2.Devic
         rotate_time=timestamp(credential.rotated_at),
         revoke_time=timestamp(credential.revoked_at),
         revoked_by=str(credential.revoked_by) if credential.revoked_by else "",
+        certificate_serial=credential.certificate_serial or "",
+        certificate_fingerprint=credential.certificate_fingerprint or "",
+        certificate_expire_time=timestamp(credential.certificate_not_after),
     )
 
 
@@ -71,13 +80,15 @@ class CredentialRpcs(DeviceRpcs):
         device_id = parse_uuid(errors, "device_id", request.device_id)
         if request.kind not in _KINDS:
             errors.add("kind", "unknown credential kind")
+        certificate = request.kind == devices_pb2.CREDENTIAL_KIND_CERTIFICATE
+        if certificate and not request.csr_pem:
+            errors.add("csr_pem", "required for a CERTIFICATE credential")
+        elif request.csr_pem and not certificate:
+            errors.add("csr_pem", "only a CERTIFICATE credential takes a signing request")
         errors.raise_if_any()
-        if request.kind == devices_pb2.CREDENTIAL_KIND_CERTIFICATE:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "certificate credentials are not available yet: create a PASSWORD credential",
-            )
-        secret = passwords.new_secret()
+        authority = self._device_ca() if certificate else None
+        secret = "" if certificate else passwords.new_secret()
+        issued: tls.IssuedCertificate | None = None
         async with scoped(self.pool, principal) as conn:
             device = await require_device(
                 conn, principal, device_id, DeviceAction.UPDATE_CREDENTIALS, lock=True
@@ -87,16 +98,39 @@ class CredentialRpcs(DeviceRpcs):
                     "the device is decommissioned: it takes no new credential",
                     metadata={"device_id": str(device_id)},
                 )
-            credential_id = await credential_store.insert_credential(
-                conn, device.client_id, device.id, passwords.hash_secret(secret), principal.user_id
-            )
+            if authority is not None:
+                issued = _sign(authority, request.csr_pem, device.serial, self.settings)
+                credential_id = await credential_store.insert_certificate(
+                    conn, device.client_id, device.id, issued, principal.user_id
+                )
+            else:
+                credential_id = await credential_store.insert_credential(
+                    conn,
+                    device.client_id,
+                    device.id,
+                    passwords.hash_secret(secret),
+                    principal.user_id,
+                )
             credential = await credential_store.get_credential(conn, device.id, credential_id)
             assert credential is not None  # inserted in this transaction
             await credential_store.record_change(conn, None, credential, principal.user_id)
         _log("created", credential, principal)
         return devices_pb2.CreateDeviceCredentialResponse(
-            credential=_credential_pb(credential), secret=secret
+            credential=_credential_pb(credential),
+            secret=secret,
+            certificate_pem=issued.pem if issued else "",
+            ca_certificate_pem=authority.pem if authority else "",
         )
+
+    def _device_ca(self) -> tls.Authority:
+        s = self.settings
+        authority = tls.configured_authority(s.device_ca_cert_file, s.device_ca_key_file, s.home)
+        if authority is None:
+            raise FailedPrecondition(
+                "no device CA is configured (LIFEBOX_DEVICE_CA_CERT_FILE and "
+                "LIFEBOX_DEVICE_CA_KEY_FILE): certificate credentials are unavailable"
+            )
+        return authority
 
     async def ListDeviceCredentials(
         self, request: devices_pb2.ListDeviceCredentialsRequest, context: Any
@@ -173,6 +207,16 @@ class CredentialRpcs(DeviceRpcs):
                 metadata={"credential_id": str(credential_id)},
             )
         return credential
+
+
+def _sign(
+    authority: tls.Authority, csr_pem: str, serial: str, settings: Settings
+) -> tls.IssuedCertificate:
+    validity = timedelta(days=settings.device_certificate_days)
+    try:
+        return authority.issue_device(csr_pem, serial, validity)
+    except tls.CertificateRequestError as exc:
+        raise InvalidArgument([FieldViolation("csr_pem", str(exc))]) from exc
 
 
 def _ids(device: str, credential: str) -> tuple[uuid.UUID, uuid.UUID]:
