@@ -109,14 +109,15 @@ async def test_a_payment_in_another_currency_books_at_the_rate_in_force_and_reco
     staff = await make_staff(billing_server, owner_conn, "admin")
     tenant = await make_tenant(billing_server, owner_conn)
     client = tenant.client_id
+    # XTS, ISO 4217's code for testing: rates are global, so no other test moves this pair.
     async with tenant_transaction(owner_conn, None, staff=True):
-        await owner_conn.execute("UPDATE clients SET currency = 'USD' WHERE id = $1", client)
+        await owner_conn.execute("UPDATE clients SET currency = 'XTS' WHERE id = $1", client)
     api = stub(billing_server)
     source = factories.unique("cbe")
     now = datetime.now(UTC)
     for rate, days in (("40", 10), ("50", 1)):
         r = billing_pb2.ExchangeRate(
-            base_currency="USD", quote_currency="EGP", rate=rate, source=source
+            base_currency="XTS", quote_currency="EGP", rate=rate, source=source
         )
         r.as_of.FromDatetime(now - timedelta(days=days))
         await api.CreateExchangeRate(
@@ -132,7 +133,7 @@ async def test_a_payment_in_another_currency_books_at_the_rate_in_force_and_reco
         billing_pb2.ListCreditTransactionsRequest(), metadata=tenant.users["client"].md
     )
     (row,) = rows.credit_transactions
-    assert row.amount == common_pb2.Money(currency_code="USD", amount="10.0000")
+    assert row.amount == common_pb2.Money(currency_code="XTS", amount="10.0000")
     assert row.original_amount == common_pb2.Money(currency_code="EGP", amount="500.0000")
     assert Decimal(row.exchange_rate) == Decimal("0.02")
     assert row.exchange_rate_id
