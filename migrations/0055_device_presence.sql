@@ -35,6 +35,10 @@ CREATE TABLE device_presence (
                          'reading')),
     last_connect_at timestamptz,
     last_disconnect_at timestamptz,
+    -- When LifeBox last received something of the device (its online status, a reading),
+    -- by LifeBox's clock (a reading's own time may be the device's, or old), kept to within
+    -- half an expected interval: what "silent" is measured from.
+    last_heard_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now(),
     FOREIGN KEY (device_id, client_id) REFERENCES devices (id, client_id) ON DELETE CASCADE
 );
@@ -84,10 +88,11 @@ BEGIN
             RETURN false;
         END IF;
         INSERT INTO device_presence (device_id, client_id, state, session, cause,
-                                     last_connect_at, last_disconnect_at, updated_at)
+                                     last_connect_at, last_disconnect_at, last_heard_at,
+                                     updated_at)
         VALUES (p_device, p_client, p_state, p_session, p_cause,
                 CASE WHEN p_state = 'online' THEN p_at END,
-                CASE WHEN p_state = 'offline' THEN p_at END, p_at)
+                CASE WHEN p_state = 'offline' THEN p_at END, p_at, p_at)
         ON CONFLICT (device_id) DO NOTHING;
         IF FOUND THEN
             PERFORM lifebox_presence_record(p_client, p_device, p_at, p_state, p_session,
@@ -128,6 +133,7 @@ BEGIN
                                THEN p_at ELSE v.last_connect_at END,
         last_disconnect_at = CASE WHEN p_state = 'offline' THEN p_at
                                   ELSE v.last_disconnect_at END,
+        last_heard_at = CASE WHEN p_state = 'online' THEN p_at ELSE v.last_heard_at END,
         updated_at = p_at
     WHERE device_id = p_device;
     PERFORM lifebox_presence_record(p_client, p_device, p_at, p_state, p_session, p_cause,
@@ -155,14 +161,25 @@ BEGIN
 END
 $$;
 
--- A reading from a stale device brings it back online (ingest moves last_seen_at forward).
+-- Readings (ingest moves last_seen_at forward): a stale device is back online; an online one
+-- was heard (written at most every half expected interval, so steady readings cost no
+-- presence write per batch).
 CREATE FUNCTION lifebox_presence_on_reading() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_state text;
+    v_heard timestamptz;
 BEGIN
-    IF EXISTS (SELECT 1 FROM device_presence WHERE device_id = NEW.id AND state = 'stale') THEN
+    SELECT state, last_heard_at INTO v_state, v_heard
+    FROM device_presence WHERE device_id = NEW.id;
+    IF v_state = 'stale' THEN
         PERFORM lifebox_presence_apply(NEW.client_id, NEW.id, 'online', NULL, 'reading',
                                        now(), 'reading');
+    ELSIF v_state = 'online'
+          AND v_heard < now() - make_interval(secs => NEW.expected_interval_s / 2.0) THEN
+        UPDATE device_presence SET last_heard_at = now()
+        WHERE device_id = NEW.id AND state = 'online';
     END IF;
     RETURN NULL;
 END

@@ -24,6 +24,7 @@ from tests.helpers.presence import (
     retained_status,
     status,
     status_topic,
+    will_watch,
 )
 from tests.helpers.services import Database
 from tests.helpers.tcp_proxy import tcp_proxy
@@ -32,6 +33,8 @@ from tests.helpers.wait import async_wait_until
 pytestmark = pytest.mark.timeout(240)
 
 KEEPALIVE = 2
+# mosquitto 2.0.x: a 6 s keepalive scan over whole seconds (see the keepalive test).
+MOSQUITTO_20_KEEPALIVE_SLACK = 8
 
 
 @pytest.fixture
@@ -90,13 +93,22 @@ async def test_a_silent_network_drop_is_offline_by_keepalive_within_the_bound(
         ) as device,
     ):
         await wait_presence(staff, device_id, ("online", device.session, "connect"))
-        frozen_at = time.monotonic()
-        proxy.freeze()  # no FIN, no DISCONNECT: the broker only notices the silence
-        await wait_presence(
-            staff, device_id, ("offline", device.session, "keepalive"), 1.5 * KEEPALIVE + 10
-        )
-        took = time.monotonic() - frozen_at
-        assert took <= 1.5 * KEEPALIVE + 2, f"offline after {took:.2f}s"
+        with will_watch(broker, serial) as will_seen:
+            frozen_at = time.monotonic()
+            proxy.freeze()  # no FIN, no DISCONNECT: the broker only notices the silence
+            await wait_presence(
+                staff, device_id, ("offline", device.session, "keepalive"), 1.5 * KEEPALIVE + 10
+            )
+            took = time.monotonic() - frozen_at
+        assert will_seen, "the broker sent no Will"
+        broker_s = will_seen[0] - frozen_at
+        # LifeBox's part: from the broker's Will to the stored offline, within the 2 s.
+        assert took - broker_s <= 2, f"stored {took - broker_s:.2f}s after the Will"
+        # The broker's part: 1.5 x keepalive as the spec says, but mosquitto 2.0 scans its
+        # clients' keepalives only every 6 s in whole seconds (src/keepalive.c, `if
+        # (last_keepalive_check + 5 < db.now_s)`; 2.1 replaced it with a per-second ring), so
+        # its Will comes up to ~8 s past the deadline.
+        assert broker_s <= 1.5 * KEEPALIVE + MOSQUITTO_20_KEEPALIVE_SLACK, f"Will at {broker_s}"
     assert [h[:3] for h in await history(staff, device_id)] == [
         ("online", device.session, "connect"),
         ("offline", device.session, "keepalive"),
@@ -288,10 +300,11 @@ async def test_the_sweeper_lease_passes_on_when_its_worker_is_killed(
         # (mosquitto keeps queueing shared messages for its persistent MQTT session until it
         # comes back; this worker is gone for good)
         first.forget_session(broker.port)
-        taken = await async_wait_until(
-            lambda: staff.fetchval(LEASE_HOLDER, LEASE_KEY), 30, "the lease taken over"
-        )
-        assert taken != holder
+
+        async def taken_over() -> bool:
+            return (await staff.fetchval(LEASE_HOLDER, LEASE_KEY)) not in (None, holder)
+
+        await async_wait_until(taken_over, 30, "the lease taken over by the other worker")
         with presence_device(serial, broker.port, keepalive=30, login=broker_login(broker)) as d:
             await wait_presence(staff, device_id, ("online", d.session, "connect"))
             await wait_presence(staff, device_id, ("stale", d.session, "silent"), 20)

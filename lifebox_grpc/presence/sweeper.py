@@ -28,7 +28,9 @@ from lifebox_grpc.store.presence import sweep_stale
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = 0x11FEB0C7  # the presence lease (maintenance holds 0x11FEB0C6)
+# The presence lease. Other advisory locks: migrations 0x11FEB0C5, maintain 0x11FEB0C6,
+# broker-sync 0x11FEB0C7, the alarm sweeper 0x11FEA1A2.
+LEASE_KEY = 0x11FE9E5E
 ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 Retained = Callable[[asyncpg.Connection], Awaitable[object]]

@@ -96,7 +96,7 @@ FROM (
     SELECT p.client_id, p.device_id, p.session
     FROM device_presence p JOIN devices d ON d.id = p.device_id
     WHERE p.state = 'online'
-      AND greatest(p.last_connect_at, d.last_seen_at)
+      AND p.last_heard_at
           < now() - make_interval(secs => d.expected_interval_s * {STALE_INTERVALS})
     ORDER BY p.device_id
     LIMIT $1
@@ -105,8 +105,10 @@ FROM (
 
 
 async def sweep_stale(conn: asyncpg.Connection, limit: int = 1000) -> int:
-    """Mark online devices silent past three expected intervals stale (at most ``limit``
-    per call, in its own transaction); how many were marked."""
+    """Mark online devices that LifeBox heard nothing from (status or reading, by its own
+    clock) for three expected intervals stale (at most ``limit`` per call, in its own
+    transaction); how many were marked. Readings update ``last_heard_at`` at most every half
+    interval, so a device goes stale between three and three and a half intervals."""
     async with conn.transaction():
         marked: int = await conn.fetchval(_SWEEP, limit)
     return marked

@@ -146,3 +146,31 @@ def retained_status(broker: EmbeddedMosquitto, serial: str, timeout: float = 10)
         client.disconnect()
         client.loop_stop()
     return got[0] if got else b""
+
+
+@contextmanager
+def will_watch(broker: EmbeddedMosquitto, serial: str) -> Iterator[list[float]]:
+    """Yields a list that gets the monotonic time at which the broker delivered an offline
+    status of ``serial`` (a Will, say) to an observer subscribed from the start."""
+    seen: list[float] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    login = broker_login(broker)
+    if login is not None:
+        client.username_pw_set(*login)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if not msg.retain and b'"offline"' in msg.payload and not seen:
+            seen.append(time.monotonic())
+
+    client.on_connect = lambda c, *_: c.subscribe(status_topic(serial), qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10), "observer not subscribed"
+        yield seen
+    finally:
+        client.disconnect()
+        client.loop_stop()
