@@ -279,7 +279,10 @@ class Device(_message.Message):
     default of the device type.
     """
     online: _builtins.bool
-    """Whether the device was seen within three expected intervals (read only)."""
+    """Whether the device is online (read only): its presence state is ONLINE (presence,
+    issue 13); for a device that never published its status, whether it was seen within
+    three expected intervals.
+    """
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp:
         """When the device last sent an accepted message (read only)."""
