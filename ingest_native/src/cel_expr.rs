@@ -136,6 +136,8 @@ pub struct CheckedExpr {
     pub source: String,
     pub fields: Vec<String>,
     expr: IdedExpr,
+    /// The same expression for the direct evaluator (`cel_fast.rs`).
+    fast: Option<crate::cel_fast::Node>,
 }
 
 fn env() -> &'static Arc<Env> {
@@ -250,10 +252,12 @@ pub fn check(source: &str) -> Result<CheckedExpr, Vec<ExprProblem>> {
     let mut fields = walk.fields;
     fields.sort();
     fields.dedup();
+    let fast = crate::cel_fast::compile(&expr, &fields);
     Ok(CheckedExpr {
         source: source.to_owned(),
         fields,
         expr,
+        fast,
     })
 }
 
@@ -534,9 +538,31 @@ pub fn evaluate(
     rows: usize,
     budget: Duration,
 ) -> Evaluated {
+    evaluate_with(exprs, columns, rows, budget, true)
+}
+
+/// As [`evaluate`]; `fast` false evaluates everything with the `cel` interpreter (tests).
+pub fn evaluate_with(
+    exprs: &[&CheckedExpr],
+    columns: &[Column<'_>],
+    rows: usize,
+    budget: Duration,
+    fast: bool,
+) -> Evaluated {
+    use crate::cel_fast::{eval, Outcome, Val};
     let started = Instant::now();
     let mut values = vec![f64::NAN; exprs.len() * rows];
     let env = env();
+    // Each expression's fields as column indices, found once per batch.
+    let slots: Vec<Vec<Option<usize>>> = exprs
+        .iter()
+        .map(|e| {
+            e.fields
+                .iter()
+                .map(|f| columns.iter().position(|c| c.name == f))
+                .collect()
+        })
+        .collect();
     let mut rows_done = rows;
     for row in 0..rows {
         // The clock is read once per 64 rows: a read costs about as much as an evaluation.
@@ -545,10 +571,41 @@ pub fn evaluate(
             break;
         }
         let resolver = Row { columns, row };
-        let mut context = Context::with_env(Arc::clone(env));
-        context.set_variable_resolver(&resolver);
+        let mut context: Option<Context<'_, '_>> = None;
         for (e, expr) in exprs.iter().enumerate() {
-            values[e * rows + row] = match Value::resolve(&expr.expr, &context) {
+            if fast {
+                if let Some(node) = &expr.fast {
+                    let field = |i: usize| {
+                        let column = &columns[slots[e][i]?];
+                        let v = *column.values.get(row)?;
+                        if v.is_nan() {
+                            return None;
+                        }
+                        Some(match column.kind {
+                            ColumnKind::Double => Val::Num(v),
+                            ColumnKind::Bool => Val::Bool(v != 0.0),
+                        })
+                    };
+                    match eval(node, &field) {
+                        Outcome::Value(Val::Bool(b)) => {
+                            values[e * rows + row] = f64::from(u8::from(b));
+                            continue;
+                        }
+                        Outcome::Value(Val::Num(x)) => {
+                            values[e * rows + row] = x;
+                            continue;
+                        }
+                        Outcome::Value(Val::Error) => continue,
+                        Outcome::Defer => {}
+                    }
+                }
+            }
+            let context = context.get_or_insert_with(|| {
+                let mut c = Context::with_env(Arc::clone(env));
+                c.set_variable_resolver(&resolver);
+                c
+            });
+            values[e * rows + row] = match Value::resolve(&expr.expr, context) {
                 Ok(Value::Bool(b)) => f64::from(u8::from(b)),
                 Ok(Value::Float(f)) => f,
                 _ => f64::NAN,
@@ -666,5 +723,104 @@ mod tests {
         let full = evaluate(&[&expr], &columns, values.len(), Duration::from_secs(5));
         assert_eq!(full.rows_done, values.len());
         assert!(full.values.iter().all(|v| *v == 1.0));
+    }
+
+    #[test]
+    #[allow(clippy::many_single_char_names)] // t, u, b, c are the expressions' fields
+    fn the_direct_evaluator_agrees_with_the_interpreter() {
+        let sources = [
+            "t > 30.5",
+            "t >= 1 && u < 2",
+            "t > 1 || u > 1",
+            "!(t > 1) && b",
+            "b || t > 100",
+            "b == true",
+            "b != c",
+            "b < c",
+            "t == b",
+            "t / u > 1",
+            "t / 0 > 1",
+            "-t + abs(u) * 2 - max(t, u) / min(t, 1) + pow(t, 2) - sqrt(u)",
+            "round(t) == floor(t) || ceil(u) != u",
+            "t > 0 ? u : t",
+            "b ? t > 1 : u > 1",
+            "t + b > 1",
+            "sqrt(t) > sqrt(u)",
+            "(t > 1 && u > 1) || (b && !c)",
+        ];
+        let n = 400;
+        let mut seed: u64 = 7;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as f64 / f64::from(1u32 << 31)
+        };
+        let gen = |next: &mut dyn FnMut() -> f64, bool_col: bool| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    let r = next();
+                    if r < 0.15 {
+                        f64::NAN
+                    } else if bool_col {
+                        f64::from(u8::from(r < 0.6))
+                    } else if r < 0.25 {
+                        0.0
+                    } else {
+                        (next() - 0.5) * 8.0
+                    }
+                })
+                .collect()
+        };
+        let t = gen(&mut next, false);
+        let u = gen(&mut next, false);
+        let b = gen(&mut next, true);
+        let c = gen(&mut next, true);
+        let columns = [
+            Column {
+                name: "t",
+                kind: ColumnKind::Double,
+                values: &t,
+            },
+            Column {
+                name: "u",
+                kind: ColumnKind::Double,
+                values: &u,
+            },
+            Column {
+                name: "b",
+                kind: ColumnKind::Bool,
+                values: &b,
+            },
+            Column {
+                name: "c",
+                kind: ColumnKind::Bool,
+                values: &c,
+            },
+        ];
+        for source in sources {
+            let expr = check(source).unwrap_or_else(|e| panic!("{source}: {e:?}"));
+            assert!(expr.fast.is_some(), "{source} has no direct form");
+            let budget = Duration::from_secs(10);
+            let fast = evaluate_with(&[&expr], &columns, n, budget, true).values;
+            let slow = evaluate_with(&[&expr], &columns, n, budget, false).values;
+            let known = slow.iter().filter(|v| !v.is_nan()).count();
+            // `t + b` is an error on every row (no arithmetic on booleans), as it must be.
+            assert!(
+                known > n / 10 || source == "t + b > 1",
+                "{source}: only {known} rows have a value"
+            );
+            for row in 0..n {
+                let (f, s) = (fast[row], slow[row]);
+                assert!(
+                    f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()),
+                    "{source} at row {row} (t={}, u={}, b={}, c={}): direct {f}, cel {s}",
+                    t[row],
+                    u[row],
+                    b[row],
+                    c[row]
+                );
+            }
+        }
     }
 }

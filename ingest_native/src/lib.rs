@@ -7,6 +7,7 @@
 
 pub mod cel_expr;
 // --- expressions (issue 15) ---
+pub mod cel_fast;
 mod cel_py;
 // ---
 pub mod copy;

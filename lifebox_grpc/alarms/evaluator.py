@@ -99,6 +99,8 @@ class Found:
     raised: list[store.NewEvent] = field(default_factory=list)
     cleared: list[store.Clearing] = field(default_factory=list)
     changed: list[store.StoredState] = field(default_factory=list)
+    # The events of ``raised`` by id (a clear of one of them is written into it).
+    by_id: dict[uuid.UUID, store.NewEvent] = field(default_factory=dict)
 
 
 def value_at(row: Any, name: str | None) -> float | None:
@@ -177,16 +179,16 @@ def _record(
             {**readings, "value": value, "field": rule.field, "rule": rule.name,
              "device": device_name},
         )  # fmt: skip
-        found.raised.append(
-            store.NewEvent(
-                t.event_id, rule.id, device_id, rule.severity, row["time"], value, message,
-                {"fields": readings},
-            )
+        event = store.NewEvent(
+            t.event_id, rule.id, device_id, rule.severity, row["time"], value, message,
+            {"fields": readings},
         )  # fmt: skip
+        found.raised.append(event)
+        found.by_id[event.id] = event
         return
-    opened = [e for e in found.raised if e.id == t.event_id]
-    if opened:  # raised by these same readings: inserted cleared
-        opened[0].cleared_at, opened[0].clear_value = row["time"], value
+    opened = found.by_id.get(t.event_id)
+    if opened is not None:  # raised by these same readings: inserted cleared
+        opened.cleared_at, opened.clear_value = row["time"], value
     else:
         found.cleared.append(store.Clearing(t.event_id, row["time"], value))
 
@@ -259,8 +261,15 @@ class AlarmEvaluator:
             return cached.compiled
         async with self.pool.acquire() as conn:
             rules = await rule_store.enabled_rules(conn, client)
+        # Checking an expression costs about half a millisecond (the ANTLR parser): a rule
+        # is compiled again only when it changed.
+        known = {c.rule.id: c for c in cached.compiled} if cached is not None else {}
         compiled = []
         for rule in rules:
+            same = known.get(rule.id)
+            if same is not None and same.rule == rule:
+                compiled.append(same)
+                continue
             try:
                 c = compile_rule(rule)
             except ExpressionError:
@@ -365,6 +374,7 @@ class AlarmEvaluator:
                     device_rows, states[cursor.device_id], self.budget_us,
                 )  # fmt: skip
                 total.raised.extend(found.raised)
+                total.by_id.update(found.by_id)
                 total.cleared.extend(found.cleared)
                 total.changed.extend(found.changed)
                 if done:

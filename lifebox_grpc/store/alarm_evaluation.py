@@ -297,3 +297,95 @@ async def readings_between(
             limit,
         )
     )
+
+
+# -- no-data rules (the sweeper) ----------------------------------------------------------
+
+
+async def no_data_rules(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every enabled no-data rule, with its columns (the sweeper maps them to Rule)."""
+    from lifebox_grpc.store.alarm_rules import COLUMNS
+
+    return list(
+        await conn.fetch(
+            f"SELECT {COLUMNS} FROM alarm_rules WHERE enabled AND kind = 'no_data' ORDER BY id"
+        )
+    )
+
+
+async def scoped_devices(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    device_id: uuid.UUID | None,
+    device_type: str | None,
+    device_filter: dict[str, Any] | None,
+) -> list[tuple[uuid.UUID, datetime | None]]:
+    """(device, last seen) of the client's devices in a rule's scope that send data."""
+    rows = await conn.fetch(
+        """
+        SELECT id, last_seen_at FROM devices
+        WHERE client_id = $1 AND status IN ('provisioned', 'active')
+          AND ($2::uuid IS NULL OR id = $2) AND ($3::text IS NULL OR device_type = $3)
+          AND ($4::jsonb IS NULL OR metadata @> $4::jsonb)
+        """,
+        client_id,
+        device_id,
+        device_type,
+        None if device_filter is None else json.dumps(device_filter),
+    )
+    return [(r["id"], r["last_seen_at"]) for r in rows]
+
+
+async def last_value_time(
+    conn: asyncpg.Connection, device_id: uuid.UUID, field: str | None, before: datetime
+) -> datetime | None:
+    """The device's latest reading (with a value of ``field``, if named) before ``before``."""
+    assert field is None or field in RULE_FIELDS
+    value: datetime | None = await conn.fetchval(
+        f"""
+        SELECT time FROM telemetry_events
+        WHERE device_id = $1 AND time < $2 {"" if field is None else f"AND {field} IS NOT NULL"}
+        ORDER BY time DESC LIMIT 1
+        """,
+        device_id,
+        before,
+    )
+    return value
+
+
+async def first_value_after(
+    conn: asyncpg.Connection, device_id: uuid.UUID, field: str | None, after: datetime
+) -> asyncpg.Record | None:
+    """(time, value) of the device's first reading (with ``field``) after ``after``."""
+    assert field is None or field in RULE_FIELDS
+    selected = "NULL::float8" if field is None else f"{field}::float8"
+    return await conn.fetchrow(
+        f"""
+        SELECT time, {selected} AS value FROM telemetry_events
+        WHERE device_id = $1 AND time > $2 {"" if field is None else f"AND {field} IS NOT NULL"}
+        ORDER BY time LIMIT 1
+        """,
+        device_id,
+        after,
+    )
+
+
+async def lock_state(
+    conn: asyncpg.Connection, client_id: uuid.UUID, rule_id: uuid.UUID, device_id: uuid.UUID
+) -> StoredState:
+    """The rule's state on the device, created empty if missing, locked."""
+    await conn.execute(
+        "INSERT INTO alarm_rule_states (client_id, rule_id, device_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (rule_id, device_id) DO NOTHING",
+        client_id,
+        rule_id,
+        device_id,
+    )
+    row = await conn.fetchrow(
+        "SELECT rule_id, device_id, event_id, pending_since, clear_since FROM alarm_rule_states "
+        "WHERE rule_id = $1 AND device_id = $2 FOR UPDATE",
+        rule_id,
+        device_id,
+    )
+    assert row is not None
+    return StoredState(*row.values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -109,3 +109,52 @@ async def test_each_kind_raises_and_clears_at_the_right_readings(
         (at(base, 1), at(base, 4)),
         (at(base, 5), at(base, 7)),
     ]
+
+
+async def test_no_data_raises_after_the_silence_and_the_next_reading_clears_it(
+    database: Database, broker: EmbeddedMosquitto, owner_conn: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 2)
+    (silent, s_silent), (no_field, s_no_field) = fleet.devices
+    quiet = await make_rule(
+        owner_conn, fleet.client_id, device_id=silent, kind="no_data", field=None,
+        condition=None, threshold_high=None, duration_s=2,
+    )  # fmt: skip
+    # A field absent for the duration raises too, though readings keep coming.
+    absent = await make_rule(
+        owner_conn, fleet.client_id, device_id=no_field, kind="no_data", field="humidity_pct",
+        condition="absent", threshold_high=None, duration_s=2,
+    )  # fmt: skip
+    sweeping = running_ingest(
+        database, broker.url, broker.port, LIFEBOX_ALARM_SWEEP_INTERVAL_S="0.3"
+    )
+    with sweeping, publisher(broker.port) as pub:
+        first_ms = int(time.time() * 1000)
+        pub.publish_all(
+            readings(s_silent, first_ms, [t(20)]) + readings(s_no_field, first_ms, [t(20)])
+        )
+
+        async def raised(rule: uuid.UUID) -> bool:
+            return bool(await events_of(owner_conn, rule))
+
+        await async_wait_until(lambda: raised(quiet), 30, "no-data event")
+        await async_wait_until(lambda: raised(absent), 30, "absent-field event")
+        (event,) = await events_of(owner_conn, quiet)
+        assert event["raised_at"] == at(first_ms, 0) + timedelta(seconds=2)
+        assert event["cleared_at"] is None
+        again_ms = int(time.time() * 1000)
+        pub.publish_all(
+            readings(s_silent, again_ms, [t(21)])
+            + readings(s_no_field, again_ms, [{"temperature_c": 1, "humidity_pct": 40}])
+        )
+
+        async def cleared(rule: uuid.UUID) -> bool:
+            events = await events_of(owner_conn, rule)
+            return bool(events) and events[0]["cleared_at"] is not None
+
+        await async_wait_until(lambda: cleared(quiet), 30, "no-data event cleared")
+        await async_wait_until(lambda: cleared(absent), 30, "absent-field event cleared")
+    (event,) = await events_of(owner_conn, quiet)
+    assert event["cleared_at"] == at(again_ms, 0)
+    (event,) = await events_of(owner_conn, absent)
+    assert event["clear_value"] == 40
