@@ -23,6 +23,7 @@ from tests.helpers import factories
 from tests.helpers.commands import (
     broker_url,
     dispatch_dsn,
+    drop_dispatch_role,
     running_dispatcher,
     send,
     simulated_devices,
@@ -46,9 +47,11 @@ def ingest(database: Database, broker: EmbeddedMosquitto) -> Iterator[IngestProc
         yield worker
 
 
-@pytest.fixture
-async def dsn(database: Database) -> str:
-    return await dispatch_dsn(database)
+@pytest.fixture(scope="module")
+async def dsn(database: Database) -> AsyncIterator[str]:
+    """The dispatcher's own role, for this module's tests only."""
+    yield await dispatch_dsn(database)
+    await drop_dispatch_role(database)
 
 
 @pytest.fixture

@@ -81,6 +81,18 @@ async def dispatch_dsn(database: Database) -> str:
     return url
 
 
+async def drop_dispatch_role(database: Database) -> None:
+    """Remove the dispatcher's role again (other tests count the cluster's roles)."""
+    if _ROLES.pop(database.server.port, None) is None:
+        return
+    conn = await asyncpg.connect(database.superuser_lifebox_dsn)
+    try:
+        await conn.execute(f"DROP OWNED BY {DISPATCH_ROLE}")
+        await conn.execute(f"DROP ROLE {DISPATCH_ROLE}")
+    finally:
+        await conn.close()
+
+
 @dataclass
 class DispatcherProcess:
     """One `lifebox dispatch` subprocess."""
