@@ -78,13 +78,21 @@ def resolve(settings: Settings) -> DispatchEndpoints:
         raise RuntimeError(
             "`lifebox dispatch` needs LIFEBOX_DISPATCH_DATABASE_URL and LIFEBOX_DISPATCH_MQTT_URL"
         )
+    from urllib.parse import urlsplit
+
+    from lifebox_grpc.broker import files
     from lifebox_grpc.runtime.endpoints import resolve_endpoints
+    from lifebox_grpc.runtime.mosquitto import embedded_mqtt_url
 
     endpoints = resolve_endpoints(settings)
-    return DispatchEndpoints(
-        dsn.get_secret_value() if dsn else endpoints.app_dsn,
-        url.get_secret_value() if url else endpoints.mqtt_url,
-    )
+    if url is None:
+        # The embedded broker's account that may publish commands (ingest's only reads).
+        port = urlsplit(endpoints.mqtt_url).port or 0
+        embedded = embedded_mqtt_url(settings.home.resolve() / "mqtt", port, files.SERVE)
+        mqtt_url = embedded or endpoints.mqtt_url
+    else:
+        mqtt_url = url.get_secret_value()
+    return DispatchEndpoints(dsn.get_secret_value() if dsn else endpoints.app_dsn, mqtt_url)
 
 
 def command_topic(serial: str, command_id: object) -> str:
