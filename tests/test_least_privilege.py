@@ -28,6 +28,9 @@ _URLS = {
 _URLS["dispatch_database_url"] = "postgresql://lifebox_dispatch:s3cr3t-d@db/lifebox"
 _URLS["dispatch_mqtt_url"] = "mqtt://lifebox-dispatch:s3cr3t-q@broker:1883"
 # --- end commands ---
+# --- broker reconciler (issue 13) ---
+_URLS["broker_sync_database_url"] = "postgresql://lifebox_broker_sync:s3cr3t-b@db/lifebox"
+_URLS["broker_sync_mqtt_url"] = "mqtt://lifebox-broker-admin:s3cr3t-k@broker:1883"
 
 
 @pytest.mark.parametrize("process", sorted(PROCESS_CREDENTIALS))
