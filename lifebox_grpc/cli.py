@@ -165,6 +165,19 @@ def _run_broker_sync(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_broker_sync_command(settings, once=args.once))
 
 
+# --- device certificates (issue 13) ---
+def _configure_pki(parser: argparse.ArgumentParser) -> None:
+    from lifebox_grpc.broker import pki_command
+
+    pki_command.configure(parser)
+
+
+def _run_pki(args: argparse.Namespace, _: Settings) -> int:
+    from lifebox_grpc.broker import pki_command
+
+    return pki_command.run(args)
+
+
 # --- commands (issue 14) ---
 def _run_dispatch(_: argparse.Namespace, settings: Settings) -> int:
     from lifebox_grpc.commands.dispatcher import run_dispatcher
@@ -205,6 +218,14 @@ COMMANDS: tuple[Command, ...] = (
         "credentials (one copy holds a lease; SIGHUPs the broker on change)",
         _configure_broker_sync,
         _run_broker_sync,
+    ),
+    # --- device certificates (issue 13) ---
+    Command(
+        "pki",
+        "make the device CA and the broker's TLS certificate for a deployment (kept if they "
+        "exist), and the mutual-TLS listener's start-up ACL and revocation list",
+        _configure_pki,
+        _run_pki,
     ),
     # --- commands (issue 14) ---
     Command(

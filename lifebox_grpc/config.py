@@ -377,6 +377,12 @@ class Settings(BaseSettings):
         description="The device CA's private key (PEM, EC), read by `serve` and `broker-sync` "
         "only. Unset: home/tls/ca.key.",
     )
+    broker_sync_mqtt_url: SecretStr | None = Field(
+        None,
+        description="mqtt://lifebox-broker-admin:pass@host:port: the account broker-sync "
+        "takes over a revoked certificate's live session with (it may publish or subscribe "
+        "to nothing). Unset: the embedded broker's.",
+    )
     device_certificate_days: int = Field(
         365, ge=1, le=3650, description="Validity of a device certificate LifeBox signs."
     )
@@ -617,6 +623,7 @@ CREDENTIALS = (
     "ingest_database_url",
     "mqtt_url",
     "broker_sync_database_url",  # --- broker reconciler (issue 13)
+    "broker_sync_mqtt_url",  # --- device certificates (issue 13)
     "dispatch_database_url",  # --- commands (issue 14)
     "dispatch_mqtt_url",  # --- commands (issue 14)
 )
@@ -628,7 +635,8 @@ PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "seed": ("owner_database_url",),
     "maintain": ("owner_database_url",),
     # --- broker reconciler (issue 13) ---
-    "broker-sync": ("broker_sync_database_url",),
+    "broker-sync": ("broker_sync_database_url", "broker_sync_mqtt_url"),
+    "pki": (),  # --- device certificates (issue 13): files only, no credential
     # --- commands (issue 14) ---
     "dispatch": ("dispatch_database_url", "dispatch_mqtt_url"),
 }

@@ -141,7 +141,7 @@ def test_every_compose_service_runs_a_real_lifebox_command() -> None:
             )
             assert result.returncode == 0, f"{name}: {argv}: {result.stderr}"
             ran.append(argv[1])
-    assert sorted(ran) == ["broker-sync", "ingest", "maintain", "migrate", "seed", "serve"]
+    assert sorted(ran) == ["broker-sync", "ingest", "maintain", "migrate", "pki", "seed", "serve"]
 
 
 def test_every_lifebox_variable_compose_sets_is_a_setting() -> None:
@@ -170,7 +170,7 @@ def test_each_compose_service_holds_only_its_own_credentials() -> None:
         signs_tokens = "LIFEBOX_JWT_SIGNING_KEY" in env
         assert signs_tokens == (command == "serve"), f"{name}: signing key"
         checked.append(command)
-    assert sorted(checked) == ["broker-sync", "ingest", "maintain", "migrate", "serve"]
+    assert sorted(checked) == ["broker-sync", "ingest", "maintain", "migrate", "pki", "serve"]
 
 
 def test_the_broker_healthcheck_account_reads_only_the_topic_it_checks() -> None:
@@ -191,6 +191,35 @@ def _conf_value(conf: str, key: str) -> str:
     return found.group(1)
 
 
+def _listener(conf: str, port: str) -> str:
+    """The lines of one listener block of a mosquitto.conf with per_listener_settings."""
+    block = conf.split(f"\nlistener {port}\n", 1)[1]
+    return block.split("\nlistener ", 1)[0]
+
+
+def test_devices_reach_the_compose_broker_over_tls_only() -> None:
+    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    assert re.search(r"^per_listener_settings true$", conf, re.M)
+    plain, tls_password, mutual = (_listener(conf, p) for p in ("1883", "8883", "8884"))
+    # The plain listener knows the services' accounts only (make-passwd.sh), never a device.
+    assert _conf_value(plain, "password_file") == "/mosquitto/auth/service.passwd"
+    assert "certfile" not in plain
+    for block in (tls_password, mutual):
+        assert _conf_value(block, "certfile") == "/pki/broker.crt"
+        assert _conf_value(block, "cafile") == "/pki/ca.crt"
+    assert _conf_value(tls_password, "password_file") == "/mosquitto/auth/passwd"
+    assert _conf_value(mutual, "require_certificate") == "true"
+    assert _conf_value(mutual, "use_identity_as_username") == "true"
+    services = _compose()["services"]
+    assert sorted(services["mosquitto"]["ports"]) == ["8883:8883", "8884:8884"]
+    env = services["broker-sync"]["environment"]
+    assert env["LIFEBOX_BROKER_CRL_FILE"] == _conf_value(mutual, "crlfile")
+    assert env["LIFEBOX_BROKER_CERTIFICATE_ACL_FILE"] == _conf_value(mutual, "acl_file")
+    for name in ("broker-sync", "serve"):
+        assert services[name]["environment"]["LIFEBOX_DEVICE_CA_KEY_FILE"] == "/pki/ca.key"
+        assert "pki:/pki:ro" in services[name]["volumes"], name
+
+
 def test_broker_sync_sidecar_shares_the_brokers_pid_namespace_files_and_uid() -> None:
     services = _compose()["services"]
     sidecar, broker = services["broker-sync"], services["mosquitto"]
@@ -198,7 +227,8 @@ def test_broker_sync_sidecar_shares_the_brokers_pid_namespace_files_and_uid() ->
     assert sidecar["pid"] == "service:mosquitto"
     assert sidecar["user"].split(":")[0] == "1883", "mosquitto's uid in eclipse-mosquitto"
     env = sidecar["environment"]
-    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    whole = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    conf = _listener(whole, "8883") + "\n" + whole  # its listener first, then global keys
     mounts = {v.split(":")[1]: v for v in broker["volumes"]}
     sidecar_mounts = {v.split(":")[1]: v for v in sidecar["volumes"]}
     for setting, key in (
@@ -222,7 +252,10 @@ def test_no_compose_broker_allows_anonymous_access() -> None:
         conf = (ROOT / "deploy/mosquitto" / name).read_text()
         assert re.search(r"^allow_anonymous false$", conf, re.M), name
         assert "allow_anonymous true" not in conf, name
-        assert _conf_value(conf, "password_file") == "/mosquitto/auth/passwd", name
+        blocks = conf.split("\nlistener ")[1:]
+        assert blocks, name
+        for block in blocks:  # per listener
+            assert re.search(r"^allow_anonymous false$", block, re.M), (name, block[:5])
     dev = _compose()["services"]["mosquitto-dev"]
     assert any(v.startswith("mqttauth:") for v in dev["volumes"])
     assert "mosquitto/auth/health" in " ".join(dev["healthcheck"]["test"])

@@ -4,7 +4,8 @@
 # credentials, so it never sees these passwords), and writes the broker's start-up password
 # and ACL files (service accounts only, no device: broker-sync adds the live ones from the
 # database within seconds and keeps both files right from then on). The healthcheck account
-# gets a random password made here; it may read one $SYS topic. No anonymous account exists.
+# gets a random password made here; it may read one $SYS topic. lifebox-broker-admin (broker-sync's
+# account for taking over revoked certificates' sessions) may publish and read nothing. No anonymous account exists.
 # Passwords never go on a command line (any local user can read argv): printf is a shell
 # builtin, and mosquitto_passwd -U hashes the file in place.
 set -eu
@@ -13,8 +14,9 @@ auth=${AUTH_DIR:-/mosquitto/auth}
 acl_source=${ACL_SOURCE:-/acl}
 health=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 service=$auth/service.passwd
-printf 'lifebox-ingest:%s\nlifebox-serve:%s\nlifebox-health:%s\n' \
-  "$MQTT_INGEST_PASSWORD" "$MQTT_SERVE_PASSWORD" "$health" > "$service"
+printf 'lifebox-ingest:%s\nlifebox-serve:%s\nlifebox-health:%s\nlifebox-broker-admin:%s\n' \
+  "$MQTT_INGEST_PASSWORD" "$MQTT_SERVE_PASSWORD" "$health" "$MQTT_BROKER_ADMIN_PASSWORD" \
+  > "$service"
 mosquitto_passwd -U "$service"
 cp "$service" "$auth/passwd"
 if [ -f "$acl_source" ]; then

@@ -57,14 +57,21 @@ async def reconcile_files(
         log.warning("device credentials named like service accounts left out: %s", skipped)
     changed = files.write_if_changed(password_path, files.password_file([*services, *kept]), owner)
     changed = files.write_if_changed(acl_path, files.acl_file(extra_acl), owner) or changed
-    signalled = False
-    if changed and broker_pid is not None:
-        try:
-            os.kill(broker_pid, signal.SIGHUP)
-            signalled = True
-        except ProcessLookupError:  # the broker is restarting: it reads the files at start
-            log.warning("broker pid %s is gone; it reads the files when it starts", broker_pid)
+    signalled = changed and reload_broker(broker_pid)
     return ReconcileResult(changed, len(kept), skipped, signalled)
+
+
+def reload_broker(broker_pid: int | None) -> bool:
+    """SIGHUP the broker (it re-reads its files and re-authenticates every client); False
+    when there is no broker to tell."""
+    if broker_pid is None:
+        return False
+    try:
+        os.kill(broker_pid, signal.SIGHUP)
+    except ProcessLookupError:  # the broker is restarting: it reads the files at start
+        log.warning("broker pid %s is gone; it reads the files when it starts", broker_pid)
+        return False
+    return True
 
 
 async def reconcile(

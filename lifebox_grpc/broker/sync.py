@@ -25,13 +25,17 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
 from lifebox_grpc import metrics
+from lifebox_grpc.broker import tls
 from lifebox_grpc.broker.accounts import ServiceAccountsError, read_service_entries
-from lifebox_grpc.broker.reconcile import ReconcileResult, reconcile_files
-from lifebox_grpc.config import Settings
+from lifebox_grpc.broker.certificates import kick, reconcile_certificates
+from lifebox_grpc.broker.files import BROKER_ADMIN
+from lifebox_grpc.broker.reconcile import ReconcileResult, reconcile_files, reload_broker
+from lifebox_grpc.config import Mode, Settings
 from lifebox_grpc.runtime import mosquitto
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,14 @@ class SyncTarget:
     service_passwords_path: Path
     service_acl_path: Path | None
     owner: str | None
+    # The mutual-TLS listener's files, and what signs its revocation list (None: no device
+    # CA, no certificate devices); the account that takes over revoked certificates'
+    # sessions (mqtt://lifebox-broker-admin:...@host:port; None: they are left without
+    # rights but connected).
+    certificate_acl_path: Path | None = None
+    crl_path: Path | None = None
+    authority: tls.Authority | None = None
+    kick_url: str | None = None
 
     def broker_pid(self) -> int | None:
         """The broker's pid from its pid file, read now (the broker may have restarted)."""
@@ -87,7 +99,23 @@ def resolve_target(settings: Settings) -> SyncTarget:
         service_passwords_path=(settings.broker_service_passwords_file or base / "service.passwd"),
         service_acl_path=extra,
         owner=settings.broker_file_owner,
+        certificate_acl_path=settings.broker_certificate_acl_file
+        or base / mosquitto.CERTIFICATE_ACL_FILE,
+        crl_path=settings.broker_crl_file or base / mosquitto.CRL_FILE,
+        authority=tls.configured_authority(
+            settings.device_ca_cert_file, settings.device_ca_key_file, settings.home
+        ),
+        kick_url=_kick_url(settings, base),
     )
+
+
+def _kick_url(settings: Settings, base: Path) -> str | None:
+    if settings.broker_sync_mqtt_url is not None:
+        return settings.broker_sync_mqtt_url.get_secret_value()
+    port_file = base / "port"
+    if settings.mode is not Mode.DEV or not port_file.exists():
+        return None
+    return mosquitto.embedded_mqtt_url(base, int(port_file.read_text()), BROKER_ADMIN)
 
 
 class BrokerSyncError(RuntimeError):
@@ -126,10 +154,50 @@ async def sync_once(conn: asyncpg.Connection, target: SyncTarget, trigger: str) 
             "broker files rewritten",
             extra={"devices": result.devices, "signalled": result.signalled, "trigger": trigger},
         )
+    authority, acl, crl = target.authority, target.certificate_acl_path, target.crl_path
+    if authority is not None and acl is not None and crl is not None:
+        await _sync_certificates(conn, target, authority, acl, crl, reloaded=result.signalled)
     metrics.BROKER_SYNC_DEVICES.set(result.devices)
     metrics.BROKER_SYNC_RESERVED.set(len(result.reserved_skipped))
     metrics.BROKER_SYNC_LAST_PASS.set(time.time())
     return result
+
+
+async def _sync_certificates(
+    conn: asyncpg.Connection,
+    target: SyncTarget,
+    authority: tls.Authority,
+    acl_path: Path,
+    crl_path: Path,
+    *,
+    reloaded: bool,
+) -> None:
+    """The mutual-TLS listener's ACL and revocation list; on a change the broker reloads
+    (unless the password pass just did), then revoked certificates' sessions are taken over:
+    mosquitto does not check a connected certificate again on SIGHUP."""
+    result = await reconcile_certificates(
+        conn,
+        authority=authority,
+        acl_path=acl_path,
+        crl_path=crl_path,
+        owner=target.owner,
+    )
+    if result.changed and not reloaded:
+        reload_broker(target.broker_pid())
+    if result.dropped and target.kick_url:
+        url = urlsplit(target.kick_url)
+        closed = await asyncio.to_thread(
+            kick,
+            url.hostname or "127.0.0.1",
+            url.port or 1883,
+            unquote(url.username or ""),
+            unquote(url.password or ""),
+            result.dropped,
+        )
+        log.info(
+            "certificate sessions taken over",
+            extra={"dropped": len(result.dropped), "closed": closed},
+        )
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

@@ -16,10 +16,12 @@ import pwd
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lifebox_grpc.broker import accounts as service_accounts
-from lifebox_grpc.broker import files
+from lifebox_grpc.broker import files, tls
+from lifebox_grpc.broker.files import certificate_acl_file
 from lifebox_grpc.runtime.ports import free_port, port_is_free, private_log, wait_for_port
 
 SERVICE_USER = "mosquitto"
@@ -27,18 +29,49 @@ PASSWORD_FILE = "passwd"  # noqa: S105 - a file name
 ACL_FILE = "acl"
 PID_FILE = "mosquitto.pid"
 EXTRA_ACL_FILE = "extra.acl"
+CERTIFICATE_ACL_FILE = "acl-certs"
+CRL_FILE = "crl.pem"
 # The accounts the platform's own processes use (README: who holds what).
-DEFAULT_ACCOUNTS = (files.INGEST, files.SERVE, files.HEALTH)
+DEFAULT_ACCOUNTS = (files.INGEST, files.SERVE, files.HEALTH, files.BROKER_ADMIN)
+# Names the embedded broker's server certificate is valid for.
+BROKER_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
 
 class MosquittoError(RuntimeError):
     """The embedded broker could not be started."""
 
 
-def listener_blocks(port: int) -> list[str]:
-    """The configuration's listener blocks, one per listener (plain TCP on loopback today; a
-    TLS listener is one more block here)."""
-    return [f"listener {port} 127.0.0.1\n"]
+@dataclass(frozen=True)
+class Listeners:
+    """The embedded broker's three loopback listeners and the files each authenticates with
+    (``per_listener_settings``): plain TCP (services, and devices in dev only), TLS with a
+    device's password, and mutual TLS where the client certificate's CN is the username."""
+
+    port: int
+    tls_port: int
+    mtls_port: int
+    password_file: Path
+    acl_file: Path
+    tls_dir: Path
+    certificate_acl_file: Path
+    crl_file: Path
+
+    def blocks(self) -> list[str]:
+        auth = (
+            f"allow_anonymous false\npassword_file {self.password_file}\nacl_file {self.acl_file}\n"
+        )
+        server = (
+            f"cafile {self.tls_dir / tls.CA_CERT}\ncertfile {self.tls_dir / tls.BROKER_CERT}\n"
+            f"keyfile {self.tls_dir / tls.BROKER_KEY}\n"
+        )
+        return [
+            f"listener {self.port} 127.0.0.1\n{auth}",
+            f"listener {self.tls_port} 127.0.0.1\n{server}{auth}",
+            f"listener {self.mtls_port} 127.0.0.1\n{server}"
+            "require_certificate true\nuse_identity_as_username true\n"
+            f"crlfile {self.crl_file}\nallow_anonymous false\n"
+            f"acl_file {self.certificate_acl_file}\n",
+        ]
 
 
 class EmbeddedMosquitto:
@@ -53,10 +86,15 @@ class EmbeddedMosquitto:
         *,
         accounts: Sequence[str] = DEFAULT_ACCOUNTS,
         extra_acl: str = "",
+        tls_dir: Path | None = None,
+        tls_port: int = 0,
+        mtls_port: int = 0,
     ) -> None:
         """``accounts``: service accounts to make; ``extra_acl``: more ACL ``user`` blocks
         for accounts beyond the platform's own (tests' publisher), kept in ``extra.acl``
-        so that the reconciler renders them too."""
+        so that the reconciler renders them too. ``tls_dir``: the device CA and the broker's
+        certificate (made there once; default ``base_dir/tls``); ``tls_port``/``mtls_port``:
+        the TLS listeners' ports (0: free ones)."""
         self.base_dir = base_dir.resolve()
         self.requested_port = port
         self.max_queued_messages = max_queued_messages
@@ -65,6 +103,10 @@ class EmbeddedMosquitto:
         self.extra_acl = extra_acl
         self.accounts: dict[str, str] = {}
         self.port = 0
+        self.tls_dir = (tls_dir or self.base_dir / "tls").resolve()
+        self.requested_tls_ports = (tls_port, mtls_port)
+        self.tls_port = 0
+        self.mtls_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._user = _service_user()
 
@@ -89,6 +131,19 @@ class EmbeddedMosquitto:
     @property
     def extra_acl_path(self) -> Path:
         return self.base_dir / EXTRA_ACL_FILE
+
+    @property
+    def certificate_acl_path(self) -> Path:
+        return self.base_dir / CERTIFICATE_ACL_FILE
+
+    @property
+    def crl_path(self) -> Path:
+        return self.base_dir / CRL_FILE
+
+    @property
+    def ca_path(self) -> Path:
+        """The device CA's certificate: what devices check the broker against."""
+        return self.tls_dir / tls.CA_CERT
 
     @property
     def file_owner(self) -> str | None:
@@ -126,6 +181,31 @@ class EmbeddedMosquitto:
             self.password_path, files.password_file(self.service_entries()), owner
         )
         files.write_if_changed(self.acl_path, files.acl_file(self.extra_acl), owner)
+        self._write_tls(owner)
+
+    def _write_tls(self, owner: str | None) -> None:
+        """The device CA and server certificate (made once), and the mutual-TLS listener's
+        files: an ACL that admits no certificate until the reconciler's first pass, and the
+        last revocation list (or an empty one), which only ever refuses more."""
+        authority = tls.ensure_dev_pki(self.tls_dir, BROKER_HOSTNAMES)
+        files.write_if_changed(self.certificate_acl_path, certificate_acl_file([]), owner)
+        if not self.crl_path.exists():
+            files.write_if_changed(self.crl_path, authority.revocation_list([], 1), owner)
+        if self._user is not None:  # the broker reads its certificate, never the CA's key
+            for name in (tls.CA_CERT, tls.BROKER_CERT, tls.BROKER_KEY):
+                os.chown(self.tls_dir / name, self._user.pw_uid, self._user.pw_gid)
+
+    def listeners(self, port: int) -> Listeners:
+        return Listeners(
+            port,
+            self.tls_port,
+            self.mtls_port,
+            self.password_path,
+            self.acl_path,
+            self.tls_dir,
+            self.certificate_acl_path,
+            self.crl_path,
+        )
 
     def write_config(self, port: int) -> Path:
         data = self.base_dir / "data"
@@ -134,12 +214,10 @@ class EmbeddedMosquitto:
         conf = self.base_dir / "mosquitto.conf"
         conf.write_text(
             "# Generated by lifebox; edits are overwritten on the next start.\n"
-            + "".join(listener_blocks(port))
-            + "allow_anonymous false\n"
-            f"password_file {self.password_path}\n"
-            f"acl_file {self.acl_path}\n"
+            + "per_listener_settings true\n"
+            + "".join(self.listeners(port).blocks())
             # The reconciler reads it to SIGHUP this broker after it rewrites the files.
-            f"pid_file {self.pid_path}\n"
+            + f"pid_file {self.pid_path}\n"
             "persistence true\n"
             f"persistence_location {data}/\n"
             "autosave_interval 30\n"
@@ -158,7 +236,7 @@ class EmbeddedMosquitto:
             uid, gid = self._user.pw_uid, self._user.pw_gid
             for path in (self.base_dir, data, conf, *data.iterdir()):
                 os.chown(path, uid, gid)
-            for path in (self.password_path, self.acl_path):
+            for path in (self.password_path, self.acl_path, self.certificate_acl_path):
                 os.chown(path, uid, gid)
         return conf
 
@@ -173,6 +251,10 @@ class EmbeddedMosquitto:
         port = self.requested_port or _remembered_port(self.base_dir)
         if not port or not port_is_free(port):
             port = free_port()
+        self.tls_port, self.mtls_port = (
+            wanted if wanted and port_is_free(wanted) else free_port()
+            for wanted in self.requested_tls_ports
+        )
         conf = self.write_config(port)
         log_file = private_log(self.base_dir / "mosquitto.log")
         self._process = subprocess.Popen(

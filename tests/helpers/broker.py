@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import paho.mqtt.client as mqtt
@@ -49,12 +50,20 @@ class Session:
 
 
 def connect(
-    port: int, user: str | None, secret: str | None, *, client_id: str | None = None
+    port: int,
+    user: str | None,
+    secret: str | None,
+    *,
+    client_id: str | None = None,
+    ca: Path | None = None,
 ) -> Session:
-    """Connect (clean start) and wait for the CONNACK; ``user=None`` connects anonymously."""
+    """Connect (clean start) and wait for the CONNACK; ``user=None`` connects anonymously;
+    with ``ca``, over TLS checking the broker's certificate against it."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id or uuid.uuid4().hex, protocol=mqtt.MQTTv5
     )
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca))
     session = Session(client)
     if user is not None:
         client.username_pw_set(user, secret)
@@ -199,9 +208,9 @@ def running_broker_sync(
         process.stop()
 
 
-def can_log_in(port: int, user: str, secret: str) -> bool:
-    """Whether a fresh connect with these credentials is accepted now."""
-    session = connect(port, user, secret)
+def can_log_in(port: int, user: str, secret: str, ca: Path | None = None) -> bool:
+    """Whether a fresh connect with these credentials is accepted now (over TLS with ``ca``)."""
+    session = connect(port, user, secret, ca=ca)
     try:
         return not session.refused
     finally:
