@@ -14,14 +14,18 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from lifebox_grpc.broker import tls
 from lifebox_grpc.config import Mode, Settings
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
 from lifebox_grpc.runtime.ports import free_port
+from lifebox_grpc.store import device_credentials
+from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers.broker import can_log_in, connect, device_credential
 from tests.helpers.factories import make_client, make_device
 from tests.helpers.processes import processes_mentioning
 from tests.helpers.services import private_tmpdir
 from tests.helpers.wait import wait_until
+from tests.test_device_certificates_broker import admits, device_key_and_csr
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,10 +53,38 @@ async def _device_with_credential(owner_dsn: str) -> tuple[str, str]:
     return serial, secret
 
 
+async def _device_with_certificate(owner_dsn: str, home: Path) -> tuple[str, tuple[Path, Path]]:
+    """A device enrolled with a certificate the dev CA signed (as CreateDeviceCredential
+    does), its certificate and key written beside the home."""
+    authority = tls.Authority.load(home / "tls" / tls.CA_CERT, home / "tls" / tls.CA_KEY)
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        client = await make_client(conn)
+        device, serial = await make_device(conn, client)
+        key, csr = device_key_and_csr()
+        issued = authority.issue_device(csr, serial)
+        async with tenant_transaction(conn, None, staff=True):
+            await device_credentials.insert_certificate(conn, client, device, issued, None)
+    finally:
+        await conn.close()
+    paths = (home.parent / "device.crt", home.parent / "device.key")
+    paths[0].write_text(issued.pem)
+    paths[1].write_bytes(key)
+    return serial, paths
+
+
 def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None:
     home = private_tmpdir("lifebox-test-dev-broker-") / "home"
     ports = {
-        name: free_port() for name in ("GRPC", "HTTP", "INGEST_METRICS", "BROKER_SYNC_METRICS")
+        name: free_port()
+        for name in (
+            "GRPC",
+            "HTTP",
+            "INGEST_METRICS",
+            "BROKER_SYNC_METRICS",
+            "MQTT_TLS",
+            "MQTT_MTLS",
+        )
     }
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LIFEBOX_")},
@@ -89,6 +121,13 @@ def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None
         serial, secret = asyncio.run(_device_with_credential(resolve_endpoints(settings).owner_dsn))
         wait_until(lambda: can_log_in(mqtt_port, serial, secret), 10, "the device let in")
         assert not can_log_in(mqtt_port, serial, "wrong")
+        ca = home / "tls" / tls.CA_CERT
+        assert can_log_in(ports["MQTT_TLS"], serial, secret, ca=ca), "no TLS password login"
+        owner_dsn = resolve_endpoints(settings).owner_dsn
+        cert_serial, cert = asyncio.run(_device_with_certificate(owner_dsn, home))
+        wait_until(
+            lambda: admits(ports["MQTT_MTLS"], cert_serial, ca, cert), 10, "the certificate let in"
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from lifebox_grpc.auth.passwords import hash_password
+from lifebox_grpc.broker.files import BROKER_ADMIN
 from lifebox_grpc.config import PROCESS_CREDENTIALS, Mode, Settings
 from lifebox_grpc.runtime.endpoints import Endpoints, resolve_endpoints
 from lifebox_grpc.runtime.home import (
@@ -150,11 +151,16 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
                 settings.mqtt_port,
                 settings.mqtt_max_queued_messages,
                 settings.mqtt_max_inflight_messages,
+                tls_dir=home / "tls",  # the device CA serve and broker-sync find by default
+                tls_port=settings.mqtt_tls_port,
+                mtls_port=settings.mqtt_mtls_port,
             )
             broker.start()
             _say(
-                f"mosquitto listening on 127.0.0.1:{broker.port}, no anonymous access "
-                f"(data in {broker.base_dir}; service accounts in accounts.json, 0600)"
+                f"mosquitto listening on 127.0.0.1:{broker.port}, TLS {broker.tls_port}, "
+                f"mutual TLS {broker.mtls_port}, no anonymous access (data in "
+                f"{broker.base_dir}; service accounts in accounts.json, 0600; device CA "
+                f"{broker.ca_path})"
             )
         endpoints = resolve_endpoints(settings)
         asyncio.run(_prepare_database(endpoints, settings, secrets, home, with_demo))
@@ -174,6 +180,7 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
         processes = ["serve", "ingest", "maintain"]
         if broker is not None:
             credentials["LIFEBOX_BROKER_SYNC_DATABASE_URL"] = endpoints.broker_sync_dsn
+            credentials["LIFEBOX_BROKER_SYNC_MQTT_URL"] = broker.url_for(BROKER_ADMIN)
             processes.insert(0, "broker-sync")
         env = {
             **{k: v for k, v in os.environ.items() if k not in credentials},
