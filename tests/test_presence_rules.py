@@ -224,3 +224,21 @@ async def test_two_workers_racing_on_the_first_events_of_a_device_agree(
         await one.close()
         await two.close()
     assert await state_of(owner_conn, device) == ("offline", 9, "keepalive")
+
+
+async def test_the_sweep_marks_at_most_its_batch_and_the_rest_next_time(
+    owner_conn: asyncpg.Connection, ingest_conn: asyncpg.Connection
+) -> None:
+    client = await factories.make_client(owner_conn)
+    devices = [(await factories.make_device(owner_conn, client))[0] for _ in range(3)]
+    async with tenant_transaction(owner_conn, None, staff=True):
+        await owner_conn.execute(
+            "UPDATE devices SET expected_interval_s = 1 WHERE id = ANY($1::uuid[])", devices
+        )
+    await apply(ingest_conn, *(event(client, d, "online", 1, seconds=-60) for d in devices))
+    # Other tests' silent devices may be due too: sweep until ours are all stale.
+    marked = await presence.sweep_stale(ingest_conn, limit=1)
+    assert marked == 1
+    while await presence.sweep_stale(ingest_conn, limit=2):
+        pass
+    assert [await state_of(owner_conn, d) for d in devices] == [("stale", 1, "silent")] * 3

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # The presence lease. Other advisory locks: migrations 0x11FEB0C5, maintain 0x11FEB0C6,
 # broker-sync 0x11FEB0C7, the alarm sweeper 0x11FEA1A2.
 LEASE_KEY = 0x11FE9E5E
+SWEEP_BATCH = 1000  # devices marked per transaction
 ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 Retained = Callable[[asyncpg.Connection], Awaitable[object]]
@@ -66,10 +67,11 @@ async def keep_presence(
                         # retained meanwhile are read at the next lease.
                         log.warning("retained statuses not read: %s", exc)
                 while not stop.is_set():
-                    marked = await sweep_stale(conn)
+                    marked = await sweep_stale(conn, SWEEP_BATCH)
                     if marked:
                         log.info("presence: devices marked stale", extra={"count": marked})
-                    await _wait(stop, interval_s)
+                    if marked < SWEEP_BATCH:  # else more are due: at once, batch by batch
+                        await _wait(stop, interval_s)
         except ERRORS as exc:
             log.warning("presence sweeper: %s; retrying", type(exc).__name__)
         finally:
