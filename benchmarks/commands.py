@@ -327,7 +327,7 @@ async def main(args: argparse.Namespace) -> None:
                                extra_env={"LIFEBOX_INGEST_BATCH_MS": str(args.ingest_batch_ms)})  # fmt: skip
         ingest.start()
         stack.callback(ingest.stop)
-        dispatcher = DispatcherProcess(await dispatch_dsn(db), broker_url(broker, "lifebox-serve"),
+        dispatcher = DispatcherProcess(await dispatch_dsn(db), broker_url(broker, "lifebox-dispatch"),
                                        extra_env={"LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "30"})  # fmt: skip
         dispatcher.start()
         stack.callback(dispatcher.stop)

@@ -60,6 +60,7 @@ def compose_broker() -> Iterator[ComposeBroker]:
         "MQTT_INGEST_PASSWORD": "ingest-secret-1",
         "MQTT_SERVE_PASSWORD": "serve-secret-2",
         "MQTT_BROKER_ADMIN_PASSWORD": "admin-secret-3",
+        "MQTT_DISPATCH_PASSWORD": "dispatch-secret-4",  # --- commands (issue 14)
         "ACL_SOURCE": str(DEPLOY / "acl"),
     }
     made = subprocess.run(
@@ -149,6 +150,33 @@ def test_the_service_accounts_log_in_with_their_passwords_only(
     assert publish("lifebox-serve", "serve-secret-2") == 0
     assert publish("lifebox-serve", "wrong") != 0
     assert publish("lifebox-ingest", "ingest-secret-1") == 0
+
+
+# --- commands (issue 14) ---
+def test_the_dispatch_account_may_publish_a_command_but_not_an_ack_and_serve_neither(
+    compose_broker: ComposeBroker,
+) -> None:
+    port = compose_broker.port
+    assert not can_log_in(port, "lifebox-dispatch", "wrong")
+    # Ingest reads every device's acks and, by the device patterns every user gets, the
+    # command topics named after itself: it sees whatever reaches either.
+    ingest = connect(port, "lifebox-ingest", "ingest-secret-1")
+    ingest.client.subscribe(
+        [("lifebox/v1/+/commands/+/ack", 1), ("lifebox/v1/lifebox-ingest/commands/#", 1)]
+    )
+    wait_until(lambda: len(ingest.suback) == 2, timeout=10, what="SUBACK")
+    dispatch = connect(port, "lifebox-dispatch", "dispatch-secret-4")
+    serve = connect(port, "lifebox-serve", "serve-secret-2")
+    assert not dispatch.refused
+    assert not serve.refused
+    base = "lifebox/v1/lifebox-ingest/commands"
+    serve.client.publish(f"{base}/1", b"{}", qos=1).wait_for_publish(10)
+    dispatch.client.publish(f"{base}/2/ack", b"{}", qos=1).wait_for_publish(10)  # forged
+    dispatch.client.publish(f"{base}/3", b"{}", qos=1).wait_for_publish(10)
+    wait_until(lambda: f"{base}/3" in ingest.received, timeout=10, what="the command")
+    assert ingest.received == [f"{base}/3"], "serve published a command or dispatch an ack"
+    for session in (ingest, dispatch, serve):
+        session.close()
 
 
 # --- broker reconciler (issue 13) ---

@@ -14,8 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from lifebox_grpc.commands.dispatcher import role_problems as dispatch_role_problems
 from lifebox_grpc.runtime.postgres import (
     APP_ROLE,
+    DISPATCH_ROLE,
     INGEST_ROLE,
     OWNER_ROLE,
     SUPERUSER,
@@ -70,6 +72,7 @@ async def test_the_init_script_prepares_a_bare_server_for_the_migrations(
         "LIFEBOX_OWNER_PASSWORD": secrets.token_urlsafe(16),
         "LIFEBOX_APP_PASSWORD": secrets.token_urlsafe(16),
         "LIFEBOX_INGEST_PASSWORD": secrets.token_urlsafe(16),
+        "LIFEBOX_DISPATCH_PASSWORD": secrets.token_urlsafe(16),  # --- commands (issue 14)
     }
     _run_init(server, passwords)
     owner = await asyncpg.connect(dsn(server.port, OWNER_ROLE, passwords["LIFEBOX_OWNER_PASSWORD"]))
@@ -103,6 +106,35 @@ async def test_the_init_script_prepares_a_bare_server_for_the_migrations(
             assert await role_problems(conn, process) == []
         finally:
             await conn.close()
+    # --- commands (issue 14): the dispatcher's role, fit for `lifebox dispatch`, granted
+    # what migration 0060's rows give it (the outbox) and nothing of the API's (users).
+    conn = await asyncpg.connect(
+        dsn(server.port, DISPATCH_ROLE, passwords["LIFEBOX_DISPATCH_PASSWORD"])
+    )
+    try:
+        assert await dispatch_role_problems(conn) == []
+        assert await conn.fetchval("SELECT count(*) FROM command_outbox") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval("SELECT count(*) FROM users")
+    finally:
+        await conn.close()
+
+
+async def test_the_init_script_makes_no_dispatch_role_without_its_password(
+    bare_cluster: EmbeddedPostgres,
+) -> None:
+    server = bare_cluster
+    passwords = {
+        name: secrets.token_urlsafe(16)
+        for name in ("LIFEBOX_OWNER_PASSWORD", "LIFEBOX_APP_PASSWORD", "LIFEBOX_INGEST_PASSWORD")
+    }
+    _run_init(server, passwords)
+    owner = await asyncpg.connect(dsn(server.port, OWNER_ROLE, passwords["LIFEBOX_OWNER_PASSWORD"]))
+    try:
+        made = await owner.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", DISPATCH_ROLE)
+    finally:
+        await owner.close()
+    assert made is None
 
 
 def test_no_password_is_ever_on_a_command_line_in_deploy() -> None:

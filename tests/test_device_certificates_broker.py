@@ -35,7 +35,7 @@ from tests.helpers.factories import make_client, make_device
 from tests.helpers.services import private_tmpdir
 from tests.helpers.wait import wait_until
 
-SERVICE = {name: passwords.new_secret() for name in (files.INGEST, files.SERVE, "kicker")}
+SERVICE = {name: passwords.new_secret() for name in (files.INGEST, files.DISPATCH, "kicker")}
 
 
 def device_key_and_csr(common_name: str = "whatever") -> tuple[bytes, str]:
@@ -273,7 +273,7 @@ async def test_certificates_confine_devices_and_revocation_refuses_and_closes_se
     ingest = connect(b.plain, "ingest", login=(files.INGEST, SERVICE[files.INGEST]))
     assert admitted(ingest)
     ingest.client.subscribe("lifebox/v1/+/telemetry", qos=1)
-    serve = connect(b.plain, "serve", login=(files.SERVE, SERVICE[files.SERVE]))
+    serve = connect(b.plain, "dispatch", login=(files.DISPATCH, SERVICE[files.DISPATCH]))
 
     a = connect(b.mutual, serial_a, ca=ca, cert=cert_a)
     assert admitted(a), "the CA's certificate for A is accepted, its CN is the username"

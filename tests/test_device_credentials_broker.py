@@ -29,8 +29,8 @@ from tests.helpers.wait import wait_until
 
 INGEST_SECRET = passwords.new_secret()
 INGEST_HASH = passwords.hash_secret(INGEST_SECRET).encoded  # service accounts: fixed hashes
-SERVE_SECRET = passwords.new_secret()
-SERVE_HASH = passwords.hash_secret(SERVE_SECRET).encoded
+DISPATCH_SECRET = passwords.new_secret()
+DISPATCH_HASH = passwords.hash_secret(DISPATCH_SECRET).encoded
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Broker:
     acl: Path
 
     async def reconcile(self, conn: asyncpg.Connection) -> bool:
-        service = [("lifebox-ingest", INGEST_HASH), ("lifebox-serve", SERVE_HASH)]
+        service = [("lifebox-ingest", INGEST_HASH), ("lifebox-dispatch", DISPATCH_HASH)]
         return await reconcile(
             conn,
             password_path=self.passwd,
@@ -173,7 +173,7 @@ async def test_a_device_is_confined_to_its_own_topics_and_revocation_disconnects
     wait_until(lambda: len(a.suback) == 2, timeout=10, what="SUBACK")
     # mosquitto 2.0.11 grants the SUBACK and enforces `read` at delivery: B's command
     # (published first) never reaches A, A's own does.
-    serve = connect(cred_broker.port, "lifebox-serve", SERVE_SECRET)
+    serve = connect(cred_broker.port, "lifebox-dispatch", DISPATCH_SECRET)
     for serial in (serial_b, serial_a):
         serve.client.publish(f"lifebox/v1/{serial}/commands/1", b"{}", qos=1).wait_for_publish(10)
     mine = f"lifebox/v1/{serial_a}/commands/1"

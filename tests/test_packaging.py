@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from pathlib import Path
@@ -141,7 +142,16 @@ def test_every_compose_service_runs_a_real_lifebox_command() -> None:
             )
             assert result.returncode == 0, f"{name}: {argv}: {result.stderr}"
             ran.append(argv[1])
-    assert sorted(ran) == ["broker-sync", "ingest", "maintain", "migrate", "pki", "seed", "serve"]
+    assert sorted(ran) == [
+        "broker-sync",
+        "dispatch",
+        "ingest",
+        "maintain",
+        "migrate",
+        "pki",
+        "seed",
+        "serve",
+    ]
 
 
 def test_every_lifebox_variable_compose_sets_is_a_setting() -> None:
@@ -170,7 +180,15 @@ def test_each_compose_service_holds_only_its_own_credentials() -> None:
         signs_tokens = "LIFEBOX_JWT_SIGNING_KEY" in env
         assert signs_tokens == (command == "serve"), f"{name}: signing key"
         checked.append(command)
-    assert sorted(checked) == ["broker-sync", "ingest", "maintain", "migrate", "pki", "serve"]
+    assert sorted(checked) == [
+        "broker-sync",
+        "dispatch",
+        "ingest",
+        "maintain",
+        "migrate",
+        "pki",
+        "serve",
+    ]
 
 
 def test_the_broker_healthcheck_account_reads_only_the_topic_it_checks() -> None:
@@ -265,3 +283,55 @@ def test_the_shipped_acl_is_the_one_broker_sync_renders() -> None:
     from lifebox_grpc.broker import files
 
     assert (ROOT / "deploy/mosquitto/acl").read_text() == files.acl_file()
+
+
+# --- commands (issue 14) ---
+def test_the_dispatcher_runs_with_its_own_role_and_account_once_the_schema_and_broker_are_up() -> (
+    None
+):
+    services = _compose()["services"]
+    dispatch = services["dispatch"]
+    assert _lifebox_command(dispatch) == "dispatch"
+    env = dispatch["environment"]
+    assert env["LIFEBOX_MODE"] == "prod"
+    assert env["LIFEBOX_DISPATCH_DATABASE_URL"].startswith(
+        "postgresql://lifebox_dispatch:${LIFEBOX_DISPATCH_PASSWORD:?"
+    )
+    assert env["LIFEBOX_DISPATCH_MQTT_URL"].startswith(
+        "mqtt://lifebox-dispatch:${MQTT_DISPATCH_PASSWORD:?"
+    )
+    assert env["LIFEBOX_DISPATCH_MQTT_URL"].endswith("@mosquitto:1883")
+    assert dispatch["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "mosquitto": {"condition": "service_healthy"},
+    }
+    assert env["LIFEBOX_DISPATCH_METRICS_PORT"] == "9110"
+    assert "127.0.0.1:9110/metrics" in str(dispatch["healthcheck"]["test"])
+    assert "ports" not in dispatch, "the dispatcher serves nothing outside the compose network"
+    # Its secrets reach the two one-shots that make the role and the account, and .env.example.
+    database = services["timescaledb"]["environment"]
+    assert database["LIFEBOX_DISPATCH_PASSWORD"] == "${LIFEBOX_DISPATCH_PASSWORD:?set in .env}"
+    passwd = services["mosquitto-passwd"]["environment"]
+    assert passwd["MQTT_DISPATCH_PASSWORD"] == "${MQTT_DISPATCH_PASSWORD:?set in .env}"
+    example = (ROOT / ".env.example").read_text().splitlines()
+    assert "LIFEBOX_DISPATCH_PASSWORD=" in example
+    assert "MQTT_DISPATCH_PASSWORD=" in example
+    make = (ROOT / "deploy/mosquitto/make-passwd.sh").read_text()
+    assert "lifebox-dispatch:%s" in make
+    assert "$MQTT_DISPATCH_PASSWORD" in make
+
+
+def test_only_the_dispatcher_may_publish_commands_and_serve_has_no_topic_rights() -> None:
+    from lifebox_grpc.broker import files
+
+    acl = (ROOT / "deploy/mosquitto/acl").read_text()
+
+    def rules(account: str) -> list[str]:
+        """The topic lines right under ``user account`` (up to the next non-topic line)."""
+        lines = acl.split(f"\nuser {account}\n", 1)[1].splitlines()
+        return list(itertools.takewhile(lambda line: line.startswith("topic "), lines))
+
+    assert rules(files.DISPATCH) == ["topic write lifebox/v1/+/commands/+"]
+    assert rules(files.SERVE) == []
+    writers = [a for a, r in files.SERVICE_RULES.items() if any("commands" in x for x in r)]
+    assert writers == [files.INGEST, files.DISPATCH]  # ingest reads acks, dispatch writes

@@ -6,6 +6,7 @@
 # database within seconds and keeps both files right from then on). The healthcheck account
 # gets a random password made here; it may read one $SYS topic. lifebox-broker-admin (broker-sync's
 # account for taking over revoked certificates' sessions) may publish and read nothing. No anonymous account exists.
+# lifebox-dispatch (`lifebox dispatch`) may publish commands only; lifebox-serve has no topic rights.
 # Passwords never go on a command line (any local user can read argv): printf is a shell
 # builtin, and mosquitto_passwd -U hashes the file in place.
 set -eu
@@ -17,6 +18,8 @@ service=$auth/service.passwd
 printf 'lifebox-ingest:%s\nlifebox-serve:%s\nlifebox-health:%s\nlifebox-broker-admin:%s\n' \
   "$MQTT_INGEST_PASSWORD" "$MQTT_SERVE_PASSWORD" "$health" "$MQTT_BROKER_ADMIN_PASSWORD" \
   > "$service"
+# --- commands (issue 14): `lifebox dispatch` publishes commands (lifebox/v1/+/commands/+).
+printf 'lifebox-dispatch:%s\n' "$MQTT_DISPATCH_PASSWORD" >> "$service"
 mosquitto_passwd -U "$service"
 cp "$service" "$auth/passwd"
 if [ -f "$acl_source" ]; then

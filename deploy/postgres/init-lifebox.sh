@@ -38,6 +38,18 @@ GRANT CONNECT ON DATABASE lifebox TO lifebox_broker_sync;
 SQL
 fi
 
+# --- commands (issue 14) ---
+# `lifebox dispatch`'s role when LIFEBOX_DISPATCH_PASSWORD is set (compose sets it): no
+# BYPASSRLS; migration 0060's runtime_grants rows give it the outbox and its commands only.
+if [ -n "${LIFEBOX_DISPATCH_PASSWORD:-}" ]; then
+  psql -v ON_ERROR_STOP=1 --username "$superuser" --dbname postgres <<'SQL'
+\getenv dispatch_pw LIFEBOX_DISPATCH_PASSWORD
+CREATE ROLE lifebox_dispatch LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+    PASSWORD :'dispatch_pw';
+GRANT CONNECT ON DATABASE lifebox TO lifebox_dispatch;
+SQL
+fi
+
 psql -v ON_ERROR_STOP=1 --username "$superuser" --dbname lifebox <<'SQL'
 REVOKE ALL ON DATABASE lifebox FROM PUBLIC;
 GRANT CONNECT ON DATABASE lifebox TO lifebox_app, lifebox_ingest;

@@ -19,6 +19,8 @@ HEALTH = "lifebox-health"
 # broker-sync closes revoked certificates' sessions by taking over their client id: it
 # logs in, and may publish or subscribe to nothing.
 BROKER_ADMIN = "lifebox-broker-admin"
+# --- commands (issue 14): `lifebox dispatch` publishes commands, nothing else.
+DISPATCH = "lifebox-dispatch"
 
 DEVICE_PATTERNS = (
     "pattern write lifebox/v1/%u/telemetry",
@@ -39,9 +41,12 @@ SERVICE_RULES: dict[str, tuple[str, ...]] = {
         "topic read lifebox/v1/+/status",
         "topic read lifebox/v1/+/commands/+/ack",
     ),
-    SERVE: ("topic write lifebox/v1/+/commands/+",),
+    # --- commands (issue 14): serve publishes nothing (it holds no broker credential; the
+    # dispatcher publishes commands), so its account has no topic rights.
+    SERVE: (),
     HEALTH: ("topic read $SYS/broker/uptime",),
     BROKER_ADMIN: (),
+    DISPATCH: ("topic write lifebox/v1/+/commands/+",),  # --- commands (issue 14)
 }
 # Names a device may not take as its broker username: its entry would log in with (and, by
 # the `user` block, be granted) a service account's rights.

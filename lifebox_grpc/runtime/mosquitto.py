@@ -32,7 +32,13 @@ EXTRA_ACL_FILE = "extra.acl"
 CERTIFICATE_ACL_FILE = "acl-certs"
 CRL_FILE = "crl.pem"
 # The accounts the platform's own processes use (README: who holds what).
-DEFAULT_ACCOUNTS = (files.INGEST, files.SERVE, files.HEALTH, files.BROKER_ADMIN)
+DEFAULT_ACCOUNTS = (
+    files.INGEST,
+    files.SERVE,
+    files.HEALTH,
+    files.BROKER_ADMIN,
+    files.DISPATCH,  # --- commands (issue 14)
+)
 # Names the embedded broker's server certificate is valid for.
 BROKER_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 

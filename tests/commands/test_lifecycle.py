@@ -83,7 +83,7 @@ async def test_a_sent_command_reaches_its_device_exactly_and_completes_with_its_
     stub = commands_pb2_grpc.CommandServiceStub(grpc_server.channel)
     with (
         simulated_devices(broker, [serial]) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=FAST),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-dispatch"), env=FAST),
     ):
         reply = await stub.SendCommand(
             commands_pb2.SendCommandRequest(
@@ -155,7 +155,7 @@ async def test_a_pending_command_can_be_cancelled_and_a_published_one_cannot(
     )
     with (
         simulated_devices(broker, [serial], acks=()) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=FAST),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-dispatch"), env=FAST),
     ):
 
         async def received() -> list[str]:
@@ -186,7 +186,7 @@ async def test_an_unanswered_command_is_republished_with_its_id_then_expires(
         env = {**FAST, "LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "0.5"}
         with (
             simulated_devices(broker, [serial], acks=()) as devices,
-            running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=env) as dispatcher,
+            running_dispatcher(dsn, broker_url(broker, "lifebox-dispatch"), env=env) as dispatcher,
         ):
             await _wait_statuses(staff, client, {"expired"}, 1, 30)
             # Its metrics count at least these (the session's database may hold other
@@ -230,7 +230,7 @@ async def test_a_device_gets_its_commands_in_order_even_when_they_are_retried(
         simulated_devices(
             broker, [serial], acks=("received", "completed"), ignore_first=True
         ) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=env),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-dispatch"), env=env),
     ):
         await _wait_statuses(staff, client, {"completed"}, 5, 60)
     # Each one twice (the first publish is ignored), and the next only after it.
@@ -255,7 +255,7 @@ async def test_a_disabled_device_or_a_suspended_client_gets_nothing_and_its_comm
         await staff.execute("UPDATE devices SET status = 'disabled' WHERE id = $1", device)
     with (
         simulated_devices(broker, [serial]) as devices,
-        running_dispatcher(dsn, broker_url(broker, "lifebox-serve"), env=FAST),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-dispatch"), env=FAST),
     ):
         await _wait_statuses(staff, client, {"expired"}, 1, 30)
     assert devices.ids() == []
@@ -290,7 +290,7 @@ async def test_two_thousand_commands_survive_three_dispatcher_kills(
     finally:
         await app.close()
     env = {**FAST, "LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "5"}
-    url = broker_url(broker, "lifebox-serve")
+    url = broker_url(broker, "lifebox-dispatch")
     log = tmp_path / "dispatch.log"
     with simulated_devices(
         broker, [s for _, s in fleet], acks=("received", "completed"), per_device=False
@@ -336,7 +336,7 @@ async def test_two_dispatchers_at_once_deliver_each_command_once(
     finally:
         await app.close()
     env = {**FAST, "LIFEBOX_COMMANDS_RETRY_INTERVAL_SECONDS": "120"}
-    url = broker_url(broker, "lifebox-serve")
+    url = broker_url(broker, "lifebox-dispatch")
     with (
         simulated_devices(
             broker, [s for _, s in fleet], acks=("received", "completed"), per_device=False
@@ -356,7 +356,7 @@ def test_the_dispatcher_refuses_a_role_that_owns_the_schema(
     env = {
         **os.environ,
         "LIFEBOX_DISPATCH_DATABASE_URL": database.owner_dsn,
-        "LIFEBOX_DISPATCH_MQTT_URL": broker_url(broker, "lifebox-serve"),
+        "LIFEBOX_DISPATCH_MQTT_URL": broker_url(broker, "lifebox-dispatch"),
         "LIFEBOX_DISPATCH_METRICS_PORT": "0",
     }
     done = subprocess.run(
