@@ -88,7 +88,7 @@ def resolve(settings: Settings) -> DispatchEndpoints:
     if url is None:
         # The embedded broker's account that may publish commands (ingest's only reads).
         port = urlsplit(endpoints.mqtt_url).port or 0
-        embedded = embedded_mqtt_url(settings.home.resolve() / "mqtt", port, files.SERVE)
+        embedded = embedded_mqtt_url(settings.home.resolve() / "mqtt", port, files.DISPATCH)
         mqtt_url = embedded or endpoints.mqtt_url
     else:
         mqtt_url = url.get_secret_value()
@@ -298,7 +298,7 @@ async def run_dispatch(settings: Settings, stop: asyncio.Event) -> None:
     publisher = Publisher(endpoints.mqtt_url)
     await publisher.connect()
     dispatcher = Dispatcher(pool, publisher, settings)
-    log.info("dispatcher running", extra={"name": dispatcher.name})
+    log.info("dispatcher running", extra={"dispatcher": dispatcher.name})
     tasks = [
         asyncio.create_task(dispatcher.listen_loop(endpoints.dsn, stop)),
         asyncio.create_task(dispatcher.sweep_loop(stop)),

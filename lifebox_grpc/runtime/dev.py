@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from lifebox_grpc.auth.passwords import hash_password
-from lifebox_grpc.broker.files import BROKER_ADMIN
+from lifebox_grpc.broker.files import BROKER_ADMIN, DISPATCH
 from lifebox_grpc.config import PROCESS_CREDENTIALS, Mode, Settings
 from lifebox_grpc.runtime.endpoints import Endpoints, resolve_endpoints
 from lifebox_grpc.runtime.home import (
@@ -27,7 +27,7 @@ from lifebox_grpc.runtime.home import (
 )
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
 from lifebox_grpc.runtime.ports import free_port, port_is_free
-from lifebox_grpc.runtime.postgres import EmbeddedPostgres, RolePasswords
+from lifebox_grpc.runtime.postgres import DISPATCH_ROLE, EmbeddedPostgres, RolePasswords
 from lifebox_grpc.store import migrations, seeds
 
 CHILD_STOP_SECONDS = 20.0
@@ -53,6 +53,9 @@ async def _prepare_database(
     try:
         applied = await migrations.migrate(conn, progress=lambda line: _say(f"migrate {line}"))
         _say(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
+        # --- commands (issue 14): a role made after its migration (a home from before
+        # lifebox_dispatch) gets the migrations' grants now; a no-op when they are in place.
+        await conn.execute("SELECT lifebox_apply_grants()")
         _say(await seeds.seed_reference(conn))
         if demo:
             _say(await seeds.seed_demo(conn, hash_password(secrets.demo_password)))
@@ -137,6 +140,7 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
                     secrets.pg_app_password,
                     secrets.pg_ingest_password,
                     secrets.pg_broker_sync_password,
+                    secrets.pg_dispatch_password,  # --- commands (issue 14)
                 ),
                 settings.pg_port,
             )
@@ -169,6 +173,8 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
         http_port = _port_or_free(settings.http_port, settings.http_host)
         metrics_port = _port_or_free(settings.ingest_metrics_port, settings.http_host)
         sync_metrics_port = _port_or_free(settings.broker_sync_metrics_port, settings.http_host)
+        # --- commands (issue 14)
+        dispatch_metrics_port = _port_or_free(settings.dispatch_metrics_port, settings.http_host)
         credentials = {
             "LIFEBOX_DATABASE_URL": endpoints.app_dsn,
             "LIFEBOX_OWNER_DATABASE_URL": endpoints.owner_dsn,
@@ -182,6 +188,28 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
             credentials["LIFEBOX_BROKER_SYNC_DATABASE_URL"] = endpoints.broker_sync_dsn
             credentials["LIFEBOX_BROKER_SYNC_MQTT_URL"] = broker.url_for(BROKER_ADMIN)
             processes.insert(0, "broker-sync")
+        # --- commands (issue 14): `lifebox dispatch` with its own role and broker account
+        # (embedded ones; configured ones otherwise, else the app role and ingest's URL).
+        credentials["LIFEBOX_DISPATCH_DATABASE_URL"] = (
+            pg.dsn(DISPATCH_ROLE)
+            if pg is not None
+            else (
+                settings.dispatch_database_url.get_secret_value()
+                if settings.dispatch_database_url
+                else endpoints.app_dsn
+            )
+        )
+        credentials["LIFEBOX_DISPATCH_MQTT_URL"] = (
+            broker.url_for(DISPATCH)
+            if broker is not None
+            else (
+                settings.dispatch_mqtt_url.get_secret_value()
+                if settings.dispatch_mqtt_url
+                else endpoints.mqtt_url
+            )
+        )
+        processes.append("dispatch")
+        # --- end commands (issue 14) ---
         env = {
             **{k: v for k, v in os.environ.items() if k not in credentials},
             "LIFEBOX_HOME": str(home),
@@ -189,6 +217,7 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
             "LIFEBOX_HTTP_PORT": str(http_port),
             "LIFEBOX_INGEST_METRICS_PORT": str(metrics_port),
             "LIFEBOX_BROKER_SYNC_METRICS_PORT": str(sync_metrics_port),
+            "LIFEBOX_DISPATCH_METRICS_PORT": str(dispatch_metrics_port),  # --- commands (14)
         }
         if broker is not None and broker.file_owner:  # mosquitto must read what it writes
             env["LIFEBOX_BROKER_FILE_OWNER"] = broker.file_owner
@@ -244,6 +273,9 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
                 if broker is not None
                 else ""
             )
+            # --- commands (issue 14)
+            + f"  dispatch      commands -> devices, metrics on "
+            f"http://{settings.http_host}:{dispatch_metrics_port}/metrics\n"
             + f"  MQTT          {_without_password(endpoints.mqtt_url)}  (devices log in with "
             "their own credential: DeviceService/CreateDeviceCredential)\n"
             f"  data          {home}\n"

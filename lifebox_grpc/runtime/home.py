@@ -25,6 +25,8 @@ class DevSecrets:
     demo_password: str
     # --- broker reconciler (issue 13): added later, so a home made before it gets one then.
     pg_broker_sync_password: str = ""
+    # --- commands (issue 14): `lifebox dispatch`'s role; a home from before it gets one then.
+    pg_dispatch_password: str = ""
 
 
 def prepare_home(home: Path) -> Path:
@@ -46,10 +48,15 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
     path = home / SECRETS_FILE
     if path.exists():
         loaded = DevSecrets(**json.loads(path.read_text()))
-        if loaded.pg_broker_sync_password:
+        # --- broker reconciler (issue 13), commands (issue 14): a home from before a role.
+        missing = {
+            name: _token()
+            for name in ("pg_broker_sync_password", "pg_dispatch_password")
+            if not getattr(loaded, name)
+        }
+        if not missing:
             return loaded
-        # --- broker reconciler (issue 13): a home from before the broker role.
-        upgraded = DevSecrets(**{**asdict(loaded), "pg_broker_sync_password": _token()})
+        upgraded = DevSecrets(**{**asdict(loaded), **missing})
         write_private(path, json.dumps(asdict(upgraded), indent=2) + "\n")
         return upgraded
     generated = DevSecrets(
@@ -61,6 +68,7 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
         admin_password=_token(12),
         demo_password=_token(9),
         pg_broker_sync_password=_token(),
+        pg_dispatch_password=_token(),  # --- commands (issue 14)
     )
     write_private(path, json.dumps(asdict(generated), indent=2) + "\n")
     return generated

@@ -43,6 +43,8 @@ APP_ROLE = "lifebox_app"
 INGEST_ROLE = "lifebox_ingest"
 # --- broker reconciler (issue 13) ---
 SYNC_ROLE = "lifebox_broker_sync"  # `lifebox broker-sync`: SELECT on what it reads (0050)
+# --- commands (issue 14) ---
+DISPATCH_ROLE = "lifebox_dispatch"  # `lifebox dispatch`: the outbox and its commands (0060)
 SERVICE_USER = "postgres"  # Debian's postgresql package creates it.
 
 
@@ -57,6 +59,7 @@ class RolePasswords:
     app: str
     ingest: str
     broker_sync: str = ""  # --- broker reconciler (issue 13): empty = no lifebox_broker_sync role
+    dispatch: str = ""  # --- commands (issue 14): empty = no lifebox_dispatch role
 
 
 # --- broker reconciler (issue 13): reads the credentials on the staff path, no BYPASSRLS.
@@ -333,6 +336,7 @@ class EmbeddedPostgres:
             APP_ROLE: self.passwords.app,
             INGEST_ROLE: self.passwords.ingest,
             SYNC_ROLE: self.passwords.broker_sync,  # --- broker reconciler (issue 13)
+            DISPATCH_ROLE: self.passwords.dispatch,  # --- commands (issue 14)
         }[role]
         database = "postgres" if role == SUPERUSER else DATABASE
         return dsn(self.port, role, password, database, self.socket_dir)
@@ -355,6 +359,13 @@ class EmbeddedPostgres:
                 *(
                     [(SYNC_ROLE, self.passwords.broker_sync, _SYNC_ATTRS)]
                     if self.passwords.broker_sync
+                    else []
+                ),
+                # --- commands (issue 14): no BYPASSRLS (it reads on the staff path; its
+                # start refuses a role that bypasses RLS), granted by rows of 0060.
+                *(
+                    [(DISPATCH_ROLE, self.passwords.dispatch, _SYNC_ATTRS)]
+                    if self.passwords.dispatch
                     else []
                 ),
             ):
@@ -399,6 +410,8 @@ class EmbeddedPostgres:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             if self.passwords.broker_sync:  # --- broker reconciler (issue 13)
                 await conn.execute(f"GRANT CONNECT ON DATABASE {DATABASE} TO {SYNC_ROLE}")
+            if self.passwords.dispatch:  # --- commands (issue 14)
+                await conn.execute(f"GRANT CONNECT ON DATABASE {DATABASE} TO {DISPATCH_ROLE}")
         finally:
             await conn.close()
 
