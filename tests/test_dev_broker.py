@@ -4,12 +4,14 @@ device in with its own credential, and nobody in without one."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -17,14 +19,16 @@ import pytest
 from lifebox_grpc.broker import tls
 from lifebox_grpc.config import Mode, Settings
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.runtime.home import SECRETS_FILE, load_or_create_secrets
 from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.store import device_credentials
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers.broker import can_log_in, connect, device_credential
+from tests.helpers.commands import send, simulated_devices, statuses, trail
 from tests.helpers.factories import make_client, make_device
 from tests.helpers.processes import processes_mentioning
 from tests.helpers.services import private_tmpdir
-from tests.helpers.wait import wait_until
+from tests.helpers.wait import async_wait_until, wait_until
 from tests.test_device_certificates_broker import admits, device_key_and_csr
 
 pytestmark = pytest.mark.timeout(240)
@@ -73,6 +77,45 @@ async def _device_with_certificate(owner_dsn: str, home: Path) -> tuple[str, tup
     return serial, paths
 
 
+# --- commands (issue 14) ---
+async def _command_reaches_the_device(owner_dsn: str, mqtt_port: int) -> None:
+    """A command made as SendCommand makes it, received by a device subscribed with its own
+    credential, acknowledged to `completed`; published by the lifebox_dispatch role."""
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        client = await make_client(conn)
+        device, serial = await make_device(conn, client)
+        _, secret = await device_credential(conn, client, device)
+        wait_until(lambda: can_log_in(mqtt_port, serial, secret), 10, "the device let in")
+        broker = SimpleNamespace(port=mqtt_port)
+        with simulated_devices(broker, [serial], credentials={serial: secret}) as devices:
+            command = await send(conn, client, device, "ping")
+            wait_until(lambda: devices.ids() == [str(command)], 30, "the command at the device")
+            received = devices.received[0]
+            assert received.payload["id"] == str(command)
+            assert received.correlation_data == str(command).encode()
+
+            async def completed() -> bool:
+                return (await statuses(conn, client)).get(command) == "completed"
+
+            await async_wait_until(completed, 30, "the command completed")
+        steps = [(before, after) for before, after, _ in await trail(conn, client, command)]
+        assert steps == [
+            (None, "pending"),
+            ("pending", "sent"),
+            ("sent", "delivered"),
+            ("delivered", "acknowledged"),
+            ("acknowledged", "completed"),
+        ]
+        sent_by = await conn.fetchval(
+            "SELECT array_agg(DISTINCT usename) FROM pg_stat_activity "
+            "WHERE application_name = 'lifebox-dispatch'"
+        )
+        assert sent_by == ["lifebox_dispatch"]
+    finally:
+        await conn.close()
+
+
 def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None:
     home = private_tmpdir("lifebox-test-dev-broker-") / "home"
     ports = {
@@ -84,6 +127,7 @@ def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None
             "BROKER_SYNC_METRICS",
             "MQTT_TLS",
             "MQTT_MTLS",
+            "DISPATCH_METRICS",  # --- commands (issue 14)
         )
     }
     env = {
@@ -128,12 +172,35 @@ def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None
         wait_until(
             lambda: admits(ports["MQTT_MTLS"], cert_serial, ca, cert), 10, "the certificate let in"
         )
+        # --- commands (issue 14): dev's dispatch child, on its own role and broker account,
+        # delivers a command to the device, whose acks (through dev's ingest) complete it.
+        wait_until(
+            lambda: _metric(ports["DISPATCH_METRICS"], "lifebox_dispatch_mqtt_connected") == 1,
+            60,
+            "dispatch connected to the broker",
+        )
+        asyncio.run(_command_reaches_the_device(owner_dsn, mqtt_port))
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "broker-sync" in output
+    assert "  dispatch      commands -> devices" in output  # --- commands (issue 14)
     assert processes_mentioning(str(home)) == [], "a child outlived lifebox dev"
     for line in output.splitlines():  # no account password is printed
         assert "@127.0.0.1" not in line, line
     assert Path(home / "mqtt" / "accounts.json").stat().st_mode & 0o077 == 0
+
+
+# --- commands (issue 14) ---
+def test_a_home_from_before_the_dispatcher_gets_its_role_password_once(tmp_path: Path) -> None:
+    first = load_or_create_secrets(tmp_path)
+    path = tmp_path / SECRETS_FILE
+    old = json.loads(path.read_text())
+    del old["pg_dispatch_password"]  # as a home made before issue 14 has it
+    path.write_text(json.dumps(old))
+    upgraded = load_or_create_secrets(tmp_path)
+    assert upgraded.pg_dispatch_password
+    assert upgraded.pg_app_password == first.pg_app_password, "other secrets changed"
+    assert load_or_create_secrets(tmp_path) == upgraded, "the password is not kept"
+    assert path.stat().st_mode & 0o077 == 0
