@@ -9,6 +9,7 @@ expression, and numbers are written with ``repr`` (exact, and always a double li
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -73,27 +74,23 @@ class Rule:
             return "metadata"
         return "tenant"
 
-    def applies_to(self, device_id: uuid.UUID, device_type: str, metadata: dict[str, Any]) -> bool:
-        """Whether a device of the rule's tenant is in its scope."""
+    def applies_to(
+        self, device_id: uuid.UUID, device_type: str, metadata_matches: frozenset[str]
+    ) -> bool:
+        """Whether a device of the rule's tenant is in its scope; ``metadata_matches`` are
+        the device filters (as :func:`filter_key`) the device's metadata contains."""
         if self.device_id is not None:
             return self.device_id == device_id
         if self.device_type is not None:
             return self.device_type == device_type
         if self.device_filter is not None:
-            return contains(metadata, self.device_filter)
+            return filter_key(self.device_filter) in metadata_matches
         return True
 
 
-def contains(value: Any, wanted: Any) -> bool:
-    """JSON containment as PostgreSQL's ``@>`` has it (objects by key, arrays by element)."""
-    if isinstance(wanted, dict):
-        return isinstance(value, dict) and all(
-            k in value and contains(value[k], v) for k, v in wanted.items()
-        )
-    if isinstance(wanted, list):
-        return isinstance(value, list) and all(any(contains(x, w) for x in value) for w in wanted)
-    # Scalars: equal, and a boolean never equals a number (as in JSON).
-    return bool(value == wanted) and isinstance(value, bool) == isinstance(wanted, bool)
+def filter_key(device_filter: dict[str, Any]) -> str:
+    """A device filter as canonical JSON (one key per distinct filter)."""
+    return json.dumps(device_filter, sort_keys=True, separators=(",", ":"))
 
 
 def _num(value: float) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.alarms import metrics
-from lifebox_grpc.alarms.conditions import BOOLEAN_FIELDS, CompiledRule, compile_rule
+from lifebox_grpc.alarms.conditions import BOOLEAN_FIELDS, CompiledRule, compile_rule, filter_key
 from lifebox_grpc.alarms.machine import State, Transition, step
 from lifebox_grpc.native import ExpressionColumn, ExpressionError, evaluate_conditions
 from lifebox_grpc.store import alarm_evaluation as store
@@ -341,12 +341,25 @@ class AlarmEvaluator:
             cursors = await store.lock_cursors(
                 conn, client, {d: time_of(us - 1) for d, us in devices.items()}
             )
+            filters = sorted(
+                {filter_key(r.rule.device_filter) for r in compiled if r.rule.device_filter}
+            )
+            matches = await store.metadata_matches(conn, [c.device_id for c in cursors], filters)
             scoped = {
                 c.device_id: [
-                    r for r in compiled if r.rule.applies_to(c.device_id, c.device_type, c.metadata)
+                    r
+                    for r in compiled
+                    if r.rule.applies_to(
+                        c.device_id,
+                        c.device_type,
+                        frozenset(f for d, f in matches if d == c.device_id),
+                    )
                 ]
                 for c in cursors
             }
+            await store.skip_to_latest(
+                conn, client, [c.device_id for c in cursors if not scoped[c.device_id]]
+            )
             cursors = [c for c in cursors if scoped[c.device_id]]
             if not cursors:
                 return {}

@@ -26,7 +26,6 @@ class Cursor:
     device_id: uuid.UUID
     evaluated_through: datetime
     device_type: str
-    metadata: dict[str, Any]
 
 
 async def lock_cursors(
@@ -53,7 +52,7 @@ async def lock_cursors(
     )
     rows = await conn.fetch(
         """
-        SELECT c.device_id, c.evaluated_through, d.device_type, d.metadata::text AS metadata
+        SELECT c.device_id, c.evaluated_through, d.device_type
         FROM alarm_device_cursors c JOIN devices d ON d.id = c.device_id
         WHERE c.device_id = ANY($2::uuid[]) AND c.client_id = $1
         ORDER BY c.device_id
@@ -62,10 +61,48 @@ async def lock_cursors(
         client_id,
         ids,
     )
-    return [
-        Cursor(r["device_id"], r["evaluated_through"], r["device_type"], json.loads(r["metadata"]))
-        for r in rows
-    ]
+    return [Cursor(r["device_id"], r["evaluated_through"], r["device_type"]) for r in rows]
+
+
+async def metadata_matches(
+    conn: asyncpg.Connection, device_ids: Sequence[uuid.UUID], filters: Sequence[str]
+) -> set[tuple[uuid.UUID, str]]:
+    """The (device, filter JSON) pairs whose device's metadata contains the filter; asked of
+    lifebox_device_metadata_contains() (0071): ingest never reads the metadata itself."""
+    if not device_ids or not filters:
+        return set()
+    rows = await conn.fetch(
+        """
+        SELECT d, f FROM unnest($1::uuid[]) d, unnest($2::text[]) f
+        WHERE lifebox_device_metadata_contains(d, f::jsonb)
+        """,
+        list(device_ids),
+        list(filters),
+    )
+    return {(r["d"], r["f"]) for r in rows}
+
+
+async def skip_to_latest(
+    conn: asyncpg.Connection, client_id: uuid.UUID, device_ids: Sequence[uuid.UUID]
+) -> None:
+    """Move the watermarks of devices no rule scopes to their latest reading: there is
+    nothing to evaluate (a rule applies from when it exists), and the sweeper must not see
+    them behind."""
+    if not device_ids:
+        return
+    await conn.execute(
+        """
+        UPDATE alarm_device_cursors c
+        SET evaluated_through = latest.t, updated_at = now()
+        FROM (
+            SELECT d, (SELECT max(time) FROM telemetry_events WHERE device_id = d) AS t
+            FROM unnest($2::uuid[]) d
+        ) latest
+        WHERE c.device_id = latest.d AND c.client_id = $1 AND latest.t > c.evaluated_through
+        """,
+        client_id,
+        sorted(device_ids),
+    )
 
 
 async def readings_after(
@@ -326,7 +363,7 @@ async def scoped_devices(
         SELECT id, last_seen_at FROM devices
         WHERE client_id = $1 AND status IN ('provisioned', 'active')
           AND ($2::uuid IS NULL OR id = $2) AND ($3::text IS NULL OR device_type = $3)
-          AND ($4::jsonb IS NULL OR metadata @> $4::jsonb)
+          AND ($4::jsonb IS NULL OR lifebox_device_metadata_contains(id, $4::jsonb))
         """,
         client_id,
         device_id,

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers.alarms import events_of, make_rule, watermark
 from tests.helpers.ingest import publisher, register_fleet, running_ingest
 from tests.helpers.services import Database
@@ -158,3 +159,31 @@ async def test_no_data_raises_after_the_silence_and_the_next_reading_clears_it(
     assert event["cleared_at"] == at(again_ms, 0)
     (event,) = await events_of(owner_conn, absent)
     assert event["clear_value"] == 40
+
+
+async def test_a_rule_scoped_by_type_or_metadata_matches_exactly_those_devices(
+    database: Database, broker: EmbeddedMosquitto, owner_conn: asyncpg.Connection
+) -> None:
+    fleet = await register_fleet(database.owner_dsn, 3)
+    (cairo, s_cairo), (giza, s_giza), (pump, s_pump) = fleet.devices
+    async with tenant_transaction(owner_conn, None, staff=True):
+        await owner_conn.execute(
+            "UPDATE devices SET metadata = $2::jsonb WHERE id = $1", cairo, '{"site": "cairo"}'
+        )
+        await owner_conn.execute(
+            "UPDATE devices SET metadata = $2::jsonb WHERE id = $1", giza, '{"site": "giza"}'
+        )
+        await owner_conn.execute("UPDATE devices SET device_type = 'pump' WHERE id = $1", pump)
+    by_site = await make_rule(owner_conn, fleet.client_id, device_filter={"site": "cairo"})
+    by_type = await make_rule(owner_conn, fleet.client_id, device_type="pump")
+    base = int(time.time() * 1000) - 60_000
+    hot = [t(40)]
+    with running_ingest(database, broker.url, broker.port), publisher(broker.port) as pub:
+        pub.publish_all(
+            readings(s_cairo, base, hot) + readings(s_giza, base, hot) + readings(s_pump, base, hot)
+        )
+        # giza is in no rule's scope: its watermark moves past what it sent all the same.
+        for device in (cairo, giza, pump):
+            await wait_evaluated(owner_conn, device, at(base, 0))
+    assert [e["device_id"] for e in await events_of(owner_conn, by_site)] == [cairo]
+    assert [e["device_id"] for e in await events_of(owner_conn, by_type)] == [pump]

@@ -28,7 +28,7 @@ from tests.helpers.wait import async_wait_until
 
 pytestmark = pytest.mark.timeout(400)
 
-RULE = {"hysteresis": 2.0, "duration_s": 2, "clear_after_s": 1}
+RULE: dict[str, Any] = {"hysteresis": 2.0, "duration_s": 2, "clear_after_s": 1}
 
 
 def crossing(count: int, seed: int) -> list[float]:
