@@ -148,6 +148,16 @@ async def test_a_rule_that_cannot_be_checked_is_invalid_argument_naming_the_posi
         )
     )
     assert set(details) == {"rule.duration_seconds"}
+    # A valid rule of a kind ingest does not evaluate yet is refused: it would never raise.
+    rate = A.AlarmRule(
+        name="rising", kind=A.ALARM_RULE_KIND_RATE, field="temperature_c",
+        condition=A.ALARM_CONDITION_GT, threshold=0.5, window_seconds=60,
+        severity=A.ALARM_SEVERITY_INFO,
+    )  # fmt: skip
+    code, _ = await refused(
+        s.CreateAlarmRule(A.CreateAlarmRuleRequest(rule=rate), metadata=tenant.users["client"].md)
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def _assign(

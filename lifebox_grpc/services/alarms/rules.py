@@ -12,7 +12,7 @@ from lifebox_grpc.alarms.conditions import Rule, compile_rule
 from lifebox_grpc.alarms.evaluator import evaluate_device
 from lifebox_grpc.auth.permissions import ALARMS_WRITE, TELEMETRY_READ
 from lifebox_grpc.auth.principal import Principal, require_principal
-from lifebox_grpc.errors import ErrorCollector, NotFound
+from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
 from lifebox_grpc.services.alarms.base import AlarmRpcs, tenant_of
 from lifebox_grpc.services.alarms.mapping import rule_pb
 from lifebox_grpc.services.alarms.validation import check_compiles, rule_fields
@@ -81,6 +81,7 @@ class RuleRpcs(AlarmRpcs):
             if request.client_id and request.client_id != str(client_id):
                 errors.add("client_id", "only platform staff name a client")
         errors.raise_if_any()
+        require_evaluated(fields)
         assert client_id is not None
         async with scoped(self.pool, principal) as conn:
             await _check_device(conn, client_id, fields.device_id)
@@ -152,6 +153,7 @@ class RuleRpcs(AlarmRpcs):
             fields = rule_fields(errors, merged)
             check_compiles(errors, fields)
             errors.raise_if_any()
+            require_evaluated(fields)
             await _check_device(conn, rule.client_id, fields.device_id)
             updated = await rule_store.update_rule(conn, rule, fields)
         return alarms_pb2.UpdateAlarmRuleResponse(rule=rule_pb(updated))
@@ -230,6 +232,19 @@ class RuleRpcs(AlarmRpcs):
         ]  # fmt: skip
         return alarms_pb2.TestAlarmRuleResponse(
             events=events, readings_evaluated=done, truncated=truncated or done < len(rows)
+        )
+
+
+NOT_EVALUATED = ("rate", "device_alarm")
+
+
+def require_evaluated(fields: rule_store.RuleFields) -> None:
+    """A valid rule of a kind ingest does not evaluate yet is FAILED_PRECONDITION: saved, it
+    would never raise."""
+    if fields.kind in NOT_EVALUATED:
+        raise FailedPrecondition(
+            f"{fields.kind.upper()} rules are checked but not evaluated yet; nothing would raise",
+            metadata={"kind": fields.kind},
         )
 
 
