@@ -189,7 +189,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "dev",
         "run the whole platform locally: embedded PostgreSQL and mosquitto, migrations, "
-        "seeds, serve, one ingest worker and maintain",
+        "seeds, serve, one ingest worker, maintain, broker-sync and dispatch",
         _configure_dev,
         _run_dev,
     ),
@@ -207,7 +207,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("seed", "insert reference data (idempotent)", _configure_seed, _run_seed),
     Command(
         "maintain",
-        "partition maintenance (premake, retention) every LIFEBOX_MAINTENANCE_INTERVAL_SECONDS",
+        "maintenance (partitions, billing passes) every LIFEBOX_MAINTENANCE_INTERVAL_SECONDS",
         _configure_maintain,
         _run_maintain,
     ),
