@@ -11,11 +11,11 @@ the same kind of hash file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from lifebox_grpc.broker import passwords
+from lifebox_grpc.broker.files import write_private
 
 ACCOUNTS_FILE = "accounts.json"
 SERVICE_PASSWORDS_FILE = "service.passwd"
@@ -40,14 +40,6 @@ def read_service_entries(path: Path) -> list[tuple[str, str]]:
     return entries
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
 def ensure_service_accounts(directory: Path, names: Iterable[str]) -> dict[str, str]:
     """Each account's password (made once, kept in ``accounts.json``, 0600) and
     ``service.passwd`` of their hashes (rewritten when the accounts change). Returns
@@ -58,13 +50,13 @@ def ensure_service_accounts(directory: Path, names: Iterable[str]) -> dict[str, 
     accounts = {name: known.get(name) or passwords.new_secret() for name in wanted}
     hashes = directory / SERVICE_PASSWORDS_FILE
     if accounts != known or not hashes.exists():  # unchanged accounts keep their hashes
-        _write_private(store, json.dumps(accounts, indent=2) + "\n")
-        _write_private(
+        write_private(store, (json.dumps(accounts, indent=2) + "\n").encode())
+        write_private(
             hashes,
             "".join(
                 f"{name}:{passwords.hash_secret(secret).encoded}\n"
                 for name, secret in accounts.items()
-            ),
+            ).encode(),
         )
     return accounts
 

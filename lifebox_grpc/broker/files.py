@@ -74,14 +74,20 @@ def write_if_changed(path: Path, text: str, owner: str | None = None) -> bool:
     when given) unless it already holds exactly that; returns whether it was written."""
     if path.exists() and path.read_text() == text:
         return False
+    write_private(path, text.encode(), owner)
+    return True
+
+
+def write_private(path: Path, data: bytes, owner: str | None = None) -> None:
+    """Replace ``path`` atomically with ``data``, mode 0600 (owned by the system user
+    ``owner`` when given): the one way the broker's files, accounts and keys are written."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
     if owner is not None:
         shutil.chown(tmp, owner, owner)
     os.replace(tmp, path)
-    return True
 
 
 def certificate_acl_file(users: list[str]) -> str:

@@ -10,7 +10,6 @@ at CreateDeviceCredential) and revocation lists (the broker reconciler); nothing
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from lifebox_grpc.broker.files import write_private
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 BROKER_CERT, BROKER_KEY = "broker.crt", "broker.key"
@@ -72,12 +73,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def _check_public_key(key: CertificatePublicKeyTypes) -> None:
@@ -146,7 +141,7 @@ class Authority:
 
     def save(self, directory: Path) -> None:
         (directory / CA_CERT).write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-        _write_private(directory / CA_KEY, _key_pem(self.key))
+        write_private(directory / CA_KEY, _key_pem(self.key))
 
     @property
     def pem(self) -> str:
@@ -287,7 +282,7 @@ def ensure_dev_pki(directory: Path, hostnames: Sequence[str]) -> Authority:
     if not (directory / BROKER_CERT).exists():
         cert, key = authority.issue_broker(hostnames)
         (directory / BROKER_CERT).write_bytes(cert)
-        _write_private(directory / BROKER_KEY, key)
+        write_private(directory / BROKER_KEY, key)
     return authority
 
 
