@@ -21,8 +21,6 @@ from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
 from lifebox_grpc.ingest.pipeline import Pipeline
 from lifebox_grpc.native import Decoder
-from lifebox_grpc.services import telemetry_fanout
-from lifebox_grpc.services.telemetry_fanout import Subscription
 from lifebox_grpc.store.pool import tenant_transaction
 from lifebox_grpc.store.telemetry_notices import (
     COMMITS_PER_NOTICE,
@@ -31,6 +29,8 @@ from lifebox_grpc.store.telemetry_notices import (
     encode_notices,
 )
 from lifebox_grpc.store.xact_snapshots import XactSnapshot
+from lifebox_grpc.streams import metrics
+from lifebox_grpc.streams.subscription import StreamOverflow, Subscription
 from tests.helpers.grpc import Server, make_account, sign_in
 from tests.helpers.ingest import register_fleet
 from tests.helpers.services import Database
@@ -279,24 +279,33 @@ async def test_streams_resynchronise_after_the_listener_connection_is_lost(
     since.cancel()
 
 
-async def test_subscription_hands_out_commits_in_order_around_a_resync(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    device = uuid.uuid4()
-    sub = Subscription([device])
+async def test_subscription_hands_out_items_in_order_around_a_resync() -> None:
+    sub: Subscription[int] = Subscription("test", 3, resync=True)
     first = await sub.wait(None)
-    assert (first.resync, first.commits) == (True, {}), "a stream starts with its catch-up"
-    sub.add(device, [Commit(1, 0, 1)])
+    assert (first.resync, first.items) == (True, []), "a stream starts with its catch-up"
+    sub.add(1)
     sub.mark_resync()
-    sub.add(device, [Commit(2, 0, 1), Commit(3, 0, 1)])
+    sub.add(2)
+    sub.add(3)
     before = await sub.wait(None)
-    assert (before.resync, before.commits) == (True, {device: [Commit(1, 0, 1)]})
+    assert (before.resync, before.items) == (True, [1])
     after = await sub.wait(None)
-    assert (after.resync, after.commits) == (False, {device: [Commit(2, 0, 1), Commit(3, 0, 1)]})
+    assert (after.resync, after.items) == (False, [2, 3])
     assert (await sub.wait(0.01)).resync, "no news within the timeout: a poll"
+    assert sub.held == 0
 
-    monkeypatch.setattr(telemetry_fanout, "MAX_QUEUED_COMMITS", 2)
-    sub.add(device, [Commit(4, 0, 1), Commit(5, 0, 1)])
-    sub.add(device, [Commit(6, 0, 1)])
-    overflow = await sub.wait(None)
-    assert (overflow.resync, overflow.commits) == (True, {})
+
+async def test_a_full_subscription_ends_its_stream_and_is_counted() -> None:
+    counted = metrics.STREAM_OVERFLOWS.labels("test")._value.get()
+    sub: Subscription[int] = Subscription("test", 3, weigh=lambda n: n)
+    sub.add(2)
+    sub.add(1)
+    assert sub.held == 3
+    assert not sub.overflowed
+    sub.add(1)
+    assert sub.overflowed
+    assert sub.held == 0, "what it held is let go at once"
+    with pytest.raises(StreamOverflow) as raised:
+        await sub.wait(None)
+    assert raised.value.subject == "stream:test:buffer"
+    assert metrics.STREAM_OVERFLOWS.labels("test")._value.get() == counted + 1

@@ -106,20 +106,20 @@ class BatchFacts:
             facts.add_latest(device, us)
         times = array("q")
         times.frombytes(decoded.row_times_us)
-        spans: dict[uuid.UUID, tuple[uuid.UUID, int, int]] = {}
+        spans: dict[uuid.UUID, tuple[uuid.UUID, int, int, int]] = {}
         first = 0
         for (device, client), count in zip(device_clients, decoded.rows_per_message, strict=True):
             if not count:
                 continue
             run = times[first : first + count]
             first += count
-            lo, hi = min(run), max(run)
+            lo, hi, rows = min(run), max(run), count
             if device in spans:
-                _, known_lo, known_hi = spans[device]
-                lo, hi = min(lo, known_lo), max(hi, known_hi)
-            spans[device] = (client, lo, hi)
-        for device, (client, lo, hi) in spans.items():
-            facts.add_commit(device, client, Commit(xid, lo, hi))
+                _, known_lo, known_hi, known_rows = spans[device]
+                lo, hi, rows = min(lo, known_lo), max(hi, known_hi), rows + known_rows
+            spans[device] = (client, lo, hi, rows)
+        for device, (client, lo, hi, rows) in spans.items():
+            facts.add_commit(device, client, Commit(xid, lo, hi, rows))
 
     @property
     def pending(self) -> bool:

@@ -3,16 +3,19 @@
 A stream first catches up by reading time (rows after its start time, or after each
 device's newest row when it has none, paged), remembering for each read the snapshot it
 saw and the time it read after (an *epoch*). From then on it follows the commits the
-fan-out announces (:mod:`telemetry_fanout`). A commit the first read's snapshot saw is
-skipped: its rows after the start were sent by the catch-up, older ones predate the stream.
-A commit a later epoch saw first had its rows newer than that epoch's time sent, so only
-its rows up to that time are read; a commit no epoch saw is read whole (from the start time,
-if one was given). A commit's rows are found by device, time range and ``xmin``, so a batch
-of older readings that commits after a batch of newer ones is still delivered, once.
+process's engine announces and reads once for every stream (:mod:`lifebox_grpc.streams.
+telemetry`). A commit the first read's snapshot saw is skipped: its rows after the start were
+sent by the catch-up, older ones predate the stream. A commit a later epoch saw first had
+its rows newer than that epoch's time sent, so only its rows up to that time are taken; a
+commit no epoch saw is taken whole (from the start time, if one was given). A commit's rows
+are found by device, time range and ``xmin``, so a batch of older readings that commits
+after a batch of newer ones is still delivered, once.
 
-When the fan-out's listener is lost (or not yet back), the stream resynchronises by time:
-rows newer than the newest it sent, as a fresh epoch. A reading older than that, committed
-while nobody listened, is then missed; nothing else is.
+When the listener is lost (or not yet back), or the engine could not read a commit, the
+stream resynchronises by time: rows newer than the newest it sent, as a fresh epoch. A
+reading older than that, committed meanwhile, is then missed; nothing else is. A stream
+whose client reads too slowly ends with RESOURCE_EXHAUSTED (:mod:`lifebox_grpc.streams.
+subscription`).
 """
 
 from __future__ import annotations
@@ -23,19 +26,19 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
-from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
 from lifebox_grpc.store import telemetry as store
 from lifebox_grpc.store.telemetry_notices import Commit
 from lifebox_grpc.store.xact_snapshots import XactSnapshot
+from lifebox_grpc.streams.telemetry import CommitRows, TelemetryHub
 
-# A stream reads at most this many rows per device per read, this many devices per
-# catch-up read and this many commits per live read.
+# A stream reads at most this many rows per device per read and this many devices per
+# catch-up read.
 STREAM_ROWS = 1_000
 STREAM_DEVICES_PER_READ = 100
-STREAM_COMMITS_PER_READ = 500
 # While the fan-out is not listening, streams read by time this often.
 STREAM_POLL_SECONDS = 15.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,14 +58,18 @@ class LiveStream:
     def __init__(
         self,
         connect: Connect,
-        fanout: TelemetryFanout,
+        fanout: TelemetryHub,
         device_ids: Sequence[uuid.UUID],
         fields: Sequence[str],
         after_us: dict[uuid.UUID, int],
         start_us: int | None,
+        client_id: uuid.UUID | None = None,
     ) -> None:
         """``after_us``: per device, send rows after this time (Unix µs); ``start_us``: never
-        send rows older than this (None: rows of later commits, whatever their time)."""
+        send rows older than this (None: rows of later commits, whatever their time);
+        ``client_id``: the caller's tenant (None: staff, or not said; the devices were
+        checked anyway)."""
+        self._client_id = client_id
         self._connect = connect
         self._fanout = fanout
         self._device_ids = list(device_ids)
@@ -74,16 +81,20 @@ class LiveStream:
         }
 
     async def runs(self) -> AsyncIterator[list[asyncpg.Record]]:
-        """Runs of rows of one device, (device_id, t micros, time, fields..., n), forever."""
-        async with self._fanout.subscribe(self._device_ids) as subscription:
+        """Runs of rows of one device, (device_id, t micros, time, fields..., ...), forever."""
+        hub = self._fanout
+        async with hub.follow(self._device_ids, self._fields, self._client_id) as follower:
             while True:
-                listening = self._fanout.listening
-                update = await subscription.wait(None if listening else STREAM_POLL_SECONDS)
-                async for run in self._commit_rows(update.commits):
-                    yield run
-                if update.resync:
-                    if not self._fanout.listening:
-                        await self._fanout.ensure_listening()
+                update = await follower.queue.wait(None if hub.listening else STREAM_POLL_SECONDS)
+                resync = update.resync
+                async for run in self._commit_rows(update.items):
+                    if run is None:
+                        resync = True
+                    else:
+                        yield run
+                if resync:
+                    if not hub.listening:
+                        await hub.ensure_listening()
                     async for run in self._catch_up():
                         yield run
 
@@ -130,23 +141,36 @@ class LiveStream:
         return store.CommitRange(device_id, commit.xid, low, high)
 
     async def _commit_rows(
-        self, commits: dict[uuid.UUID, list[Commit]]
-    ) -> AsyncIterator[list[asyncpg.Record]]:
-        ranges = [
-            wanted
-            for device_id in self._device_ids
-            for commit in commits.get(device_id, ())
-            if (wanted := self._range_of(device_id, commit)) is not None
-        ]
-        for i in range(0, len(ranges), STREAM_COMMITS_PER_READ):
-            async with self._connect() as conn:
-                rows = await store.rows_of_commits(
-                    conn, ranges[i : i + STREAM_COMMITS_PER_READ], self._fields
-                )
-            for run in runs(rows, -1):  # by commit
-                device_id = run[0][0]
-                self._sent_us[device_id] = max(self._sent_us[device_id], run[-1][1])
-                yield run
+        self, entries: Sequence[CommitRows]
+    ) -> AsyncIterator[list[asyncpg.Record] | None]:
+        """Each commit's rows not sent yet, in arrival order (None once for commits the
+        engine could not read: resync)."""
+        lost = False
+        for entry in entries:
+            if not entry.ready.is_set():
+                await entry.ready.wait()
+            if entry.failed:
+                lost = True
+                continue
+            wanted = self._range_of(entry.device_id, entry.commit)
+            if wanted is None or not entry.rows:
+                continue
+            rows: Sequence[asyncpg.Record] = entry.rows
+            if wanted.min_us > entry.commit.min_us or wanted.max_us < entry.commit.max_us:
+                rows = [r for r in rows if wanted.min_us <= r[1] <= wanted.max_us]
+                if not rows:
+                    continue
+            run = list(rows) if entry.fields == tuple(self._fields) else self._project(entry, rows)
+            self._sent_us[entry.device_id] = max(self._sent_us[entry.device_id], run[-1][1])
+            yield run
+        if lost:
+            yield None
+
+    def _project(self, entry: CommitRows, rows: Sequence[asyncpg.Record]) -> list[Any]:
+        """Rows as (device_id, t, time, this stream's fields...) when the engine read more
+        fields (for other streams) than this one wants."""
+        at = [3 + entry.fields.index(name) for name in self._fields]
+        return [(r[0], r[1], r[2], *[r[i] for i in at]) for r in rows]
 
 
 def runs(rows: Sequence[asyncpg.Record], key: int) -> list[list[asyncpg.Record]]:

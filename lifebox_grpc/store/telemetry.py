@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -280,6 +280,28 @@ class CommitRange:
     max_us: int
 
 
+ROWS_OF_COMMITS_SQL = (
+    "SELECT c.id AS device_id, r.*, c.n "
+    "FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[], $4::timestamptz[]) "
+    "WITH ORDINALITY AS c(id, xid, lo, hi, n) "
+    "CROSS JOIN LATERAL (SELECT {micros} AS t, e.time{fields} FROM telemetry_events e "
+    "WHERE e.device_id = c.id AND e.time >= c.lo AND e.time <= c.hi "
+    "AND e.xmin = (c.xid % 4294967296)::text::xid ORDER BY e.time) r "
+    "ORDER BY c.n, r.time"
+)
+"""The bounds are timestamptz parameters, not ``epoch + µs * interval`` computed in SQL:
+with those expressions the (device_id, time) key was probed by device only, so every call
+read all of a device's rows in the partition (cost growing with the table: 6.2 s for 200
+commits of 50 rows over 2.5 M rows, 2.7 s of it JIT compiling for the inflated estimate);
+as plain column comparisons they are index conditions (28 ms, no JIT)."""
+
+_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH_DT + timedelta(microseconds=us)
+
+
 async def rows_of_commits(
     conn: asyncpg.Connection, commits: Sequence[CommitRange], fields: Sequence[str]
 ) -> list[asyncpg.Record]:
@@ -289,22 +311,14 @@ async def rows_of_commits(
     Exact because ingest inserts a batch's rows at top level of its transaction, so their
     ``xmin`` is the low 32 bits of its id (and (device_id, time) is unique).
     """
+    sql = ROWS_OF_COMMITS_SQL.format(micros=_MICROS.format("e.time"), fields=_fields_sql(fields))
     return list(
         await conn.fetch(
-            f"SELECT c.id AS device_id, r.*, c.n "
-            f"FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) "
-            f"WITH ORDINALITY AS c(id, xid, lo, hi, n) "
-            f"CROSS JOIN LATERAL (SELECT {_MICROS.format('e.time')} AS t, e.time"
-            f"{_fields_sql(fields)} FROM telemetry_events e "
-            f"WHERE e.device_id = c.id "
-            f"AND e.time BETWEEN {_EPOCH} + c.lo * interval '1 microsecond' "
-            f"AND {_EPOCH} + c.hi * interval '1 microsecond' "
-            f"AND e.xmin = (c.xid % 4294967296)::text::xid ORDER BY e.time) r "
-            f"ORDER BY c.n, r.time",
+            sql,
             [c.device_id for c in commits],
             [c.xid for c in commits],
-            [c.min_us for c in commits],
-            [c.max_us for c in commits],
+            [_at(c.min_us) for c in commits],
+            [_at(c.max_us) for c in commits],
         )
     )
 
