@@ -67,12 +67,21 @@ def _configure_migrate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--status", action="store_true", help="list applied and pending migrations, change nothing"
     )
+    # --- ops-db (issue 19) ---
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the migrations that would run, in order, and change nothing",
+    )
+    # --- end ops-db ---
 
 
 def _run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from lifebox_grpc.store.admin import migrate_command
 
-    return asyncio.run(migrate_command(settings, status_only=args.status))
+    return asyncio.run(
+        migrate_command(settings, status_only=args.status, dry_run=args.dry_run)  # ops-db (19)
+    )
 
 
 def _configure_seed(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +187,22 @@ def _run_pki(args: argparse.Namespace, _: Settings) -> int:
     return pki_command.run(args)
 
 
+# --- ops-db (issue 19) ---
+def _configure_db(parser: argparse.ArgumentParser) -> None:
+    from lifebox_grpc.db import command
+
+    command.configure(parser)
+
+
+def _run_db(args: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.db import command
+
+    return command.run(args, settings)
+
+
+# --- end ops-db ---
+
+
 # --- commands (issue 14) ---
 def _run_dispatch(_: argparse.Namespace, settings: Settings) -> int:
     from lifebox_grpc.commands.dispatcher import run_dispatcher
@@ -235,6 +260,14 @@ COMMANDS: tuple[Command, ...] = (
         _no_args,
         _run_dispatch,
     ),
+    # --- ops-db (issue 19) ---
+    Command(
+        "db",
+        "database operations: status, backup, restore, reset (dev only)",
+        _configure_db,
+        _run_db,
+    ),
+    # --- end ops-db ---
     Command(
         "config", "print the effective settings (secrets masked)", _configure_config, _run_config
     ),
@@ -284,6 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    # --- ops-db (issue 19): a refused connection, a missing role, extension or program is
+    # one line saying what is wrong and the command that fixes it, not a traceback.
+    except Exception as exc:
+        from lifebox_grpc.db.failures import explain
+
+        failure = explain(exc, settings)
+        if failure is None:
+            raise
+        print(failure.render(args.command), file=sys.stderr)
+        return 2
+    # --- end ops-db ---
 
 
 if __name__ == "__main__":

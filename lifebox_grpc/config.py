@@ -305,6 +305,23 @@ class Settings(BaseSettings):
         "this long (they come right after the subscription).",
     )
 
+    # --- ops-db (issue 19) ---
+    backup_database_url: SecretStr | None = Field(
+        None,
+        description="DSN `lifebox db backup` and `db status` read with (role lifebox_backup: "
+        "BYPASSRLS, reads everything, writes nothing). Unset: the embedded cluster's.",
+    )
+    superuser_database_url: SecretStr | None = Field(
+        None,
+        description="A superuser's DSN for `lifebox db restore` and `db reset` (they create "
+        "databases and extensions). Unset: the embedded cluster's superuser.",
+    )
+    replica_database_url: SecretStr | None = Field(
+        None,
+        description="A streaming standby's DSN: `lifebox db status` shows its replay lag.",
+    )
+    # --- end ops-db ---
+
     # --- broker reconciler (issue 13) ---
     broker_sync_database_url: SecretStr | None = Field(
         None,

@@ -141,6 +141,7 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
                     secrets.pg_ingest_password,
                     secrets.pg_broker_sync_password,
                     secrets.pg_dispatch_password,  # --- commands (issue 14)
+                    secrets.pg_backup_password,  # --- ops-db (issue 19)
                 ),
                 settings.pg_port,
             )

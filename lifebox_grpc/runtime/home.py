@@ -27,6 +27,8 @@ class DevSecrets:
     pg_broker_sync_password: str = ""
     # --- commands (issue 14): `lifebox dispatch`'s role; a home from before it gets one then.
     pg_dispatch_password: str = ""
+    # --- ops-db (issue 19): `lifebox db backup`'s read-only role; a home from before it.
+    pg_backup_password: str = ""
 
 
 def prepare_home(home: Path) -> Path:
@@ -51,7 +53,7 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
         # --- broker reconciler (issue 13), commands (issue 14): a home from before a role.
         missing = {
             name: _token()
-            for name in ("pg_broker_sync_password", "pg_dispatch_password")
+            for name in ("pg_broker_sync_password", "pg_dispatch_password", "pg_backup_password")
             if not getattr(loaded, name)
         }
         if not missing:
@@ -69,6 +71,7 @@ def load_or_create_secrets(home: Path) -> DevSecrets:
         demo_password=_token(9),
         pg_broker_sync_password=_token(),
         pg_dispatch_password=_token(),  # --- commands (issue 14)
+        pg_backup_password=_token(),  # --- ops-db (issue 19)
     )
     write_private(path, json.dumps(asdict(generated), indent=2) + "\n")
     return generated

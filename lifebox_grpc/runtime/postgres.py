@@ -45,6 +45,12 @@ INGEST_ROLE = "lifebox_ingest"
 SYNC_ROLE = "lifebox_broker_sync"  # `lifebox broker-sync`: SELECT on what it reads (0050)
 # --- commands (issue 14) ---
 DISPATCH_ROLE = "lifebox_dispatch"  # `lifebox dispatch`: the outbox and its commands (0060)
+# --- ops-db (issue 19) ---
+# `lifebox db backup`: BYPASSRLS (a dump must see every tenant's rows; RLS is forced) and a
+# member of pg_read_all_data (SELECT on every table, sequence and chunk, present and future,
+# whatever the migrations revoke from time-series children), nothing else.
+BACKUP_ROLE = "lifebox_backup"
+_BACKUP_ATTRS = "NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE"
 SERVICE_USER = "postgres"  # Debian's postgresql package creates it.
 
 
@@ -60,6 +66,7 @@ class RolePasswords:
     ingest: str
     broker_sync: str = ""  # --- broker reconciler (issue 13): empty = no lifebox_broker_sync role
     dispatch: str = ""  # --- commands (issue 14): empty = no lifebox_dispatch role
+    backup: str = ""  # --- ops-db (issue 19): empty = no lifebox_backup role
 
 
 # --- broker reconciler (issue 13): reads the credentials on the staff path, no BYPASSRLS.
@@ -337,6 +344,7 @@ class EmbeddedPostgres:
             INGEST_ROLE: self.passwords.ingest,
             SYNC_ROLE: self.passwords.broker_sync,  # --- broker reconciler (issue 13)
             DISPATCH_ROLE: self.passwords.dispatch,  # --- commands (issue 14)
+            BACKUP_ROLE: self.passwords.backup,  # --- ops-db (issue 19)
         }[role]
         database = "postgres" if role == SUPERUSER else DATABASE
         return dsn(self.port, role, password, database, self.socket_dir)
@@ -366,6 +374,12 @@ class EmbeddedPostgres:
                 *(
                     [(DISPATCH_ROLE, self.passwords.dispatch, _SYNC_ATTRS)]
                     if self.passwords.dispatch
+                    else []
+                ),
+                # --- ops-db (issue 19) ---
+                *(
+                    [(BACKUP_ROLE, self.passwords.backup, _BACKUP_ATTRS)]
+                    if self.passwords.backup
                     else []
                 ),
             ):
@@ -412,8 +426,20 @@ class EmbeddedPostgres:
                 await conn.execute(f"GRANT CONNECT ON DATABASE {DATABASE} TO {SYNC_ROLE}")
             if self.passwords.dispatch:  # --- commands (issue 14)
                 await conn.execute(f"GRANT CONNECT ON DATABASE {DATABASE} TO {DISPATCH_ROLE}")
+            if self.passwords.backup:  # --- ops-db (issue 19)
+                await conn.execute(grant_backup_sql(DATABASE))
         finally:
             await conn.close()
+
+
+# --- ops-db (issue 19) ---
+def grant_backup_sql(database: str) -> str:
+    """What makes :data:`BACKUP_ROLE` able to dump ``database`` (run as a superuser, after
+    the role exists): connect, and read everything through pg_read_all_data."""
+    return (
+        f"GRANT CONNECT ON DATABASE {database} TO {BACKUP_ROLE};\n"
+        f"GRANT pg_read_all_data TO {BACKUP_ROLE};\n"
+    )
 
 
 def _extension_control(name: str) -> Path:

@@ -11,9 +11,19 @@ from lifebox_grpc.runtime.home import SECRETS_FILE, load_or_create_secrets, prep
 from lifebox_grpc.store import migrations, seeds
 
 
-async def migrate_command(settings: Settings, *, status_only: bool) -> int:
+async def migrate_command(settings: Settings, *, status_only: bool, dry_run: bool = False) -> int:
     conn = await asyncpg.connect(resolve_endpoints(settings).owner_dsn)
     try:
+        # --- ops-db (issue 19): what would run, changing nothing ---
+        if dry_run:
+            todo = await migrations.pending(conn)
+            for migration in todo:
+                print(f"would apply {migration.name}")
+            print(
+                f"{len(todo)} migration(s) would be applied" if todo else "database is up to date"
+            )
+            return 0
+        # --- end ops-db ---
         if status_only:
             for row in await migrations.status(conn):
                 state = f"applied {row.applied_at}" if row.applied else "pending"

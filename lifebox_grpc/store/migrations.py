@@ -118,3 +118,20 @@ async def status(
         )
         for m in migrations
     ]
+
+
+async def pending(
+    conn: asyncpg.Connection, migrations: list[Migration] | None = None
+) -> list[Migration]:
+    """The migrations :func:`migrate` would apply now, in order; nothing is changed (the
+    ledger table is only read: a database that never ran a migration has all pending)."""
+    migrations = load_migrations() if migrations is None else migrations
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    rows = (
+        await conn.fetch("SELECT name, checksum, applied_at FROM schema_migrations")
+        if exists
+        else []
+    )
+    applied = {row["name"]: row for row in rows}
+    _check_edits(migrations, applied)
+    return [m for m in migrations if m.name not in applied]
