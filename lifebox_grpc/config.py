@@ -462,6 +462,17 @@ class Settings(BaseSettings):
     )
     # --- end commands ---
 
+    # --- streams (issue 21) ---
+    stream_buffer_items: int = Field(
+        100_000,
+        ge=1,
+        description="What one server stream may have queued for a client that reads slower "
+        "than it produces (StreamTelemetry: rows; the other streams: changes); past it the "
+        "stream ends with RESOURCE_EXHAUSTED and the client resumes from the newest time it "
+        "received (lifebox_stream_overflows_total counts them).",
+    )
+    # --- end streams ---
+
     # --- billing (issue 16) ---
     billing_enabled: bool = Field(
         False,

@@ -177,6 +177,11 @@ async def start_server(
     )
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    # --- streams (issue 21) ---
+    from lifebox_grpc.streams import limits as stream_limits
+
+    stream_limits.configure(settings.stream_buffer_items)
+    # --- end streams ---
     service_names = register_services(server, Dependencies(pool, settings, flows))
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
