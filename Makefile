@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run test lint fmt gen gen-check cargo-test pytest bench fuzz clean
+.PHONY: help setup run test lint fmt gen gen-check cargo-test pytest bench fuzz clean fresh-check
 
 help: ## list the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -19,13 +19,14 @@ run: setup ## set up, then run the whole platform locally (lifebox dev)
 
 test: setup lint cargo-test pytest ## lint, cargo test and pytest (what CI runs)
 
-lint: setup ## ruff, mypy --strict, cargo fmt/clippy, buf lint, generated code up to date
+lint: setup ## ruff, mypy --strict, cargo fmt/clippy, buf lint and breaking, generated code up to date
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cd protos && ../$(BUF) lint
+	bash scripts/buf_breaking.sh
 	$(MAKE) --no-print-directory gen-check
 
 fmt: setup ## format Python and Rust
@@ -52,6 +53,9 @@ bench: setup ## run the benchmarks (prints tables; nothing asserts)
 fuzz: ## fuzz the native decoder for FUZZ_SECONDS (needs the nightly toolchain; installs cargo-fuzz)
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 	mkdir -p fuzz/corpus/decode_batch && cd fuzz && cargo +nightly fuzz run decode_batch corpus/decode_batch seeds -- -max_total_time=$(FUZZ_SECONDS)
+
+fresh-check: ## (slow, root) a bare Debian 12 in a chroot goes from nothing to make run and make test
+	bash scripts/fresh_check.sh
 
 clean: ## remove build outputs (not .lifebox data)
 	rm -rf target $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
