@@ -33,6 +33,11 @@ class Update(Generic[T]):
     items: list[T]
     resync: bool
 
+    @property
+    def notices(self) -> list[T]:
+        """The items, by the name notice streams use for them."""
+        return self.items
+
 
 class StreamOverflow(ResourceExhausted):
     """The client read slower than its stream produced: its buffer was full."""

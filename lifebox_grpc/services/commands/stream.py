@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +12,7 @@ from lifebox_grpc.auth.principal import require_principal
 from lifebox_grpc.errors import ErrorCollector
 from lifebox_grpc.services.commands.access import command_scope
 from lifebox_grpc.services.commands.base import CommandRpcs
+from lifebox_grpc.services.commands.fanout import Update
 from lifebox_grpc.services.commands.mapping import command_pb, execution_pb
 from lifebox_grpc.services.common import scoped
 from lifebox_grpc.services.device_access import parse_device_ids, require_devices
@@ -23,6 +22,8 @@ MAX_CATCH_UP = timedelta(hours=24)
 CATCH_UP_PAGE = 1000
 MAX_STREAM_DEVICES = 1000
 SEEN_MEMORY = 50_000
+# While the process's listener is down, streams read by time this often.
+POLL_SECONDS = 5.0
 
 
 class StreamRpcs(CommandRpcs):
@@ -51,6 +52,7 @@ class StreamRpcs(CommandRpcs):
             visible = wanted
         seen: dict[uuid.UUID, None] = {}
         last_at = since or datetime.now(UTC)
+        floor = last_at  # a resync never reaches before what the caller asked for
 
         async def emit(
             rows: list[command_store.Execution],
@@ -94,34 +96,38 @@ class StreamRpcs(CommandRpcs):
                     return out
                 cursor = rows[-1].at
 
-        async with self.fanout.subscribe(client_id) as sub:
+        def accepts(update: Update) -> bool:
+            return client_id is None or update.client_id == client_id
+
+        hub = self.fanout
+        async with hub.subscribe(accepts) as sub:
             if since is not None:
                 for message in await since_time(since):
                     yield message
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.event.wait(), 5)
-                ids, resync = sub.take()
-                if resync:
+                update = await sub.wait(None if hub.listening else POLL_SECONDS)
+                ids = [u.execution_id for u in update.items]
+                allowed = None if visible is None else set(visible)
+                if ids:
+                    # One transaction reads the rows and their commands as they are now.
+                    async with scoped(self.pool, principal) as conn:
+                        rows = [
+                            r
+                            for r in await command_store.executions_by_id(conn, ids)
+                            if (client_id is None or r.client_id == client_id)
+                            and (allowed is None or r.device_id in allowed)
+                            and r.id not in seen
+                        ]
+                        commands = await command_store.get_commands(
+                            conn, list({r.command_id for r in rows})
+                        )
+                    for message in await emit(rows, commands):
+                        yield message
+                if update.resync:
+                    if not hub.listening:
+                        await hub.ensure_listening()
                     # Announcements may be lost: read by time from the newest sent, minus a
                     # margin for transactions that committed after newer ones.
-                    for message in await since_time(last_at - timedelta(seconds=5)):
+                    resume = max(floor, last_at - timedelta(seconds=5))
+                    for message in await since_time(resume):
                         yield message
-                    continue
-                if not ids:
-                    continue
-                allowed = None if visible is None else set(visible)
-                # One transaction reads the rows and their commands as they are now.
-                async with scoped(self.pool, principal) as conn:
-                    rows = [
-                        r
-                        for r in await command_store.executions_by_id(conn, ids)
-                        if (client_id is None or r.client_id == client_id)
-                        and (allowed is None or r.device_id in allowed)
-                        and r.id not in seen
-                    ]
-                    commands = await command_store.get_commands(
-                        conn, list({r.command_id for r in rows})
-                    )
-                for message in await emit(rows, commands):
-                    yield message
