@@ -95,7 +95,8 @@ async def test_restore_refuses_a_database_that_holds_data(
         env={"LIFEBOX_SUPERUSER_DATABASE_URL": database.superuser_lifebox_dsn},
     )
     assert refused.returncode == 2
-    assert "is not empty" in refused.stderr and "--force" in refused.stderr
+    assert "is not empty" in refused.stderr
+    assert "--force" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
@@ -117,7 +118,8 @@ async def test_schema_then_data_only_dumps_restore_to_the_same_rows(
             after = await table_fingerprints(superuser_dsn(database, target))
             assert before == after
             again = lifebox("db", "restore", str(tmp_path / "data"), env=target_env)
-            assert again.returncode == 2 and "holds rows" in again.stderr
+            assert again.returncode == 2
+            assert "holds rows" in again.stderr
         finally:
             await _drop(database, target)
 

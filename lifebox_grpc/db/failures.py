@@ -69,9 +69,12 @@ def explain(exc: BaseException, settings: Settings) -> Failure | None:
     if isinstance(exc, MissingBinaryError):
         return Failure(str(exc), exc.install)
     if isinstance(exc, asyncpg.InvalidPasswordError):
+        # With scram-sha-256 the server says the same of a role that does not exist.
         return Failure(
-            f"PostgreSQL refused the password: {exc}",
-            "correct the password in the LIFEBOX_*_DATABASE_URL setting (`lifebox config`)",
+            f"PostgreSQL refused the login ({exc}): a wrong password, or no such role",
+            "lifebox dev   (its bootstrap makes the roles and their passwords)"
+            if settings.mode is Mode.DEV and settings.database_url is None
+            else f"create the role with {INIT_SCRIPT}, or correct the URL's password",
         )
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
         # 28000: "role ... does not exist", or no pg_hba.conf line for this client.
@@ -87,6 +90,13 @@ def explain(exc: BaseException, settings: Settings) -> Failure | None:
         found = _extension_failure(str(exc))
         if found:
             return found
+        if isinstance(exc, asyncpg.RaiseError) and "extension" in str(exc):
+            # Our migrations' own check (0010): neither time-series extension is in place.
+            return Failure(
+                str(getattr(exc, "message", exc))
+                + (f" ({exc.hint})" if getattr(exc, "hint", None) else ""),
+                f"{INSTALL_SERVER}, then {INIT_SCRIPT}",
+            )
         if isinstance(exc, asyncpg.InsufficientPrivilegeError) and "partman" in str(exc):
             return Failure(
                 f"the owner role may not use pg_partman: {exc}", f"grant it with {INIT_SCRIPT}"
