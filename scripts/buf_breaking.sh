@@ -23,7 +23,7 @@ if [ -z "$against" ]; then
   if [ -n "$tag" ]; then
     accepted=$(git log -1 --format=%H --grep="$TRAILER" "$tag..HEAD")
     against=${accepted:-$tag}
-  elif git log -1 --format=%B HEAD | grep -q "$TRAILER"; then
+  elif grep -q "$TRAILER" <<<"$(git log -1 --format=%B HEAD)"; then
     against=HEAD
   else
     if ! git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null; then

@@ -49,14 +49,21 @@ command -v npm >/dev/null || need_apt npm
 # lint`). A rustup toolchain is used when present (Debian's rust*-web packages conflict with
 # rustup); otherwise Debian 12's rustc-web/cargo-web (1.96 in bookworm-security; bookworm's own
 # cargo is 1.63 and its rustc-web 1.85, both too old).
-cargo_version() { cargo --version 2>/dev/null | awk '{print $2}' | sed 's/-.*//'; }
+# (No pipeline on a missing command: under pipefail its 127 would end the script unexplained.)
+cargo_version() {
+  local out
+  out=$(cargo --version 2>/dev/null) || return 0
+  out=${out#cargo }
+  echo "${out%% *}" | sed 's/-.*//'
+}
 if command -v rustup >/dev/null; then
   have=$(cargo_version)
   if [ -z "$have" ] || ! version_ge "$have" "$RUST_MIN"; then
     problems+=("Rust ${have:-none} (rustup) is older than the workspace's $RUST_MIN|rustup update stable")
   fi
+  installed=$(rustup component list --installed 2>/dev/null || true)
   for component in rustfmt clippy; do
-    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    if ! grep -q "^$component" <<<"$installed"; then
       problems+=("rustup toolchain lacks $component|rustup component add $component")
     fi
   done
@@ -66,7 +73,8 @@ else
     || ! cargo clippy --version >/dev/null 2>&1; then
     # A bare system may have no package lists yet: as root, read them before judging.
     [ "$(id -u)" -eq 0 ] && apt-get update -qq
-    candidate=$(apt-cache policy rustc-web 2>/dev/null | awk '/Candidate:/ {print $2}' | sed 's/+.*//')
+    policy=$(apt-cache policy rustc-web 2>/dev/null || true)
+    candidate=$(awk '/Candidate:/ {print $2}' <<<"$policy" | sed 's/+.*//')
     if [ -z "$candidate" ] || [ "$candidate" = "(none)" ] || ! version_ge "$candidate" "$RUST_MIN"; then
       problems+=("Rust >= $RUST_MIN is needed (have ${have:-none}); apt offers rustc-web ${candidate:-none}: enable bookworm-security|$SECURITY_LINE")
     fi
