@@ -14,7 +14,16 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 
-from lifebox.v1 import telemetry_pb2, telemetry_pb2_grpc
+from lifebox.v1 import (
+    alarms_pb2,
+    alarms_pb2_grpc,
+    commands_pb2,
+    commands_pb2_grpc,
+    devices_pb2,
+    devices_pb2_grpc,
+    telemetry_pb2,
+    telemetry_pb2_grpc,
+)
 from lifebox_grpc.auth import tokens
 from lifebox_grpc.auth.permissions import USERS_READ, Access, Rule
 from lifebox_grpc.auth.principal import Principal
@@ -221,3 +230,85 @@ async def test_a_stream_ends_unauthenticated_when_its_access_token_expires(
     call = await _open_stream(server, viewer, device, bearer(short.token))
     code, _ = await _ended_with(call)
     assert code is grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- every stream of the engine (issue 21): the same re-checks end them ---
+
+
+def _device_events(server: Server, device: uuid.UUID, md: Any) -> Any:
+    api = devices_pb2_grpc.DeviceServiceStub(server.channel)
+    return api.StreamDeviceEvents(
+        devices_pb2.StreamDeviceEventsRequest(device_ids=[str(device)]), metadata=md
+    )
+
+
+def _command_updates(server: Server, device: uuid.UUID, md: Any) -> Any:
+    api = commands_pb2_grpc.CommandServiceStub(server.channel)
+    return api.StreamCommandUpdates(
+        commands_pb2.StreamCommandUpdatesRequest(device_ids=[str(device)]), metadata=md
+    )
+
+
+def _alarm_events(server: Server, device: uuid.UUID, md: Any) -> Any:
+    api = alarms_pb2_grpc.AlarmServiceStub(server.channel)
+    return api.StreamAlarmEvents(
+        alarms_pb2.StreamAlarmEventsRequest(device_ids=[str(device)]), metadata=md
+    )
+
+
+STREAMS = pytest.mark.parametrize(
+    "open_call",
+    [_device_events, _command_updates, _alarm_events],
+    ids=["StreamDeviceEvents", "StreamCommandUpdates", "StreamAlarmEvents"],
+)
+
+
+async def _running(server: Server, account: Account, open_call: Any, device: uuid.UUID) -> Any:
+    limits = server.running.limits
+    assert limits is not None
+    before = limits.streams.by_principal.get(account.user_id, 0)
+    call = open_call(server, device, account.md)
+
+    async def running() -> bool:
+        return limits.streams.by_principal.get(account.user_id, 0) > before
+
+    await async_wait_until(running, 30, "the stream's handler running")
+    return call
+
+
+@STREAMS
+async def test_each_stream_ends_not_found_when_its_device_is_unassigned(
+    server: Server, owner_conn: asyncpg.Connection, open_call: Any
+) -> None:
+    viewer, device = await _viewer_with_device(server, owner_conn)
+    call = await _running(server, viewer, open_call, device)
+    await _as_staff(
+        owner_conn, "DELETE FROM user_device_assignments WHERE user_id = $1", viewer.user_id
+    )
+    code, details = await _ended_with(call)
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert details["ErrorInfo"].reason == "ERROR_REASON_NOT_FOUND"
+
+
+@STREAMS
+async def test_each_stream_of_a_disabled_user_ends_unauthenticated(
+    server: Server, owner_conn: asyncpg.Connection, open_call: Any
+) -> None:
+    viewer, device = await _viewer_with_device(server, owner_conn)
+    call = await _running(server, viewer, open_call, device)
+    await _as_staff(
+        owner_conn, "UPDATE users SET status = 'disabled' WHERE id = $1", viewer.user_id
+    )
+    code, _ = await _ended_with(call)
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+
+
+@STREAMS
+async def test_each_stream_of_an_unchanged_caller_runs_on(
+    server: Server, owner_conn: asyncpg.Connection, open_call: Any
+) -> None:
+    viewer, device = await _viewer_with_device(server, owner_conn)
+    call = await _running(server, viewer, open_call, device)
+    await asyncio.sleep(RECHECK_SECONDS * 3)  # three re-checks passed
+    assert not call.done()
+    call.cancel()

@@ -12,6 +12,7 @@ from lifebox.v1 import alarms_pb2
 from lifebox_grpc.auth.permissions import DeviceAction
 from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
+from lifebox_grpc.interceptors.stream_access import recheck_stream  # --- streams (issue 21)
 from lifebox_grpc.services.alarms.base import AlarmRpcs
 from lifebox_grpc.services.alarms.mapping import (
     STATUS_NAMES,
@@ -22,10 +23,12 @@ from lifebox_grpc.services.alarms.mapping import (
 from lifebox_grpc.services.alarms.validation import SEVERITY_NAMES
 from lifebox_grpc.services.common import page_size, parse_uuid, require_uuid, scoped
 from lifebox_grpc.services.device_access import (
+    ASSIGNED_ONLY_ROLES,  # --- streams (issue 21)
     device_filter,
     parse_device_ids,
     require_actions,
     require_devices,
+    require_found,  # --- streams (issue 21)
 )
 from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.store import alarm_events as event_store
@@ -141,12 +144,25 @@ class EventRpcs(AlarmRpcs):
         if devices is not None:
             async with scoped(self.pool, principal) as conn:
                 await require_devices(conn, principal, devices)
+        # --- streams (issue 21) ---
+        # Each re-authorization: named devices no longer visible end the stream (NOT_FOUND,
+        # like StreamTelemetry); otherwise it follows the caller's devices as they are now.
+        scope = device_filter(principal)
+
+        def recheck(current: Principal) -> None:
+            nonlocal scope
+            if devices is not None and current.role in ASSIGNED_ONLY_ROLES:
+                require_found(devices, frozenset(current.assigned_device_ids))
+            scope = device_filter(current)
+
+        recheck_stream(recheck)
+        # --- end streams ---
         seen: dict[uuid.UUID, datetime] = {}
         cursor = since
         while True:
             async with scoped(self.pool, principal) as conn:
                 found = await event_store.changes_since(
-                    conn, device_filter(principal), devices, cursor - STREAM_OVERLAP, STREAM_PAGE
+                    conn, scope, devices, cursor - STREAM_OVERLAP, STREAM_PAGE
                 )
             fresh = [(c, e) for c, e in found if c.id not in seen and c.recorded_at >= since]
             for change, event in fresh:

@@ -8,14 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lifebox.v1 import commands_pb2
-from lifebox_grpc.auth.principal import require_principal
+from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector
+from lifebox_grpc.interceptors.stream_access import recheck_stream
 from lifebox_grpc.services.commands.access import command_scope
 from lifebox_grpc.services.commands.base import CommandRpcs
 from lifebox_grpc.services.commands.fanout import Update
 from lifebox_grpc.services.commands.mapping import command_pb, execution_pb
 from lifebox_grpc.services.common import scoped
-from lifebox_grpc.services.device_access import parse_device_ids, require_devices
+from lifebox_grpc.services.device_access import (
+    ASSIGNED_ONLY_ROLES,
+    parse_device_ids,
+    require_devices,
+    require_found,
+)
 from lifebox_grpc.store import commands as command_store
 
 MAX_CATCH_UP = timedelta(hours=24)
@@ -50,6 +56,17 @@ class StreamRpcs(CommandRpcs):
             async with scoped(self.pool, principal) as conn:
                 await require_devices(conn, principal, wanted)
             visible = wanted
+
+        def recheck(current: Principal) -> None:
+            """At each re-authorization: named devices no longer visible end the stream
+            (NOT_FOUND, like StreamTelemetry); otherwise it follows the caller's devices now."""
+            nonlocal visible
+            if wanted is None:
+                visible = command_scope(current)[1]
+            elif current.role in ASSIGNED_ONLY_ROLES:
+                require_found(wanted, frozenset(current.assigned_device_ids))
+
+        recheck_stream(recheck)
         seen: dict[uuid.UUID, None] = {}
         last_at = since or datetime.now(UTC)
         floor = last_at  # a resync never reaches before what the caller asked for
