@@ -210,6 +210,16 @@ def _run_dispatch(_: argparse.Namespace, settings: Settings) -> int:
     return run_dispatcher(settings)
 
 
+# --- alarm-reactions (issue 15) ---
+def _run_reactions(_: argparse.Namespace, settings: Settings) -> int:
+    from lifebox_grpc.alarms.reactions.process import run_reactions
+
+    return run_reactions(settings)
+
+
+# --- end alarm-reactions ---
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "dev",
@@ -260,6 +270,15 @@ COMMANDS: tuple[Command, ...] = (
         _no_args,
         _run_dispatch,
     ),
+    # --- alarm-reactions (issue 15) ---
+    Command(
+        "reactions",
+        "run alarm reactions from their outbox: commands, signed webhooks, e-mails (at least "
+        "once; run as many as you like)",
+        _no_args,
+        _run_reactions,
+    ),
+    # --- end alarm-reactions ---
     # --- ops-db (issue 19) ---
     Command(
         "db",

@@ -558,6 +558,45 @@ class Settings(BaseSettings):
         "lease) looks for devices whose readings are past their watermark.",
     )
     # --- end alarms (issue 15) ---
+    # --- alarm-reactions (issue 15) ---
+    reactions_metrics_port: int = Field(
+        9111, ge=0, description="Prometheus port of `lifebox reactions`; 0 picks a free one."
+    )
+    reactions_batch_size: int = Field(
+        20, ge=1, le=500, description="Reaction jobs one worker claims at a time."
+    )
+    reactions_poll_seconds: float = Field(
+        1.0, gt=0, description="`lifebox reactions` looks for due jobs at least this often."
+    )
+    reactions_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A claimed job is due again after this long if its worker died before "
+        "recording it (at least once: receivers deduplicate by X-LifeBox-Delivery).",
+    )
+    reactions_max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts of a reaction before its outcome is failed."
+    )
+    reactions_backoff_seconds: float = Field(
+        2.0, gt=0, description="First retry delay of a reaction; doubled on every attempt."
+    )
+    reactions_backoff_max_seconds: float = Field(
+        600.0, gt=0, description="Longest delay between two attempts of a reaction."
+    )
+    reactions_webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="A webhook POST that takes longer has failed."
+    )
+    reactions_failing_after: int = Field(
+        5,
+        ge=1,
+        description="Consecutive failures after which a webhook endpoint is marked failing.",
+    )
+    reactions_failing_retry_minutes: float = Field(
+        15.0,
+        gt=0,
+        description="A failing webhook endpoint is tried at most this often (its jobs wait).",
+    )
+    # --- end alarm-reactions ---
 
     # Outbound mail (password resets): dev writes to home/outbox.
     public_base_url: str = Field(
@@ -667,6 +706,8 @@ PROCESS_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "pki": (),  # --- device certificates (issue 13): files only, no credential
     # --- commands (issue 14) ---
     "dispatch": ("dispatch_database_url", "dispatch_mqtt_url"),
+    # --- alarm-reactions (issue 15) ---: the app role, no broker account, no signing key
+    "reactions": ("database_url",),
 }
 
 MIN_JWT_KEY_LENGTH = 32

@@ -238,6 +238,112 @@ ALARM_EVENT_CHANGE_KIND_CLEARED: AlarmEventChangeKind.ValueType  # 3
 """It cleared."""
 Global___AlarmEventChangeKind: _TypeAlias = AlarmEventChangeKind  # noqa: Y015
 
+class _AlarmReactionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlarmReactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlarmReactionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALARM_REACTION_KIND_UNSPECIFIED: _AlarmReactionKind.ValueType  # 0
+    """Not set."""
+    ALARM_REACTION_KIND_COMMAND: _AlarmReactionKind.ValueType  # 1
+    """Sends a command template with parameters to the event's device, with the permissions
+    of the rule's owner (checked when the rule is saved and when it fires).
+    """
+    ALARM_REACTION_KIND_WEBHOOK: _AlarmReactionKind.ValueType  # 2
+    """POSTs a signed JSON body to webhook_url (README: the body and its headers)."""
+    ALARM_REACTION_KIND_NOTIFY: _AlarmReactionKind.ValueType  # 3
+    """Shown on StreamAlarmEvents with the raise or clear."""
+    ALARM_REACTION_KIND_EMAIL: _AlarmReactionKind.ValueType  # 4
+    """Sends an e-mail to email_to."""
+
+class AlarmReactionKind(_AlarmReactionKind, metaclass=_AlarmReactionKindEnumTypeWrapper):
+    """--- alarm-reactions (issue 15) ---
+    What a reaction does.
+    """
+
+ALARM_REACTION_KIND_UNSPECIFIED: AlarmReactionKind.ValueType  # 0
+"""Not set."""
+ALARM_REACTION_KIND_COMMAND: AlarmReactionKind.ValueType  # 1
+"""Sends a command template with parameters to the event's device, with the permissions
+of the rule's owner (checked when the rule is saved and when it fires).
+"""
+ALARM_REACTION_KIND_WEBHOOK: AlarmReactionKind.ValueType  # 2
+"""POSTs a signed JSON body to webhook_url (README: the body and its headers)."""
+ALARM_REACTION_KIND_NOTIFY: AlarmReactionKind.ValueType  # 3
+"""Shown on StreamAlarmEvents with the raise or clear."""
+ALARM_REACTION_KIND_EMAIL: AlarmReactionKind.ValueType  # 4
+"""Sends an e-mail to email_to."""
+Global___AlarmReactionKind: _TypeAlias = AlarmReactionKind  # noqa: Y015
+
+class _AlarmReactionTiming:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlarmReactionTimingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlarmReactionTiming.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALARM_REACTION_TIMING_UNSPECIFIED: _AlarmReactionTiming.ValueType  # 0
+    """Not set."""
+    ALARM_REACTION_TIMING_ON_RAISE: _AlarmReactionTiming.ValueType  # 1
+    """When the event is raised."""
+    ALARM_REACTION_TIMING_ON_CLEAR: _AlarmReactionTiming.ValueType  # 2
+    """When it clears."""
+    ALARM_REACTION_TIMING_ON_RAISE_AND_CLEAR: _AlarmReactionTiming.ValueType  # 3
+    """Both."""
+
+class AlarmReactionTiming(_AlarmReactionTiming, metaclass=_AlarmReactionTimingEnumTypeWrapper):
+    """When a reaction runs."""
+
+ALARM_REACTION_TIMING_UNSPECIFIED: AlarmReactionTiming.ValueType  # 0
+"""Not set."""
+ALARM_REACTION_TIMING_ON_RAISE: AlarmReactionTiming.ValueType  # 1
+"""When the event is raised."""
+ALARM_REACTION_TIMING_ON_CLEAR: AlarmReactionTiming.ValueType  # 2
+"""When it clears."""
+ALARM_REACTION_TIMING_ON_RAISE_AND_CLEAR: AlarmReactionTiming.ValueType  # 3
+"""Both."""
+Global___AlarmReactionTiming: _TypeAlias = AlarmReactionTiming  # noqa: Y015
+
+class _AlarmReactionOutcomeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlarmReactionOutcomeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlarmReactionOutcomeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALARM_REACTION_OUTCOME_KIND_UNSPECIFIED: _AlarmReactionOutcomeKind.ValueType  # 0
+    """Not set."""
+    ALARM_REACTION_OUTCOME_KIND_SENT: _AlarmReactionOutcomeKind.ValueType  # 1
+    """Done: the command created, the webhook answered 2xx, the e-mail handed over, the
+    notification shown.
+    """
+    ALARM_REACTION_OUTCOME_KIND_FAILED: _AlarmReactionOutcomeKind.ValueType  # 2
+    """Failed for good (the reason says why; after the last retry, or not retryable)."""
+    ALARM_REACTION_OUTCOME_KIND_RETRIED: _AlarmReactionOutcomeKind.ValueType  # 3
+    """Failed; it will be tried again."""
+    ALARM_REACTION_OUTCOME_KIND_SKIPPED: _AlarmReactionOutcomeKind.ValueType  # 4
+    """Not attempted (owner_missing: the rule's owner is gone or may no longer send it;
+    target_refused: the URL is not allowed).
+    """
+
+class AlarmReactionOutcomeKind(_AlarmReactionOutcomeKind, metaclass=_AlarmReactionOutcomeKindEnumTypeWrapper):
+    """What one attempt of a reaction did."""
+
+ALARM_REACTION_OUTCOME_KIND_UNSPECIFIED: AlarmReactionOutcomeKind.ValueType  # 0
+"""Not set."""
+ALARM_REACTION_OUTCOME_KIND_SENT: AlarmReactionOutcomeKind.ValueType  # 1
+"""Done: the command created, the webhook answered 2xx, the e-mail handed over, the
+notification shown.
+"""
+ALARM_REACTION_OUTCOME_KIND_FAILED: AlarmReactionOutcomeKind.ValueType  # 2
+"""Failed for good (the reason says why; after the last retry, or not retryable)."""
+ALARM_REACTION_OUTCOME_KIND_RETRIED: AlarmReactionOutcomeKind.ValueType  # 3
+"""Failed; it will be tried again."""
+ALARM_REACTION_OUTCOME_KIND_SKIPPED: AlarmReactionOutcomeKind.ValueType  # 4
+"""Not attempted (owner_missing: the rule's owner is gone or may no longer send it;
+target_refused: the URL is not allowed).
+"""
+Global___AlarmReactionOutcomeKind: _TypeAlias = AlarmReactionOutcomeKind  # noqa: Y015
+
 @_typing.final
 class AlarmRule(_message.Message):
     """An alarm rule."""
@@ -270,6 +376,7 @@ class AlarmRule(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REACTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only: the rule's id."""
     name: _builtins.str
@@ -337,6 +444,15 @@ class AlarmRule(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def reactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlarmReaction]:
+        """--- alarm-reactions (issue 15) ---
+        What the rule does when one of its events is raised or cleared, in order (at most 10).
+        An update naming `reactions` replaces the list; a reaction given with the id of an
+        existing one keeps its id, pending runs and endpoint health.
+        --- end alarm-reactions ---
+        """
+
     def __init__(
         self,
         *,
@@ -366,10 +482,11 @@ class AlarmRule(_message.Message):
         created_by: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        reactions: _abc.Iterable[Global___AlarmReaction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_filter", b"device_filter", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_after_seconds", b"clear_after_seconds", "clear_expression", b"clear_expression", "condition", b"condition", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "device_alarm_severity", b"device_alarm_severity", "device_filter", b"device_filter", "device_id", b"device_id", "device_type", b"device_type", "duration_seconds", b"duration_seconds", "enabled", b"enabled", "expression", b"expression", "field", b"field", "high", b"high", "hysteresis", b"hysteresis", "id", b"id", "kind", b"kind", "low", b"low", "message_template", b"message_template", "name", b"name", "scope", b"scope", "severity", b"severity", "threshold", b"threshold", "update_time", b"update_time", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_after_seconds", b"clear_after_seconds", "clear_expression", b"clear_expression", "condition", b"condition", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "device_alarm_severity", b"device_alarm_severity", "device_filter", b"device_filter", "device_id", b"device_id", "device_type", b"device_type", "duration_seconds", b"duration_seconds", "enabled", b"enabled", "expression", b"expression", "field", b"field", "high", b"high", "hysteresis", b"hysteresis", "id", b"id", "kind", b"kind", "low", b"low", "message_template", b"message_template", "name", b"name", "reactions", b"reactions", "scope", b"scope", "severity", b"severity", "threshold", b"threshold", "update_time", b"update_time", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -414,6 +531,13 @@ class CreateAlarmRuleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RULE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
+    webhook_secret: _builtins.str
+    """--- alarm-reactions (issue 15) ---
+    Set only when the rule has a webhook: the secret its bodies are signed with (HMAC-SHA256
+    keyed with this text). Returned this once; it cannot be read again.
+    --- end alarm-reactions ---
+    """
     @_builtins.property
     def rule(self) -> Global___AlarmRule:
         """The rule created."""
@@ -422,10 +546,11 @@ class CreateAlarmRuleResponse(_message.Message):
         self,
         *,
         rule: Global___AlarmRule | None = ...,
+        webhook_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "webhook_secret", b"webhook_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -572,6 +697,13 @@ class UpdateAlarmRuleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RULE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
+    webhook_secret: _builtins.str
+    """--- alarm-reactions (issue 15) ---
+    Set only when this update gave the rule its first webhook: its signing secret
+    (returned this once).
+    --- end alarm-reactions ---
+    """
     @_builtins.property
     def rule(self) -> Global___AlarmRule:
         """The rule as it now is."""
@@ -580,10 +712,11 @@ class UpdateAlarmRuleResponse(_message.Message):
         self,
         *,
         rule: Global___AlarmRule | None = ...,
+        webhook_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "webhook_secret", b"webhook_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -946,6 +1079,7 @@ class GetAlarmEventResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGMENTS_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
+    REACTION_OUTCOMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___AlarmEvent:
         """The event."""
@@ -958,16 +1092,24 @@ class GetAlarmEventResponse(_message.Message):
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlarmEventChange]:
         """Its changes, oldest first."""
 
+    @_builtins.property
+    def reaction_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlarmReactionOutcome]:
+        """--- alarm-reactions (issue 15) ---
+        What its rule's reactions did, one entry per attempt, oldest first.
+        --- end alarm-reactions ---
+        """
+
     def __init__(
         self,
         *,
         event: Global___AlarmEvent | None = ...,
         acknowledgments: _abc.Iterable[Global___AlarmAcknowledgment] | None = ...,
         changes: _abc.Iterable[Global___AlarmEventChange] | None = ...,
+        reaction_outcomes: _abc.Iterable[Global___AlarmReactionOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgments", b"acknowledgments", "changes", b"changes", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgments", b"acknowledgments", "changes", b"changes", "event", b"event", "reaction_outcomes", b"reaction_outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1063,6 +1205,7 @@ class StreamAlarmEventsResponse(_message.Message):
 
     CHANGE_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___AlarmEventChange:
         """What happened."""
@@ -1071,15 +1214,23 @@ class StreamAlarmEventsResponse(_message.Message):
     def event(self) -> Global___AlarmEvent:
         """The event as it was just after."""
 
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlarmReactionOutcome]:
+        """--- alarm-reactions (issue 15) ---
+        The rule's notify reactions of this raise or clear.
+        --- end alarm-reactions ---
+        """
+
     def __init__(
         self,
         *,
         change: Global___AlarmEventChange | None = ...,
         event: Global___AlarmEvent | None = ...,
+        notifications: _abc.Iterable[Global___AlarmReactionOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "notifications", b"notifications"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1207,3 +1358,113 @@ class TestAlarmRuleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TestAlarmRuleResponse: _TypeAlias = TestAlarmRuleResponse  # noqa: Y015
+
+@_typing.final
+class AlarmReaction(_message.Message):
+    """One reaction of a rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIMING_FIELD_NUMBER: _builtins.int
+    COMMAND_TEMPLATE_CODE_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    EMAIL_TO_FIELD_NUMBER: _builtins.int
+    FAILING_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only on create; on update, the id of an existing reaction to keep."""
+    kind: Global___AlarmReactionKind.ValueType
+    """What it does."""
+    timing: Global___AlarmReactionTiming.ValueType
+    """When it runs."""
+    command_template_code: _builtins.str
+    """COMMAND: the template's code (the tenant's own first, else the platform's)."""
+    webhook_url: _builtins.str
+    """WEBHOOK: https:// URL (plain http:// only outside prod mode; never a loopback, private
+    or link-local address in prod mode). At most 2,000 characters.
+    """
+    failing: _builtins.bool
+    """Output only (WEBHOOK): the endpoint failed repeatedly; it is tried at most every
+    LIFEBOX_REACTIONS_FAILING_RETRY_MINUTES until it answers again.
+    """
+    @_builtins.property
+    def parameters(self) -> _struct_pb2.Struct:
+        """COMMAND: the parameters, over the template's defaults, checked against its schema."""
+
+    @_builtins.property
+    def email_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """EMAIL: 1 to 10 recipients."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: Global___AlarmReactionKind.ValueType = ...,
+        timing: Global___AlarmReactionTiming.ValueType = ...,
+        command_template_code: _builtins.str = ...,
+        parameters: _struct_pb2.Struct | None = ...,
+        webhook_url: _builtins.str = ...,
+        email_to: _abc.Iterable[_builtins.str] | None = ...,
+        failing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_template_code", b"command_template_code", "email_to", b"email_to", "failing", b"failing", "id", b"id", "kind", b"kind", "parameters", b"parameters", "timing", b"timing", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmReaction: _TypeAlias = AlarmReaction  # noqa: Y015
+
+@_typing.final
+class AlarmReactionOutcome(_message.Message):
+    """An outcome of a reaction on one event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REACTION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    reaction_id: _builtins.str
+    """The reaction (it may have been removed from the rule since)."""
+    kind: Global___AlarmReactionKind.ValueType
+    """Its kind."""
+    change: Global___AlarmEventChangeKind.ValueType
+    """The change it reacted to (RAISED or CLEARED)."""
+    outcome: Global___AlarmReactionOutcomeKind.ValueType
+    """What happened."""
+    reason: _builtins.str
+    """Why (failed, retried, skipped); empty when sent."""
+    attempt: _builtins.int
+    """Which attempt, from 1."""
+    command_id: _builtins.str
+    """COMMAND, sent: the command created."""
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    def __init__(
+        self,
+        *,
+        reaction_id: _builtins.str = ...,
+        kind: Global___AlarmReactionKind.ValueType = ...,
+        change: Global___AlarmEventChangeKind.ValueType = ...,
+        outcome: Global___AlarmReactionOutcomeKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        command_id: _builtins.str = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "change", b"change", "command_id", b"command_id", "kind", b"kind", "outcome", b"outcome", "reaction_id", b"reaction_id", "reason", b"reason", "record_time", b"record_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmReactionOutcome: _TypeAlias = AlarmReactionOutcome  # noqa: Y015

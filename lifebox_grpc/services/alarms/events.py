@@ -13,6 +13,7 @@ from lifebox_grpc.auth.permissions import DeviceAction
 from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
 from lifebox_grpc.interceptors.stream_access import recheck_stream  # --- streams (issue 21)
+from lifebox_grpc.services.alarms import reactions  # --- alarm-reactions (issue 15)
 from lifebox_grpc.services.alarms.base import AlarmRpcs
 from lifebox_grpc.services.alarms.mapping import (
     STATUS_NAMES,
@@ -32,6 +33,7 @@ from lifebox_grpc.services.device_access import (
 )
 from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.store import alarm_events as event_store
+from lifebox_grpc.store import alarm_reactions as reaction_store  # --- alarm-reactions (issue 15)
 
 MAX_NOTE = 2000
 # Streams re-read changes recorded this long before the last one seen: a change committed
@@ -99,10 +101,12 @@ class EventRpcs(AlarmRpcs):
             event = await _require_event(conn, principal, event_id)
             acks = await event_store.acknowledgments(conn, event.id)
             changes = await event_store.changes(conn, event.id)
+            outcomes = await reaction_store.outcomes(conn, event.id)  # --- alarm-reactions
         return alarms_pb2.GetAlarmEventResponse(
             event=event_pb(event),
             acknowledgments=[acknowledgment_pb(a) for a in acks],
             changes=[change_pb(c) for c in changes],
+            reaction_outcomes=[reactions.outcome_pb(o) for o in outcomes],  # --- alarm-reactions
         )
 
     async def AcknowledgeAlarm(
@@ -164,12 +168,26 @@ class EventRpcs(AlarmRpcs):
                 found = await event_store.changes_since(
                     conn, scope, devices, cursor - STREAM_OVERLAP, STREAM_PAGE
                 )
-            fresh = [(c, e) for c, e in found if c.id not in seen and c.recorded_at >= since]
+                # --- alarm-reactions (issue 15): notify reactions, written with the change ---
+                fresh = [(c, e) for c, e in found if c.id not in seen and c.recorded_at >= since]
+                notices = (
+                    await reaction_store.notifications(conn, [c.event_id for c, _ in fresh])
+                    if fresh
+                    else []
+                )
             for change, event in fresh:
                 seen[change.id] = change.recorded_at
+                phase = {"raised": "raise", "cleared": "clear"}.get(change.change)
                 yield alarms_pb2.StreamAlarmEventsResponse(
-                    change=change_pb(change), event=event_pb(event)
+                    change=change_pb(change),
+                    event=event_pb(event),
+                    notifications=[
+                        reactions.outcome_pb(n)
+                        for n in notices
+                        if n.event_id == change.event_id and n.phase == phase
+                    ],
                 )
+                # --- end alarm-reactions ---
             if found:
                 cursor = max(cursor, found[-1][0].recorded_at)
             horizon = cursor - STREAM_OVERLAP

@@ -13,6 +13,7 @@ from lifebox_grpc.alarms.evaluator import evaluate_device
 from lifebox_grpc.auth.permissions import ALARMS_WRITE, TELEMETRY_READ
 from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
+from lifebox_grpc.services.alarms import reactions  # --- alarm-reactions (issue 15)
 from lifebox_grpc.services.alarms.base import AlarmRpcs, tenant_of
 from lifebox_grpc.services.alarms.mapping import rule_pb
 from lifebox_grpc.services.alarms.validation import check_compiles, rule_fields
@@ -36,6 +37,7 @@ UPDATABLE = frozenset({
     "condition", "threshold", "low", "high", "expression", "clear_expression", "hysteresis",
     "duration_seconds", "clear_after_seconds", "window_seconds", "device_alarm_severity",
     "severity", "message_template",
+    "reactions",  # --- alarm-reactions (issue 15) ---
 })  # fmt: skip
 SCOPE_PATHS = ("device_id", "device_type", "device_filter")
 MAX_REPLAY = 100_000
@@ -74,6 +76,9 @@ class RuleRpcs(AlarmRpcs):
         errors = ErrorCollector()
         fields = rule_fields(errors, request.rule)
         check_compiles(errors, fields)
+        # --- alarm-reactions (issue 15) ---
+        drafts = reactions.reaction_drafts(errors, request.rule, self.settings)
+        # --- end alarm-reactions ---
         if principal.is_staff:
             client_id = parse_uuid(errors, "client_id", request.client_id)
         else:
@@ -89,7 +94,16 @@ class RuleRpcs(AlarmRpcs):
                 conn, client_id, fields, enabled=not request.create_disabled,
                 created_by=principal.user_id,
             )  # fmt: skip
-        return alarms_pb2.CreateAlarmRuleResponse(rule=rule_pb(rule))
+            # --- alarm-reactions (issue 15) ---
+            saved = await reactions.save_reactions(
+                conn, principal, client_id=client_id, rule_id=rule.id,
+                owner_id=principal.user_id, device_id=fields.device_id, drafts=drafts,
+            )  # fmt: skip
+        return alarms_pb2.CreateAlarmRuleResponse(
+            rule=reactions.rule_with_reactions(rule_pb(rule), saved.reactions),
+            webhook_secret=saved.webhook_secret,
+        )
+        # --- end alarm-reactions ---
 
     async def GetAlarmRule(
         self, request: alarms_pb2.GetAlarmRuleRequest, context: Any
@@ -98,7 +112,10 @@ class RuleRpcs(AlarmRpcs):
         rule_id = require_uuid("rule_id", request.rule_id)
         async with scoped(self.pool, principal) as conn:
             rule = await _require_rule(conn, principal, rule_id)
-        return alarms_pb2.GetAlarmRuleResponse(rule=rule_pb(rule))
+            # --- alarm-reactions (issue 15) ---
+            (found,) = await reactions.rules_with_reactions(conn, [rule_pb(rule)])
+        return alarms_pb2.GetAlarmRuleResponse(rule=found)
+        # --- end alarm-reactions ---
 
     async def ListAlarmRules(
         self, request: alarms_pb2.ListAlarmRulesRequest, context: Any
@@ -123,12 +140,13 @@ class RuleRpcs(AlarmRpcs):
             rows = await rule_store.list_rules(
                 conn, tenant_of(principal), device=device, after=after, limit=size + 1
             )
-        visible = [r for r in rows if _visible_to(principal, r)]
-        page = visible[:size]
+            # --- alarm-reactions (issue 15) ---
+            visible = [r for r in rows if _visible_to(principal, r)]
+            page = visible[:size]
+            messages = await reactions.rules_with_reactions(conn, [rule_pb(r) for r in page])
+            # --- end alarm-reactions ---
         token = encode_page_token([page[-1].name, str(page[-1].id)]) if len(rows) > size else ""
-        return alarms_pb2.ListAlarmRulesResponse(
-            rules=[rule_pb(r) for r in page], next_page_token=token
-        )
+        return alarms_pb2.ListAlarmRulesResponse(rules=messages, next_page_token=token)
 
     async def UpdateAlarmRule(
         self, request: alarms_pb2.UpdateAlarmRuleRequest, context: Any
@@ -149,14 +167,33 @@ class RuleRpcs(AlarmRpcs):
                 merged.ClearField("device_type")
                 merged.ClearField("device_filter")
             for path in paths:
-                copy_field(merged, request.rule, path)
+                if path != "reactions":  # --- alarm-reactions (issue 15)
+                    copy_field(merged, request.rule, path)
             fields = rule_fields(errors, merged)
             check_compiles(errors, fields)
+            # --- alarm-reactions (issue 15) ---
+            # New reactions, or (the scope changed) the stored ones authorised again.
+            drafts = None
+            if "reactions" in paths:
+                drafts = reactions.reaction_drafts(errors, request.rule, self.settings)
+            elif any(path in SCOPE_PATHS for path in paths):
+                drafts = await reactions.stored_drafts(conn, errors, rule.id, self.settings)
+            # --- end alarm-reactions ---
             errors.raise_if_any()
             require_evaluated(fields)
             await _check_device(conn, rule.client_id, fields.device_id)
             updated = await rule_store.update_rule(conn, rule, fields)
-        return alarms_pb2.UpdateAlarmRuleResponse(rule=rule_pb(updated))
+            # --- alarm-reactions (issue 15) ---
+            secret = ""
+            if drafts is not None:
+                saved = await reactions.save_reactions(
+                    conn, principal, client_id=rule.client_id, rule_id=rule.id,
+                    owner_id=rule.created_by, device_id=fields.device_id, drafts=drafts,
+                )  # fmt: skip
+                secret = saved.webhook_secret
+            (message,) = await reactions.rules_with_reactions(conn, [rule_pb(updated)])
+        return alarms_pb2.UpdateAlarmRuleResponse(rule=message, webhook_secret=secret)
+        # --- end alarm-reactions ---
 
     async def DeleteAlarmRule(
         self, request: alarms_pb2.DeleteAlarmRuleRequest, context: Any
@@ -178,7 +215,10 @@ class RuleRpcs(AlarmRpcs):
             rule = await _require_rule(conn, principal, rule_id, lock=True)
             principal.require(ALARMS_WRITE)
             updated = await rule_store.set_enabled(conn, rule, request.enabled)
-        return alarms_pb2.SetAlarmRuleEnabledResponse(rule=rule_pb(updated))
+            # --- alarm-reactions (issue 15) ---
+            (message,) = await reactions.rules_with_reactions(conn, [rule_pb(updated)])
+            # --- end alarm-reactions ---
+        return alarms_pb2.SetAlarmRuleEnabledResponse(rule=message)
 
     async def TestAlarmRule(
         self, request: alarms_pb2.TestAlarmRuleRequest, context: Any
