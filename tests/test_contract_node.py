@@ -262,6 +262,9 @@ async def test_node_client_reads_its_billing_and_meets_isolation_and_the_staff_r
     assert report["balance"] == {"currency_code": "EGP", "amount": "0.0000"}
     assert report["isolation"] == grpc.StatusCode.NOT_FOUND.value[0]
     assert report["staffOnly"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert report["badReturn"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert report["voidOther"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert report["cards"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
 
 # --- end billing (issue 16) ---

@@ -168,6 +168,7 @@ class Plan(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TAX_RATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     code: _builtins.str
@@ -180,6 +181,11 @@ class Plan(_message.Message):
     """Devices a subscriber may have."""
     active: _builtins.bool
     """False once retired: no new subscriptions."""
+    tax_rate: _builtins.str
+    """VAT rate charged on top of every amount billed under this plan (decimal string, 0 to
+    under 1; Egypt's standard rate is "0.14"); "0" or empty: none. A rate in force when a
+    charge is booked applies (tax follows the law of the day, not the subscription's start).
+    """
     @_builtins.property
     def price(self) -> _common_pb2.Money:
         """Price per interval."""
@@ -211,10 +217,11 @@ class Plan(_message.Message):
         active: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        tax_rate: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "billing_interval", b"billing_interval", "code", b"code", "create_time", b"create_time", "device_quota", b"device_quota", "id", b"id", "included_usage", b"included_usage", "name", b"name", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "billing_interval", b"billing_interval", "code", b"code", "create_time", b"create_time", "device_quota", b"device_quota", "id", b"id", "included_usage", b"included_usage", "name", b"name", "price", b"price", "tax_rate", b"tax_rate", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -340,7 +347,7 @@ class UpdatePlanRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change: name, price, device_quota, included_usage, active."""
+        """Which fields to change: name, price, device_quota, included_usage, active, tax_rate."""
 
     def __init__(
         self,
@@ -1689,6 +1696,9 @@ class PostpaidPeriod(_message.Message):
     INVOICE_REF_FIELD_NUMBER: _builtins.int
     DUE_TIME_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    SUBTOTAL_FIELD_NUMBER: _builtins.int
+    TAX_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     client_id: _builtins.str
@@ -1717,6 +1727,18 @@ class PostpaidPeriod(_message.Message):
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___PostpaidLine]:
         """Its frozen lines."""
 
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PostpaidPeriodEvent]:
+        """Every status change, oldest first."""
+
+    @_builtins.property
+    def subtotal(self) -> _common_pb2.Money:
+        """Sum of the lines, before tax."""
+
+    @_builtins.property
+    def tax(self) -> _common_pb2.Money:
+        """VAT on the subtotal at the plan's tax rate, rounded half up to the cent."""
+
     def __init__(
         self,
         *,
@@ -1729,14 +1751,113 @@ class PostpaidPeriod(_message.Message):
         invoice_ref: _builtins.str = ...,
         due_time: _timestamp_pb2.Timestamp | None = ...,
         lines: _abc.Iterable[Global___PostpaidLine] | None = ...,
+        events: _abc.Iterable[Global___PostpaidPeriodEvent] | None = ...,
+        subtotal: _common_pb2.Money | None = ...,
+        tax: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "end_time", b"end_time", "start_time", b"start_time", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "end_time", b"end_time", "start_time", b"start_time", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "due_time", b"due_time", "end_time", b"end_time", "id", b"id", "invoice_ref", b"invoice_ref", "lines", b"lines", "start_time", b"start_time", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "due_time", b"due_time", "end_time", b"end_time", "events", b"events", "id", b"id", "invoice_ref", b"invoice_ref", "lines", b"lines", "start_time", b"start_time", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PostpaidPeriod: _TypeAlias = PostpaidPeriod  # noqa: Y015
+
+@_typing.final
+class PostpaidPeriodEvent(_message.Message):
+    """One status change of a postpaid period, as audited."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_STATUS_FIELD_NUMBER: _builtins.int
+    TO_STATUS_FIELD_NUMBER: _builtins.int
+    ACTOR_USER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    from_status: _builtins.str
+    """Status before; empty when it was opened."""
+    to_status: _builtins.str
+    """Status after."""
+    actor_user_id: _builtins.str
+    """The user who made it; empty for the system (`lifebox maintain`, a payment)."""
+    reason: _builtins.str
+    """Why, in words."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        from_status: _builtins.str = ...,
+        to_status: _builtins.str = ...,
+        actor_user_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_user_id", b"actor_user_id", "from_status", b"from_status", "reason", b"reason", "time", b"time", "to_status", b"to_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostpaidPeriodEvent: _TypeAlias = PostpaidPeriodEvent  # noqa: Y015
+
+@_typing.final
+class VoidPostpaidPeriodRequest(_message.Message):
+    """A request to void a postpaid period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The period's id."""
+    reason: _builtins.str
+    """Why (required, at most 500 characters; kept in the trail and on the reversal row)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidPostpaidPeriodRequest: _TypeAlias = VoidPostpaidPeriodRequest  # noqa: Y015
+
+@_typing.final
+class VoidPostpaidPeriodResponse(_message.Message):
+    """The voided period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CREDIT_TRANSACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___PostpaidPeriod:
+        """The period, now void, with its trail."""
+
+    @_builtins.property
+    def credit_transaction(self) -> Global___CreditTransaction:
+        """The reversal of its invoice's charge; unset when nothing was left to reverse."""
+
+    def __init__(
+        self,
+        *,
+        period: Global___PostpaidPeriod | None = ...,
+        credit_transaction: Global___CreditTransaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_transaction", b"credit_transaction", "period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_transaction", b"credit_transaction", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidPostpaidPeriodResponse: _TypeAlias = VoidPostpaidPeriodResponse  # noqa: Y015
 
 @_typing.final
 class ListPostpaidPeriodsRequest(_message.Message):
@@ -1813,6 +1934,10 @@ class FawryPayment(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREDIT_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REDIRECT_URL_FIELD_NUMBER: _builtins.int
+    CARD_ID_FIELD_NUMBER: _builtins.int
+    CARD_LAST_FOUR_FIELD_NUMBER: _builtins.int
+    CARD_BRAND_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID."""
     client_id: _builtins.str
@@ -1822,13 +1947,23 @@ class FawryPayment(_message.Message):
     reference_number: _builtins.str
     """Fawry's reference number: what the customer pays at an outlet."""
     payment_method: _builtins.str
-    """PAYATFAWRY."""
+    """PAYATFAWRY or CARD."""
     status: _builtins.str
     """NEW, PAID, CANCELED, REFUNDED, EXPIRED, PARTIAL_REFUNDED or FAILED (as confirmed with
     Fawry; moves forward only).
     """
     credit_transaction_id: _builtins.str
     """The ledger row that booked it; empty until paid and confirmed."""
+    redirect_url: _builtins.str
+    """Where the payer must go: Fawry's hosted card page, or a 3-D Secure step; empty if
+    nowhere.
+    """
+    card_id: _builtins.str
+    """The saved card charged; empty for other payments (or once the card is deleted)."""
+    card_last_four: _builtins.str
+    """Last four digits of the card charged, as Fawry reported them."""
+    card_brand: _builtins.str
+    """Brand of the card charged, as Fawry reported it."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """The amount asked for."""
@@ -1859,14 +1994,209 @@ class FawryPayment(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         credit_transaction_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        redirect_url: _builtins.str = ...,
+        card_id: _builtins.str = ...,
+        card_last_four: _builtins.str = ...,
+        card_brand: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "expire_time", b"expire_time", "refunded_amount", b"refunded_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "client_id", b"client_id", "create_time", b"create_time", "credit_transaction_id", b"credit_transaction_id", "expire_time", b"expire_time", "id", b"id", "merchant_ref_number", b"merchant_ref_number", "payment_method", b"payment_method", "reference_number", b"reference_number", "refunded_amount", b"refunded_amount", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_brand", b"card_brand", "card_id", b"card_id", "card_last_four", b"card_last_four", "client_id", b"client_id", "create_time", b"create_time", "credit_transaction_id", b"credit_transaction_id", "expire_time", b"expire_time", "id", b"id", "merchant_ref_number", b"merchant_ref_number", "payment_method", b"payment_method", "redirect_url", b"redirect_url", "reference_number", b"reference_number", "refunded_amount", b"refunded_amount", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FawryPayment: _TypeAlias = FawryPayment  # noqa: Y015
+
+@_typing.final
+class FawryCard(_message.Message):
+    """A card saved at Fawry under the client's customer profile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    LAST_FOUR_FIELD_NUMBER: _builtins.int
+    BRAND_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """LifeBox's id for it."""
+    client_id: _builtins.str
+    """The client."""
+    last_four: _builtins.str
+    """Last four digits of the card number."""
+    brand: _builtins.str
+    """Its brand as Fawry names it, for example "Visa Card"."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When LifeBox first saw it."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        last_four: _builtins.str = ...,
+        brand: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand", b"brand", "client_id", b"client_id", "create_time", b"create_time", "id", b"id", "last_four", b"last_four"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FawryCard: _TypeAlias = FawryCard  # noqa: Y015
+
+@_typing.final
+class CreateFawryCardCheckoutRequest(_message.Message):
+    """A request for a hosted card payment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    RETURN_URL_FIELD_NUMBER: _builtins.int
+    CUSTOMER_MOBILE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The client; tenants may leave it empty for their own."""
+    return_url: _builtins.str
+    """Where Fawry sends the payer's browser afterwards (https, or http on localhost); not
+    trusted for anything: only the confirmed notification credits.
+    """
+    customer_mobile: _builtins.str
+    """The payer's mobile number; optional."""
+    customer_email: _builtins.str
+    """The payer's e-mail; optional."""
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """How much to pay (EGP, whole piasters)."""
+
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        return_url: _builtins.str = ...,
+        customer_mobile: _builtins.str = ...,
+        customer_email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "client_id", b"client_id", "customer_email", b"customer_email", "customer_mobile", b"customer_mobile", "return_url", b"return_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateFawryCardCheckoutRequest: _TypeAlias = CreateFawryCardCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class CreateFawryCardCheckoutResponse(_message.Message):
+    """The hosted card payment created."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___FawryPayment:
+        """The payment; its redirect_url is Fawry's page."""
+
+    def __init__(
+        self,
+        *,
+        payment: Global___FawryPayment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateFawryCardCheckoutResponse: _TypeAlias = CreateFawryCardCheckoutResponse  # noqa: Y015
+
+@_typing.final
+class ListFawryCardsRequest(_message.Message):
+    """A request for a client's saved cards."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The client; tenants may leave it empty for their own."""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFawryCardsRequest: _TypeAlias = ListFawryCardsRequest  # noqa: Y015
+
+@_typing.final
+class ListFawryCardsResponse(_message.Message):
+    """A client's saved cards."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cards(self) -> _containers.RepeatedCompositeFieldContainer[Global___FawryCard]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        cards: _abc.Iterable[Global___FawryCard] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards", b"cards"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFawryCardsResponse: _TypeAlias = ListFawryCardsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteFawryCardRequest(_message.Message):
+    """A request to delete a saved card."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The card's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteFawryCardRequest: _TypeAlias = DeleteFawryCardRequest  # noqa: Y015
+
+@_typing.final
+class DeleteFawryCardResponse(_message.Message):
+    """The card is deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteFawryCardResponse: _TypeAlias = DeleteFawryCardResponse  # noqa: Y015
 
 @_typing.final
 class CreateFawryPaymentRequest(_message.Message):
@@ -1878,12 +2208,15 @@ class CreateFawryPaymentRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     CUSTOMER_MOBILE_FIELD_NUMBER: _builtins.int
     CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
+    CARD_ID_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """The client; tenants may leave it empty for their own."""
     customer_mobile: _builtins.str
     """The payer's mobile number (Fawry texts the reference to it); optional."""
     customer_email: _builtins.str
     """The payer's e-mail; optional."""
+    card_id: _builtins.str
+    """A saved card (ListFawryCards) to charge; empty: a PAYATFAWRY reference number."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """How much to pay (EGP, or the client's currency)."""
@@ -1895,10 +2228,11 @@ class CreateFawryPaymentRequest(_message.Message):
         amount: _common_pb2.Money | None = ...,
         customer_mobile: _builtins.str = ...,
         customer_email: _builtins.str = ...,
+        card_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "client_id", b"client_id", "customer_email", b"customer_email", "customer_mobile", b"customer_mobile"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_id", b"card_id", "client_id", b"client_id", "customer_email", b"customer_email", "customer_mobile", b"customer_mobile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

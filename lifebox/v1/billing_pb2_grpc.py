@@ -128,10 +128,30 @@ class BillingServiceStub:
                 request_serializer=lifebox_dot_v1_dot_billing__pb2.ListPostpaidPeriodsRequest.SerializeToString,
                 response_deserializer=lifebox_dot_v1_dot_billing__pb2.ListPostpaidPeriodsResponse.FromString,
                 _registered_method=True)
+        self.VoidPostpaidPeriod = channel.unary_unary(
+                '/lifebox.v1.BillingService/VoidPostpaidPeriod',
+                request_serializer=lifebox_dot_v1_dot_billing__pb2.VoidPostpaidPeriodRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_billing__pb2.VoidPostpaidPeriodResponse.FromString,
+                _registered_method=True)
         self.CreateFawryPayment = channel.unary_unary(
                 '/lifebox.v1.BillingService/CreateFawryPayment',
                 request_serializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryPaymentRequest.SerializeToString,
                 response_deserializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryPaymentResponse.FromString,
+                _registered_method=True)
+        self.CreateFawryCardCheckout = channel.unary_unary(
+                '/lifebox.v1.BillingService/CreateFawryCardCheckout',
+                request_serializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryCardCheckoutRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryCardCheckoutResponse.FromString,
+                _registered_method=True)
+        self.ListFawryCards = channel.unary_unary(
+                '/lifebox.v1.BillingService/ListFawryCards',
+                request_serializer=lifebox_dot_v1_dot_billing__pb2.ListFawryCardsRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_billing__pb2.ListFawryCardsResponse.FromString,
+                _registered_method=True)
+        self.DeleteFawryCard = channel.unary_unary(
+                '/lifebox.v1.BillingService/DeleteFawryCard',
+                request_serializer=lifebox_dot_v1_dot_billing__pb2.DeleteFawryCardRequest.SerializeToString,
+                response_deserializer=lifebox_dot_v1_dot_billing__pb2.DeleteFawryCardResponse.FromString,
                 _registered_method=True)
         self.GetFawryPayment = channel.unary_unary(
                 '/lifebox.v1.BillingService/GetFawryPayment',
@@ -294,10 +314,48 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VoidPostpaidPeriod(self, request, context):
+        """Voids an invoiced or overdue postpaid period (staff): it becomes void, the change is in
+        its trail with who and why, and what is left of its invoice's ledger charge is reversed
+        (a reversal row pointing at it), so the client no longer owes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateFawryPayment(self, request, context):
         """Creates a Fawry payment (billing.pay): a PAYATFAWRY reference number the customer pays
         at any Fawry outlet. The balance is credited only once Fawry notifies LifeBox and
         LifeBox has confirmed the payment with Fawry's status query.
+        With card_id, it charges that card saved at Fawry by its token instead (paymentMethod
+        CARD); Fawry's answer is confirmed with the status query and credited at once, or, when
+        Fawry asks for a 3-D Secure step, the payment's redirect_url is where the payer goes and
+        the notification credits it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFawryCardCheckout(self, request, context):
+        """Creates a card payment on Fawry's own hosted page (FawryPay Express Checkout,
+        billing.pay): send the payer to the payment's redirect_url; the card is entered (and may
+        be saved) at Fawry, never at LifeBox, and Fawry's notification, confirmed with the
+        status query, credits the balance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFawryCards(self, request, context):
+        """Lists the cards a client saved at Fawry (asked of Fawry each time: its list is the
+        truth), with their last four digits and brand; never a card number or token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFawryCard(self, request, context):
+        """Deletes a saved card, at Fawry and here (billing.pay).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -425,10 +483,30 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     request_deserializer=lifebox_dot_v1_dot_billing__pb2.ListPostpaidPeriodsRequest.FromString,
                     response_serializer=lifebox_dot_v1_dot_billing__pb2.ListPostpaidPeriodsResponse.SerializeToString,
             ),
+            'VoidPostpaidPeriod': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidPostpaidPeriod,
+                    request_deserializer=lifebox_dot_v1_dot_billing__pb2.VoidPostpaidPeriodRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_billing__pb2.VoidPostpaidPeriodResponse.SerializeToString,
+            ),
             'CreateFawryPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFawryPayment,
                     request_deserializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryPaymentRequest.FromString,
                     response_serializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryPaymentResponse.SerializeToString,
+            ),
+            'CreateFawryCardCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFawryCardCheckout,
+                    request_deserializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryCardCheckoutRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_billing__pb2.CreateFawryCardCheckoutResponse.SerializeToString,
+            ),
+            'ListFawryCards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFawryCards,
+                    request_deserializer=lifebox_dot_v1_dot_billing__pb2.ListFawryCardsRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_billing__pb2.ListFawryCardsResponse.SerializeToString,
+            ),
+            'DeleteFawryCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFawryCard,
+                    request_deserializer=lifebox_dot_v1_dot_billing__pb2.DeleteFawryCardRequest.FromString,
+                    response_serializer=lifebox_dot_v1_dot_billing__pb2.DeleteFawryCardResponse.SerializeToString,
             ),
             'GetFawryPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFawryPayment,
@@ -952,6 +1030,33 @@ class BillingService:
             _registered_method=True)
 
     @staticmethod
+    def VoidPostpaidPeriod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.BillingService/VoidPostpaidPeriod',
+            lifebox_dot_v1_dot_billing__pb2.VoidPostpaidPeriodRequest.SerializeToString,
+            lifebox_dot_v1_dot_billing__pb2.VoidPostpaidPeriodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateFawryPayment(request,
             target,
             options=(),
@@ -968,6 +1073,87 @@ class BillingService:
             '/lifebox.v1.BillingService/CreateFawryPayment',
             lifebox_dot_v1_dot_billing__pb2.CreateFawryPaymentRequest.SerializeToString,
             lifebox_dot_v1_dot_billing__pb2.CreateFawryPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFawryCardCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.BillingService/CreateFawryCardCheckout',
+            lifebox_dot_v1_dot_billing__pb2.CreateFawryCardCheckoutRequest.SerializeToString,
+            lifebox_dot_v1_dot_billing__pb2.CreateFawryCardCheckoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFawryCards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.BillingService/ListFawryCards',
+            lifebox_dot_v1_dot_billing__pb2.ListFawryCardsRequest.SerializeToString,
+            lifebox_dot_v1_dot_billing__pb2.ListFawryCardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFawryCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifebox.v1.BillingService/DeleteFawryCard',
+            lifebox_dot_v1_dot_billing__pb2.DeleteFawryCardRequest.SerializeToString,
+            lifebox_dot_v1_dot_billing__pb2.DeleteFawryCardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,11 +86,32 @@ class BillingServiceStub:
     """Lists exchange rates, newest as_of first."""
     ListPostpaidPeriods: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListPostpaidPeriodsRequest, _billing_pb2.ListPostpaidPeriodsResponse]
     """Lists a client's postpaid periods with their frozen lines, newest first."""
+    VoidPostpaidPeriod: _grpc.UnaryUnaryMultiCallable[_billing_pb2.VoidPostpaidPeriodRequest, _billing_pb2.VoidPostpaidPeriodResponse]
+    """Voids an invoiced or overdue postpaid period (staff): it becomes void, the change is in
+    its trail with who and why, and what is left of its invoice's ledger charge is reversed
+    (a reversal row pointing at it), so the client no longer owes it.
+    """
     CreateFawryPayment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateFawryPaymentRequest, _billing_pb2.CreateFawryPaymentResponse]
     """Creates a Fawry payment (billing.pay): a PAYATFAWRY reference number the customer pays
     at any Fawry outlet. The balance is credited only once Fawry notifies LifeBox and
     LifeBox has confirmed the payment with Fawry's status query.
+    With card_id, it charges that card saved at Fawry by its token instead (paymentMethod
+    CARD); Fawry's answer is confirmed with the status query and credited at once, or, when
+    Fawry asks for a 3-D Secure step, the payment's redirect_url is where the payer goes and
+    the notification credits it.
     """
+    CreateFawryCardCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateFawryCardCheckoutRequest, _billing_pb2.CreateFawryCardCheckoutResponse]
+    """Creates a card payment on Fawry's own hosted page (FawryPay Express Checkout,
+    billing.pay): send the payer to the payment's redirect_url; the card is entered (and may
+    be saved) at Fawry, never at LifeBox, and Fawry's notification, confirmed with the
+    status query, credits the balance.
+    """
+    ListFawryCards: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListFawryCardsRequest, _billing_pb2.ListFawryCardsResponse]
+    """Lists the cards a client saved at Fawry (asked of Fawry each time: its list is the
+    truth), with their last four digits and brand; never a card number or token.
+    """
+    DeleteFawryCard: _grpc.UnaryUnaryMultiCallable[_billing_pb2.DeleteFawryCardRequest, _billing_pb2.DeleteFawryCardResponse]
+    """Deletes a saved card, at Fawry and here (billing.pay)."""
     GetFawryPayment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetFawryPaymentRequest, _billing_pb2.GetFawryPaymentResponse]
     """Returns one Fawry payment."""
     ListFawryPayments: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListFawryPaymentsRequest, _billing_pb2.ListFawryPaymentsResponse]
@@ -158,11 +179,32 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Lists exchange rates, newest as_of first."""
     ListPostpaidPeriods: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListPostpaidPeriodsRequest, _billing_pb2.ListPostpaidPeriodsResponse]  # type: ignore[assignment]
     """Lists a client's postpaid periods with their frozen lines, newest first."""
+    VoidPostpaidPeriod: _aio.UnaryUnaryMultiCallable[_billing_pb2.VoidPostpaidPeriodRequest, _billing_pb2.VoidPostpaidPeriodResponse]  # type: ignore[assignment]
+    """Voids an invoiced or overdue postpaid period (staff): it becomes void, the change is in
+    its trail with who and why, and what is left of its invoice's ledger charge is reversed
+    (a reversal row pointing at it), so the client no longer owes it.
+    """
     CreateFawryPayment: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateFawryPaymentRequest, _billing_pb2.CreateFawryPaymentResponse]  # type: ignore[assignment]
     """Creates a Fawry payment (billing.pay): a PAYATFAWRY reference number the customer pays
     at any Fawry outlet. The balance is credited only once Fawry notifies LifeBox and
     LifeBox has confirmed the payment with Fawry's status query.
+    With card_id, it charges that card saved at Fawry by its token instead (paymentMethod
+    CARD); Fawry's answer is confirmed with the status query and credited at once, or, when
+    Fawry asks for a 3-D Secure step, the payment's redirect_url is where the payer goes and
+    the notification credits it.
     """
+    CreateFawryCardCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateFawryCardCheckoutRequest, _billing_pb2.CreateFawryCardCheckoutResponse]  # type: ignore[assignment]
+    """Creates a card payment on Fawry's own hosted page (FawryPay Express Checkout,
+    billing.pay): send the payer to the payment's redirect_url; the card is entered (and may
+    be saved) at Fawry, never at LifeBox, and Fawry's notification, confirmed with the
+    status query, credits the balance.
+    """
+    ListFawryCards: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListFawryCardsRequest, _billing_pb2.ListFawryCardsResponse]  # type: ignore[assignment]
+    """Lists the cards a client saved at Fawry (asked of Fawry each time: its list is the
+    truth), with their last four digits and brand; never a card number or token.
+    """
+    DeleteFawryCard: _aio.UnaryUnaryMultiCallable[_billing_pb2.DeleteFawryCardRequest, _billing_pb2.DeleteFawryCardResponse]  # type: ignore[assignment]
+    """Deletes a saved card, at Fawry and here (billing.pay)."""
     GetFawryPayment: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetFawryPaymentRequest, _billing_pb2.GetFawryPaymentResponse]  # type: ignore[assignment]
     """Returns one Fawry payment."""
     ListFawryPayments: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListFawryPaymentsRequest, _billing_pb2.ListFawryPaymentsResponse]  # type: ignore[assignment]
@@ -337,6 +379,17 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a client's postpaid periods with their frozen lines, newest first."""
 
     @_abc_1.abstractmethod
+    def VoidPostpaidPeriod(
+        self,
+        request: _billing_pb2.VoidPostpaidPeriodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.VoidPostpaidPeriodResponse, _abc.Awaitable[_billing_pb2.VoidPostpaidPeriodResponse]]:
+        """Voids an invoiced or overdue postpaid period (staff): it becomes void, the change is in
+        its trail with who and why, and what is left of its invoice's ledger charge is reversed
+        (a reversal row pointing at it), so the client no longer owes it.
+        """
+
+    @_abc_1.abstractmethod
     def CreateFawryPayment(
         self,
         request: _billing_pb2.CreateFawryPaymentRequest,
@@ -345,7 +398,41 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a Fawry payment (billing.pay): a PAYATFAWRY reference number the customer pays
         at any Fawry outlet. The balance is credited only once Fawry notifies LifeBox and
         LifeBox has confirmed the payment with Fawry's status query.
+        With card_id, it charges that card saved at Fawry by its token instead (paymentMethod
+        CARD); Fawry's answer is confirmed with the status query and credited at once, or, when
+        Fawry asks for a 3-D Secure step, the payment's redirect_url is where the payer goes and
+        the notification credits it.
         """
+
+    @_abc_1.abstractmethod
+    def CreateFawryCardCheckout(
+        self,
+        request: _billing_pb2.CreateFawryCardCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.CreateFawryCardCheckoutResponse, _abc.Awaitable[_billing_pb2.CreateFawryCardCheckoutResponse]]:
+        """Creates a card payment on Fawry's own hosted page (FawryPay Express Checkout,
+        billing.pay): send the payer to the payment's redirect_url; the card is entered (and may
+        be saved) at Fawry, never at LifeBox, and Fawry's notification, confirmed with the
+        status query, credits the balance.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFawryCards(
+        self,
+        request: _billing_pb2.ListFawryCardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListFawryCardsResponse, _abc.Awaitable[_billing_pb2.ListFawryCardsResponse]]:
+        """Lists the cards a client saved at Fawry (asked of Fawry each time: its list is the
+        truth), with their last four digits and brand; never a card number or token.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteFawryCard(
+        self,
+        request: _billing_pb2.DeleteFawryCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.DeleteFawryCardResponse, _abc.Awaitable[_billing_pb2.DeleteFawryCardResponse]]:
+        """Deletes a saved card, at Fawry and here (billing.pay)."""
 
     @_abc_1.abstractmethod
     def GetFawryPayment(

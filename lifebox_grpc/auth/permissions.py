@@ -282,6 +282,10 @@ METHOD_RULES: dict[str, Rule] = {
             ("ReverseCreditTransaction", BILLING_WRITE),
             ("RefundFawryPayment", BILLING_WRITE),
             ("CreateFawryPayment", BILLING_PAY),
+            ("ListFawryCards", None),
+            ("VoidPostpaidPeriod", BILLING_WRITE),
+            ("CreateFawryCardCheckout", BILLING_PAY),
+            ("DeleteFawryCard", BILLING_PAY),
         )
     },
     "/lifebox.v1.BillingService/CreatePlan": Rule(Access.AUTHENTICATED, BILLING_WRITE),

@@ -431,3 +431,46 @@ async def reverse(
         await subs.set_actor(conn, actor, "reversal")
         await settle(conn, original.client_id)
     return entry
+
+
+async def void_period(
+    conn: asyncpg.Connection,
+    period_id: uuid.UUID,
+    client_filter: uuid.UUID | None,
+    *,
+    actor: uuid.UUID | None,
+    reason: str,
+) -> tuple[periods.Period, ledger.Entry | None]:
+    """Void an invoiced or overdue postpaid period (staff): its status becomes ``void``
+    (audited with who and why by migration 0090's trigger) and what is left of its invoice's
+    ``charge`` row is reversed (a ``reversal`` row pointing at it), so the client no longer
+    owes it; settling then follows as for a payment. (period, reversal row or None when
+    nothing was booked or all of it was reversed already)."""
+    period = await periods.get_period(conn, period_id, client_filter, lock=True)
+    if period is None:
+        raise NotFound("postpaid period not found")
+    if period.status not in ("invoiced", "overdue"):
+        raise FailedPrecondition(
+            f"a {period.status} period cannot be voided (only invoiced or overdue ones)"
+        )
+    await subs.set_actor(conn, actor, reason)
+    voided = await periods.void_period(conn, period.id)
+    invoice = await ledger.entry_by_ref(conn, period.client_id, "charge", f"period:{period.id}")
+    reversal = None
+    if invoice is not None and invoice.status == "completed":
+        left = abs(invoice.amount) - abs(await ledger.reversed_total(conn, invoice.id))
+        if left > 0:
+            reversal = await reverse(
+                conn,
+                invoice,
+                None,
+                f"void of invoice {period.invoice_ref}: {reason}",
+                actor,
+                kind="reversal",
+                external_ref=f"void:{period.id}",
+            )
+    log.info(
+        "postpaid period voided",
+        extra={"period_id": str(period.id), "client_id": str(period.client_id)},
+    )
+    return voided, reversal

@@ -24,6 +24,8 @@ STATUSES = ("NEW", "PAID", "CANCELED", "REFUNDED", "EXPIRED", "PARTIAL_REFUNDED"
 CHARGE_PATH = "/ECommerceWeb/Fawry/payments/charge"
 STATUS_PATH = "/ECommerceWeb/Fawry/payments/status/v2"
 REFUND_PATH = "/ECommerceWeb/Fawry/payments/refund"
+CHECKOUT_PATH = "/fawrypay-api/api/payments/init"
+CARDS_PATH = "/ECommerceWeb/Fawry/cards/cardToken"
 
 
 class FawryError(Exception):
@@ -147,6 +149,23 @@ class ChargeRequest:
 class ChargeAnswer:
     reference_number: str
     order_status: str
+    # Where Fawry wants the payer sent first (a 3-D Secure step), when it says so.
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """A card saved at Fawry under a customer profile, as Fawry lists it (never its number)."""
+
+    token: str
+    last_four: str
+    brand: str
+
+
+def _url(value: object) -> str | None:
+    if isinstance(value, str) and value.startswith(("https://", "http://")) and len(value) < 2000:
+        return value
+    return None
 
 
 class FawryClient:
@@ -167,7 +186,7 @@ class FawryClient:
         """Whether ``notice`` carries the signature only Fawry (holding our key) can make."""
         return notice.verified(self._secure_key)
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _raw(self, method: str, path: str, **kwargs: Any) -> bytes:
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,
@@ -176,8 +195,12 @@ class FawryClient:
                 body = await reply.read()
                 if reply.status >= 500:
                     raise FawryUnavailable(f"Fawry answered HTTP {reply.status}")
+                return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FawryUnavailable(f"Fawry unreachable: {type(exc).__name__}") from exc
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = await self._raw(method, path, **kwargs)
         try:
             data = parse_json(body)
         except ValueError as exc:
@@ -231,9 +254,119 @@ class FawryClient:
         if not isinstance(reference, str | Decimal) or not str(reference):
             raise FawryUnavailable("Fawry's charge answer has no reference number")
         status = data.get("orderStatus", "NEW")
-        return ChargeAnswer(
-            f"{reference:f}" if isinstance(reference, Decimal) else reference, str(status)
+        next_action = data.get("nextAction")
+        redirect = (
+            _url(next_action.get("redirectUrl")) if isinstance(next_action, dict) else None
         )
+        return ChargeAnswer(
+            f"{reference:f}" if isinstance(reference, Decimal) else reference,
+            str(status),
+            redirect,
+        )
+
+    async def checkout_link(
+        self,
+        *,
+        merchant_ref_num: str,
+        customer_profile_id: str,
+        amount: Decimal,
+        description: str,
+        return_url: str,
+        expiry_epoch_ms: int,
+        customer_mobile: str | None = None,
+        customer_email: str | None = None,
+    ) -> str:
+        """FawryPay Express Checkout (hosted): the URL of Fawry's own payment page, where the
+        payer enters the card (and may save it under ``customer_profile_id``); the result
+        reaches LifeBox as a server notification V2, never through LifeBox's hands."""
+        item_id = "lifebox-credit"
+        body: dict[str, Any] = {
+            "merchantCode": self.merchant_code,
+            "merchantRefNum": merchant_ref_num,
+            "customerProfileId": customer_profile_id,
+            "customerName": "LifeBox customer",
+            "paymentMethod": "CARD",
+            "paymentExpiry": expiry_epoch_ms,
+            "language": "en-gb",
+            "chargeItems": [
+                {
+                    "itemId": item_id,
+                    "description": description,
+                    "price": signatures.two_decimals(amount),
+                    "quantity": 1,
+                }
+            ],
+            "returnUrl": return_url,
+            "authCaptureModePayment": False,
+            "signature": signatures.checkout_signature(
+                merchant_code=self.merchant_code,
+                merchant_ref_num=merchant_ref_num,
+                customer_profile_id=customer_profile_id,
+                return_url=return_url,
+                items=[(item_id, 1, amount)],
+                secure_key=self._secure_key,
+            ),
+        }
+        if customer_mobile:
+            body["customerMobile"] = customer_mobile
+        if customer_email:
+            body["customerEmail"] = customer_email
+        raw = await self._raw("POST", CHECKOUT_PATH, json=body)
+        text = raw.decode("utf-8", "replace").strip()
+        if text.startswith("{"):  # a refusal comes as a JSON object
+            try:
+                data = parse_json(raw)
+            except ValueError as exc:
+                raise FawryUnavailable("Fawry answered something that is not JSON") from exc
+            raise FawryRefused(data.get("statusCode"), str(data.get("statusDescription", ""))[:200])
+        url = _url(text.strip('"'))
+        if url is None:
+            raise FawryUnavailable("Fawry's checkout answer is not a URL")
+        return url
+
+    async def list_cards(self, customer_profile_id: str) -> list[SavedCard]:
+        """The cards saved at Fawry under ``customer_profile_id`` (List Card Tokens)."""
+        params = {
+            "merchantCode": self.merchant_code,
+            "customerProfileId": customer_profile_id,
+            "signature": signatures.card_list_signature(
+                merchant_code=self.merchant_code,
+                customer_profile_id=customer_profile_id,
+                secure_key=self._secure_key,
+            ),
+        }
+        data = await self._call("GET", CARDS_PATH, params=params)
+        cards = data.get("cards") or []
+        if not isinstance(cards, list):
+            raise FawryUnavailable("Fawry's card list is malformed")
+        found = []
+        for card in cards:
+            if not isinstance(card, dict):
+                continue
+            token, four = card.get("token"), str(card.get("lastFourDigits", ""))
+            if (
+                isinstance(token, str)
+                and 0 < len(token) <= 200
+                and len(four) == 4
+                and four.isdigit()
+            ):
+                found.append(SavedCard(token, four, str(card.get("brand", ""))[:40]))
+        return found
+
+    async def delete_card(self, customer_profile_id: str, card_token: str) -> None:
+        """Delete Card Token at Fawry."""
+        params = {
+            "merchantCode": self.merchant_code,
+            "customerProfileId": customer_profile_id,
+            "cardToken": card_token,
+            "signature": signatures.card_delete_signature(
+                merchant_code=self.merchant_code,
+                customer_profile_id=customer_profile_id,
+                card_token=card_token,
+                secure_key=self._secure_key,
+            ),
+        }
+        await self._call("DELETE", CARDS_PATH, params=params)
 
     async def status(self, merchant_ref_number: str) -> Notice:
         """Fawry's own word on a payment (status V2), signature verified; FawryError when it

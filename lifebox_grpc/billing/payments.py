@@ -11,9 +11,11 @@ the rate in force when the payment is confirmed (the rate is recorded on the row
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,6 +32,7 @@ from lifebox_grpc.billing.fawry import (
     Notice,
 )
 from lifebox_grpc.errors import FailedPrecondition, NotFound
+from lifebox_grpc.store import billing_cards as card_store
 from lifebox_grpc.store import billing_fawry as fawry_store
 from lifebox_grpc.store import billing_ledger as ledger
 from lifebox_grpc.store import billing_subscriptions as subs
@@ -73,9 +76,73 @@ async def create_payment(
     customer_email: str | None,
     actor: uuid.UUID | None,
     expiry_hours: int,
+    card: card_store.Card | None = None,
 ) -> fawry_store.Charge:
-    """A PAYATFAWRY charge: stored first (so its notification can always be matched), then
-    created at Fawry, then its reference number recorded."""
+    """A PAYATFAWRY charge, or (``card``) a charge of a card saved at Fawry by its token:
+    stored first (so its notification can always be matched), then created at Fawry, then
+    its reference number recorded. A card charge Fawry says is paid is confirmed with the
+    status query and credited at once; one that needs a 3-D Secure step keeps Fawry's URL
+    for the payer and is credited when its notification comes."""
+    method = "CARD" if card else "PAYATFAWRY"
+    expires = datetime.now(UTC) + timedelta(hours=expiry_hours)
+    merchant_ref = new_merchant_ref()
+    description = f"LifeBox credit {merchant_ref}"
+    profile = card.customer_profile_id if card else str(client_id)
+    async with pool.acquire() as conn, scoped_transaction(conn, scope):
+        charge = await fawry_store.create_charge(
+            conn,
+            client_id=client_id,
+            merchant_ref_number=merchant_ref,
+            payment_method=method,
+            amount=amount,
+            currency=FAWRY_CURRENCY,
+            customer_profile_id=profile,
+            description=description,
+            expires_at=None if card else expires,
+            created_by=actor,
+            card=card,
+        )
+    request = ChargeRequest(
+        merchant_ref_num=merchant_ref,
+        customer_profile_id=profile,
+        payment_method=method,
+        amount=amount,
+        currency=FAWRY_CURRENCY,
+        description=description,
+        expiry_epoch_ms=None if card else int(expires.timestamp() * 1000),
+        card_token=card.token if card else None,
+        customer_mobile=customer_mobile,
+        customer_email=customer_email,
+    )
+    async with _fawry_call(pool, scope, charge):
+        answer = await fawry.charge(request)
+    async with pool.acquire() as conn, scoped_transaction(conn, scope):
+        charge = await fawry_store.set_reference(
+            conn, charge.id, answer.reference_number, answer.redirect_url
+        )
+    if card and answer.redirect_url is None and answer.order_status in PAID_STATES:
+        return await confirm_charge(pool, fawry, charge)
+    return charge
+
+
+async def create_checkout(
+    pool: asyncpg.Pool,
+    fawry: FawryClient,
+    scope: Scope,
+    *,
+    client_id: uuid.UUID,
+    amount: Decimal,
+    return_url: str,
+    customer_mobile: str | None,
+    customer_email: str | None,
+    actor: uuid.UUID | None,
+    expiry_hours: int,
+) -> fawry_store.Charge:
+    """A card payment on Fawry's own hosted page (FawryPay Express Checkout): the charge is
+    stored, Fawry gives the page's URL, the payer enters the card there (no card data ever
+    reaches LifeBox) and may save it under the client's profile; Fawry's server notification
+    V2, confirmed by the status query, credits it. ``return_url`` is only where Fawry sends
+    the payer's browser afterwards: nothing arriving there is trusted."""
     expires = datetime.now(UTC) + timedelta(hours=expiry_hours)
     merchant_ref = new_merchant_ref()
     description = f"LifeBox credit {merchant_ref}"
@@ -84,27 +151,39 @@ async def create_payment(
             conn,
             client_id=client_id,
             merchant_ref_number=merchant_ref,
-            payment_method="PAYATFAWRY",
+            payment_method="CARD",
             amount=amount,
             currency=FAWRY_CURRENCY,
             customer_profile_id=str(client_id),
             description=description,
             expires_at=expires,
             created_by=actor,
+            checkout=True,
         )
-    request = ChargeRequest(
-        merchant_ref_num=merchant_ref,
-        customer_profile_id=str(client_id),
-        payment_method="PAYATFAWRY",
-        amount=amount,
-        currency=FAWRY_CURRENCY,
-        description=description,
-        expiry_epoch_ms=int(expires.timestamp() * 1000),
-        customer_mobile=customer_mobile,
-        customer_email=customer_email,
-    )
+    async with _fawry_call(pool, scope, charge):
+        url = await fawry.checkout_link(
+            merchant_ref_num=merchant_ref,
+            customer_profile_id=str(client_id),
+            amount=amount,
+            description=description,
+            return_url=return_url,
+            expiry_epoch_ms=int(expires.timestamp() * 1000),
+            customer_mobile=customer_mobile,
+            customer_email=customer_email,
+        )
+    async with pool.acquire() as conn, scoped_transaction(conn, scope):
+        return await fawry_store.set_reference(conn, charge.id, None, url)
+
+
+@contextlib.asynccontextmanager
+async def _fawry_call(
+    pool: asyncpg.Pool, scope: Scope, charge: fawry_store.Charge
+) -> AsyncIterator[None]:
+    """Fawry's refusal fails the stored charge (FAILED_PRECONDITION); Fawry unreachable
+    leaves it NEW without a reference (it may exist at Fawry: a notification naming it is
+    still matched and confirmed)."""
     try:
-        answer = await fawry.charge(request)
+        yield
     except FawryRefused as exc:
         async with pool.acquire() as conn, scoped_transaction(conn, scope):
             await fawry_store.update_charge(conn, charge.id, {"status": "FAILED"})
@@ -114,12 +193,37 @@ async def create_payment(
         )
         raise FailedPrecondition(f"Fawry refused the payment: {exc.description}") from exc
     except FawryUnavailable as exc:
-        # The charge may or may not exist at Fawry: it stays NEW without a reference, and a
-        # notification naming it is still matched and confirmed.
         log.warning("fawry unavailable for a charge", extra={"charge_id": str(charge.id)})
         raise FailedPrecondition("Fawry could not be reached: try again shortly") from exc
-    async with pool.acquire() as conn, scoped_transaction(conn, scope):
-        return await fawry_store.set_reference(conn, charge.id, answer.reference_number)
+
+
+async def confirm_charge(
+    pool: asyncpg.Pool, fawry: FawryClient, charge: fawry_store.Charge
+) -> fawry_store.Charge:
+    """Ask Fawry's status query about ``charge`` and apply what it confirms (a card charge
+    answered at once). If Fawry cannot confirm it now, it stays as it is: the server
+    notification that follows is confirmed and applied the usual way."""
+    try:
+        confirmed = await fawry.status(charge.merchant_ref_number)
+    except FawryError:
+        log.warning("fawry status unconfirmed after a charge", extra={"charge_id": str(charge.id)})
+        return charge
+    async with pool.acquire() as conn, scoped_transaction(conn, Scope.staff()):
+        locked = await fawry_store.charge_by_merchant_ref(
+            conn, charge.merchant_ref_number, lock=True
+        )
+        assert locked is not None
+        problem = _mismatch(locked, confirmed, confirmed)
+        if problem is None:
+            await _book(conn, locked, confirmed, None)
+        else:
+            log.warning(
+                "fawry status does not match a charge",
+                extra={"charge_id": str(charge.id), "error": problem},
+            )
+        updated = await fawry_store.get_charge(conn, charge.id, None)
+    assert updated is not None
+    return updated
 
 
 @dataclass(frozen=True)
@@ -198,6 +302,24 @@ async def _finish(
     return Outcome(200, outcome)
 
 
+def _mismatch(charge: fawry_store.Charge, notice: Notice, confirmed: Notice) -> str | None:
+    """Why ``notice`` (as ``confirmed`` by the status query) cannot be this charge's."""
+    if confirmed.merchant_ref_number != charge.merchant_ref_number:
+        return "the status query named another merchant reference"
+    if confirmed.fawry_ref_number != notice.fawry_ref_number or (
+        charge.fawry_ref_number is not None and charge.fawry_ref_number != notice.fawry_ref_number
+    ):
+        return "the Fawry reference number differs from the charge's"
+    if notice.order_amount != charge.amount or confirmed.order_amount != charge.amount:
+        return (
+            f"amount {notice.order_amount:f} (confirmed {confirmed.order_amount:f}) differs "
+            f"from the charge's {charge.amount:f}"
+        )
+    if charge.currency != FAWRY_CURRENCY:
+        return f"the charge is in {charge.currency}, Fawry pays {FAWRY_CURRENCY}"
+    return None
+
+
 async def _apply(
     conn: asyncpg.Connection, notification_id: uuid.UUID, notice: Notice, confirmed: Notice
 ) -> Outcome:
@@ -206,20 +328,7 @@ async def _apply(
         return await _finish(
             conn, notification_id, None, "unknown_merchant_ref", "no charge has this reference"
         )
-    mismatch = None
-    if confirmed.merchant_ref_number != charge.merchant_ref_number:
-        mismatch = "the status query named another merchant reference"
-    elif confirmed.fawry_ref_number != notice.fawry_ref_number or (
-        charge.fawry_ref_number is not None and charge.fawry_ref_number != notice.fawry_ref_number
-    ):
-        mismatch = "the Fawry reference number differs from the charge's"
-    elif notice.order_amount != charge.amount or confirmed.order_amount != charge.amount:
-        mismatch = (
-            f"amount {notice.order_amount:f} (confirmed {confirmed.order_amount:f}) differs "
-            f"from the charge's {charge.amount:f}"
-        )
-    elif charge.currency != FAWRY_CURRENCY:
-        mismatch = f"the charge is in {charge.currency}, Fawry pays {FAWRY_CURRENCY}"
+    mismatch = _mismatch(charge, notice, confirmed)
     if mismatch:
         outcome = "amount_mismatch" if mismatch.startswith("amount") else "mismatch"
         return await _finish(conn, notification_id, charge, outcome, mismatch)
@@ -232,8 +341,23 @@ async def _apply(
             f"notified {notice.order_status}, confirmed {confirmed.order_status}",
         )
         return Outcome(503, "unconfirmed")
+    charge, outcome = await _book(conn, charge, confirmed, notification_id)
+    return await _finish(conn, notification_id, charge, outcome)
+
+
+async def _book(
+    conn: asyncpg.Connection,
+    charge: fawry_store.Charge,
+    confirmed: Notice,
+    notification_id: uuid.UUID | None,
+) -> tuple[fawry_store.Charge, str]:
+    """Apply the status Fawry confirmed to a locked, matching charge: credit a payment once,
+    book the rest of a full refund made at Fawry, move the status forward."""
     status = confirmed.order_status
+    fawry_ref = confirmed.fawry_ref_number
     changes: dict[str, object] = {}
+    if charge.fawry_ref_number is None:  # a hosted checkout learns it from Fawry's answer
+        changes["fawry_ref_number"] = fawry_ref
     outcome = "no_change"
     if status in PAID_STATES and charge.credit_transaction_id is None:
         balance = await ledger.client_balance(conn, charge.client_id, lock=True)
@@ -251,8 +375,8 @@ async def _apply(
                 amount=amount,
                 currency=balance.currency,
                 kind="topup",
-                external_ref=notice.fawry_ref_number,
-                description=f"Fawry {charge.payment_method} {notice.fawry_ref_number}",
+                external_ref=fawry_ref,
+                description=f"Fawry {charge.payment_method} {fawry_ref}",
                 fawry_notification_id=notification_id,
                 conversion=conversion,
             ),
@@ -270,25 +394,25 @@ async def _apply(
                 conn,
                 topup,
                 None,
-                f"refunded at Fawry {notice.fawry_ref_number}",
+                f"refunded at Fawry {fawry_ref}",
                 None,
                 kind="refund",
-                external_ref=f"fawry-refund:{notice.fawry_ref_number}:rest",
+                external_ref=f"fawry-refund:{fawry_ref}:rest",
             )
             changes["refunded_amount"] = paid
             outcome = "refunded"
     if moves_forward(charge.status, status):
         changes["status"] = status
     if changes:
-        await fawry_store.update_charge(conn, charge.id, changes)
-    await subs.set_actor(conn, None, f"Fawry payment {notice.fawry_ref_number}")
+        charge = await fawry_store.update_charge(conn, charge.id, changes)
+    await subs.set_actor(conn, None, f"Fawry payment {fawry_ref}")
     if outcome == "credited":
         await accounts.settle(conn, charge.client_id)
     log.info(
-        "fawry notification applied",
+        "fawry payment applied",
         extra={"charge_id": str(charge.id), "status": status, "outcome": outcome},
     )
-    return await _finish(conn, notification_id, charge, outcome)
+    return charge, outcome
 
 
 async def refund_payment(

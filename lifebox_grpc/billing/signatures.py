@@ -75,6 +75,37 @@ def refund_signature(
     )
 
 
+def checkout_signature(
+    *,
+    merchant_code: str,
+    merchant_ref_num: str,
+    customer_profile_id: str,
+    return_url: str,
+    items: list[tuple[str, int, Decimal]],
+    secure_key: str,
+) -> str:
+    """Signature of FawryPay Express Checkout's charge request (``POST
+    /fawrypay-api/api/payments/init``): merchantCode + merchantRefNum + customerProfileId
+    (empty when absent) + returnUrl + each item's itemId + quantity + price (two decimals),
+    items in the order sent, + secure key."""
+    parts = [merchant_code, merchant_ref_num, customer_profile_id, return_url]
+    for item_id, quantity, price in items:
+        parts += [item_id, str(quantity), two_decimals(price)]
+    return _digest(*parts, secure_key)
+
+
+def card_list_signature(*, merchant_code: str, customer_profile_id: str, secure_key: str) -> str:
+    """Signature of List Card Tokens (``GET /ECommerceWeb/Fawry/cards/cardToken``)."""
+    return _digest(merchant_code, customer_profile_id, secure_key)
+
+
+def card_delete_signature(
+    *, merchant_code: str, customer_profile_id: str, card_token: str, secure_key: str
+) -> str:
+    """Signature of Delete Card Token (``DELETE /ECommerceWeb/Fawry/cards/cardToken``)."""
+    return _digest(merchant_code, customer_profile_id, card_token, secure_key)
+
+
 def notification_signature(
     *,
     fawry_ref_number: str,

@@ -43,6 +43,18 @@ class FakeCharge:
     method: str
     status: str = "NEW"
     refunded: Decimal = Decimal(0)
+    profile: str = ""
+    return_url: str = ""
+
+
+@dataclass
+class FakeCard:
+    """A card a customer saved on the fake's own page: only Fawry ever saw its number."""
+
+    token: str
+    last_four: str
+    brand: str
+    created_ms: int
 
 
 @dataclass
@@ -61,6 +73,9 @@ class FakeFawry:
     auto_pay_seconds: float | None = None
     webhook_url: str | None = None
     status_queries: int = 0
+    # Saved cards by customer profile id; a switch making card-token charges ask for 3-D Secure.
+    cards: dict[str, list[FakeCard]] = field(default_factory=dict)
+    require_3ds: bool = False
     url: str = ""
     _runner: web.AppRunner | None = None
     _numbers: Any = field(default_factory=lambda: itertools.count(900_000_001))
@@ -73,6 +88,9 @@ class FakeFawry:
         app.router.add_post("/ECommerceWeb/Fawry/payments/charge", self._charge)
         app.router.add_get("/ECommerceWeb/Fawry/payments/status/v2", self._status)
         app.router.add_post("/ECommerceWeb/Fawry/payments/refund", self._refund)
+        app.router.add_post("/fawrypay-api/api/payments/init", self._checkout)
+        app.router.add_get("/ECommerceWeb/Fawry/cards/cardToken", self._list_cards)
+        app.router.add_delete("/ECommerceWeb/Fawry/cards/cardToken", self._delete_card)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -106,28 +124,108 @@ class FakeFawry:
         )
         if body["merchantCode"] != self.merchant_code or body.get("signature") != expected:
             return self._refuse()
+        profile = str(body["customerProfileId"])
+        token = body.get("cardToken", "")
+        known = any(c.token == token for c in self.cards.get(profile, []))
+        if body["paymentMethod"] == "CARD" and not known:
+            return web.json_response({"statusCode": 9954, "statusDescription": "bad token"})
         reference = str(next(self._numbers))
-        charge = FakeCharge(body["merchantRefNum"], reference, amount, body["paymentMethod"])
+        charge = FakeCharge(
+            body["merchantRefNum"], reference, amount, body["paymentMethod"], profile=profile
+        )
         self.charges[charge.merchant_ref] = charge
         self.by_reference[reference] = charge
-        if self.auto_pay_seconds is not None and self.webhook_url:
+        answer: dict[str, Any] = {
+            "type": "ChargeResponse",
+            "referenceNumber": reference,
+            "merchantRefNumber": charge.merchant_ref,
+            "orderAmount": float(amount),
+            "paymentAmount": float(amount),
+            "fawryFees": 0.0,
+            "paymentMethod": charge.method,
+            "orderStatus": "NEW",
+            "statusCode": 200,
+            "statusDescription": "Operation done successfully",
+        }
+        if charge.method == "CARD" and self.require_3ds:
+            answer["nextAction"] = {
+                "type": "THREE_D_SECURE",
+                "redirectUrl": f"{self.url}/3ds/{reference}",
+            }
+        elif charge.method == "CARD":
+            charge.status = answer["orderStatus"] = "PAID"  # a token charge is taken at once
+        elif self.auto_pay_seconds is not None and self.webhook_url:
             task = asyncio.get_running_loop().create_task(self._auto_pay(charge))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return web.json_response(
-            {
-                "type": "ChargeResponse",
-                "referenceNumber": reference,
-                "merchantRefNumber": charge.merchant_ref,
-                "orderAmount": float(amount),
-                "paymentAmount": float(amount),
-                "fawryFees": 0.0,
-                "paymentMethod": charge.method,
-                "orderStatus": "NEW",
-                "statusCode": 200,
-                "statusDescription": "Operation done successfully",
-            }
+        return web.json_response(answer)
+
+    async def _checkout(self, request: web.Request) -> web.Response:
+        """Express Checkout: a hosted page's URL, as text."""
+        body = await request.json()
+        parts = [
+            body["merchantCode"],
+            body["merchantRefNum"],
+            str(body.get("customerProfileId", "")),
+            body["returnUrl"],
+        ]
+        total = Decimal(0)
+        for item in body["chargeItems"]:
+            price = Decimal(item["price"])
+            parts += [item["itemId"], str(item["quantity"]), _cents(price)]
+            total += price * int(item["quantity"])
+        if body["merchantCode"] != self.merchant_code or body.get("signature") != _sha(
+            *parts, self.secure_key
+        ):
+            return self._refuse()
+        charge = FakeCharge(
+            body["merchantRefNum"],
+            str(next(self._numbers)),
+            total,
+            "CARD",
+            profile=str(body.get("customerProfileId", "")),
+            return_url=body["returnUrl"],
         )
+        self.charges[charge.merchant_ref] = charge
+        self.by_reference[charge.reference] = charge
+        return web.Response(text=f"{self.url}/checkout/{charge.merchant_ref}")
+
+    def _cards_query(self, request: web.Request, *extra: str) -> tuple[str, bool]:
+        q = request.query
+        profile = q.get("customerProfileId", "")
+        fields = [q.get("merchantCode", ""), profile, *(q.get(e, "") for e in extra)]
+        ok = q.get("merchantCode") == self.merchant_code and q.get("signature") == _sha(
+            *fields, self.secure_key
+        )
+        return profile, ok
+
+    async def _list_cards(self, request: web.Request) -> web.Response:
+        profile, ok = self._cards_query(request)
+        if not ok:
+            return self._refuse()
+        cards = [
+            {
+                "token": c.token,
+                "creationDate": c.created_ms,
+                "lastFourDigits": c.last_four,
+                "brand": c.brand,
+            }
+            for c in self.cards.get(profile, [])
+        ]
+        return web.json_response(
+            {"type": "CustomerTokensResponse", "cards": cards, "statusCode": 200}
+        )
+
+    async def _delete_card(self, request: web.Request) -> web.Response:
+        profile, ok = self._cards_query(request, "cardToken")
+        if not ok:
+            return self._refuse()
+        token = request.query["cardToken"]
+        kept = [c for c in self.cards.get(profile, []) if c.token != token]
+        if len(kept) == len(self.cards.get(profile, [])):
+            return web.json_response({"statusCode": 9955, "statusDescription": "no such card"})
+        self.cards[profile] = kept
+        return web.json_response({"statusCode": 200, "statusDescription": "Operation done"})
 
     async def _status(self, request: web.Request) -> web.Response:
         self.status_queries += 1
@@ -178,6 +276,22 @@ class FakeFawry:
 
     # -- what the tests do ------------------------------------------------------------------
 
+    def save_card(self, profile: str, last_four: str = "4242", brand: str = "Visa Card") -> str:
+        """The customer saves a card on Fawry's page (or plugin) under ``profile``."""
+        token = hashlib.sha256(f"{profile}:{len(self._tasks)}:{next(self._numbers)}".encode())
+        card = FakeCard(token.hexdigest(), last_four, brand, 1_700_000_000_000)
+        self.cards.setdefault(profile, []).append(card)
+        return card.token
+
+    def complete_checkout(self, merchant_ref: str, *, save_card: bool = True) -> FakeCharge:
+        """The payer enters a card on the hosted page (3-D Secure passed) and pays; the card
+        is saved under the charge's profile when asked."""
+        charge = self.charges[merchant_ref]
+        charge.status = "PAID"
+        if save_card and charge.profile:
+            self.save_card(charge.profile, "1111", "MasterCard")
+        return charge
+
     def pay(self, merchant_ref: str) -> FakeCharge:
         """The customer pays at an outlet."""
         charge = self.charges[merchant_ref]
@@ -204,7 +318,7 @@ class FakeFawry:
             _cents(amount),
             _cents(amount),
             status,
-            "PAYATFAWRY",
+            charge.method,
             "",
             "not-the-key" if bad_signature else self.secure_key,
         )
@@ -216,7 +330,7 @@ class FakeFawry:
             f'"requestId": "req-{charge.reference}", "fawryRefNumber": "{charge.reference}", '
             f'"merchantRefNumber": {json.dumps(ref)}, "customerMobile": "01000000000", '
             f'"paymentAmount": {number}, "orderAmount": {number}, "fawryFees": 0.0, '
-            f'"orderStatus": "{status}", "paymentMethod": "PAYATFAWRY", '
+            f'"orderStatus": "{status}", "paymentMethod": "{charge.method}", '
             f'"messageSignature": "{signature}", "orderItems": []'
             "}"
         )

@@ -16,10 +16,13 @@ from typing import Any
 
 import asyncpg
 
+from lifebox_grpc.store.billing_cards import Card
+
 _CHARGE_COLUMNS = (
     "id, client_id, merchant_ref_number, fawry_ref_number, payment_method, amount, currency, "
     "status, paid_amount, refunded_amount, customer_profile_id, description, expires_at, "
-    "credit_transaction_id, created_by, created_at, updated_at"
+    "credit_transaction_id, created_by, created_at, updated_at, card_id, card_last_four, "
+    "card_brand, redirect_url, checkout"
 )
 
 
@@ -42,6 +45,11 @@ class Charge:
     created_by: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    card_id: uuid.UUID | None = None
+    card_last_four: str | None = None
+    card_brand: str | None = None
+    redirect_url: str | None = None
+    checkout: bool = False
 
 
 def _charge(row: Mapping[str, Any]) -> Charge:
@@ -60,12 +68,16 @@ async def create_charge(
     description: str,
     expires_at: datetime | None,
     created_by: uuid.UUID | None,
+    card: Card | None = None,
+    checkout: bool = False,
 ) -> Charge:
     row = await conn.fetchrow(
         f"""
         INSERT INTO fawry_charges (client_id, merchant_ref_number, payment_method, amount,
-            currency, customer_profile_id, description, expires_at, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_CHARGE_COLUMNS}
+            currency, customer_profile_id, description, expires_at, created_by, card_id,
+            card_last_four, card_brand, checkout)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        RETURNING {_CHARGE_COLUMNS}
         """,
         client_id,
         merchant_ref_number,
@@ -76,18 +88,29 @@ async def create_charge(
         description,
         expires_at,
         created_by,
+        card.id if card else None,
+        card.last_four if card else None,
+        card.brand if card else None,
+        checkout,
     )
     assert row is not None
     return _charge(row)
 
 
 async def set_reference(
-    conn: asyncpg.Connection, charge_id: uuid.UUID, fawry_ref_number: str
+    conn: asyncpg.Connection,
+    charge_id: uuid.UUID,
+    fawry_ref_number: str | None,
+    redirect_url: str | None = None,
 ) -> Charge:
+    """Record what Fawry answered the charge with: its reference number (the outlet number;
+    none yet for a hosted checkout) and where the payer must go, if anywhere."""
     row = await conn.fetchrow(
-        f"UPDATE fawry_charges SET fawry_ref_number = $2 WHERE id = $1 RETURNING {_CHARGE_COLUMNS}",
+        "UPDATE fawry_charges SET fawry_ref_number = coalesce($2, fawry_ref_number), "
+        f"redirect_url = $3 WHERE id = $1 RETURNING {_CHARGE_COLUMNS}",
         charge_id,
         fawry_ref_number,
+        redirect_url,
     )
     assert row is not None
     return _charge(row)
@@ -144,7 +167,13 @@ async def list_charges(
 async def update_charge(
     conn: asyncpg.Connection, charge_id: uuid.UUID, changes: Mapping[str, object]
 ) -> Charge:
-    allowed = {"status", "paid_amount", "refunded_amount", "credit_transaction_id"}
+    allowed = {
+        "status",
+        "paid_amount",
+        "refunded_amount",
+        "credit_transaction_id",
+        "fawry_ref_number",
+    }
     assert set(changes) <= allowed, set(changes) - allowed
     names = sorted(changes)
     sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))

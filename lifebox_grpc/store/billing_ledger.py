@@ -131,6 +131,19 @@ async def book_once(conn: asyncpg.Connection, booking: Booking) -> tuple[Entry, 
     return await book(conn, booking), True
 
 
+async def entry_by_ref(
+    conn: asyncpg.Connection, client_id: uuid.UUID, kind: str, external_ref: str
+) -> Entry | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM credit_transactions "
+        "WHERE client_id = $1 AND kind = $2 AND external_ref = $3",
+        client_id,
+        kind,
+        external_ref,
+    )
+    return _entry(row) if row else None
+
+
 async def get_entry(
     conn: asyncpg.Connection, entry_id: uuid.UUID, client_filter: uuid.UUID | None
 ) -> Entry | None:

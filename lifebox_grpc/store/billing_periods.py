@@ -175,3 +175,49 @@ async def period_lines(conn: asyncpg.Connection, period_id: uuid.UUID) -> list[P
         period_id,
     )
     return [PeriodLine(**dict(r)) for r in rows]
+
+
+async def get_period(
+    conn: asyncpg.Connection,
+    period_id: uuid.UUID,
+    client_filter: uuid.UUID | None,
+    *,
+    lock: bool = False,
+) -> Period | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM postpaid_periods WHERE id = $1 "
+        f"AND ($2::uuid IS NULL OR client_id = $2){' FOR UPDATE' if lock else ''}",
+        period_id,
+        client_filter,
+    )
+    return _period(row) if row else None
+
+
+async def void_period(conn: asyncpg.Connection, period_id: uuid.UUID) -> Period:
+    """invoiced | overdue -> void (the trigger refuses any other move and audits this one)."""
+    row = await conn.fetchrow(
+        f"UPDATE postpaid_periods SET status = 'void', settled_at = now() WHERE id = $1 "
+        f"RETURNING {_COLUMNS}",
+        period_id,
+    )
+    assert row is not None
+    return _period(row)
+
+
+@dataclass(frozen=True)
+class PeriodEvent:
+    from_status: str | None
+    to_status: str
+    actor: uuid.UUID | None
+    reason: str | None
+    created_at: datetime
+
+
+async def period_events(conn: asyncpg.Connection, period_id: uuid.UUID) -> list[PeriodEvent]:
+    """A period's status changes, oldest first (migration 0090's trail)."""
+    rows = await conn.fetch(
+        "SELECT from_status, to_status, actor, reason, created_at FROM postpaid_period_events "
+        "WHERE period_id = $1 ORDER BY id",
+        period_id,
+    )
+    return [PeriodEvent(**dict(r)) for r in rows]

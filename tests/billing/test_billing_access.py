@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ from google.protobuf import field_mask_pb2
 from lifebox.v1 import billing_pb2
 from lifebox_grpc.services.registry import method_names
 from tests.helpers import factories
-from tests.helpers.billing import egp, make_plan, stub, webhook_url
+from tests.helpers.billing import egp, make_invoiced_period, make_plan, stub, webhook_url
 from tests.helpers.fawry_fake import FakeFawry
 from tests.helpers.grpc import Account, Server, Tenant, make_staff, make_tenant
 
@@ -36,6 +37,8 @@ class Side:
     subscription: str
     entry: str
     payment: str  # a paid Fawry payment
+    period: str  # an invoiced postpaid period
+    cards: list[str]  # saved cards, one used up by each DeleteFawryCard call
 
 
 @dataclass
@@ -48,7 +51,12 @@ class World:
 
 
 async def _side(
-    server: Server, fawry: FakeFawry, staff: Account, plan: billing_pb2.Plan, tenant: Tenant
+    server: Server,
+    fawry: FakeFawry,
+    conn: asyncpg.Connection,
+    staff: Account,
+    plan: billing_pb2.Plan,
+    tenant: Tenant,
 ) -> Side:
     api = stub(server)
     client = str(tenant.client_id)
@@ -76,7 +84,19 @@ async def _side(
     )
     charge = fawry.pay(payment.payment.merchant_ref_number)
     assert await fawry.notify(webhook_url(server), charge) == 200
-    return Side(tenant, sub.subscription.id, entry.credit_transaction.id, payment.payment.id)
+    for _ in range(6):
+        fawry.save_card(client)
+    cards = await api.ListFawryCards(
+        billing_pb2.ListFawryCardsRequest(client_id=client), metadata=staff.md
+    )
+    return Side(
+        tenant,
+        sub.subscription.id,
+        entry.credit_transaction.id,
+        payment.payment.id,
+        str(await make_invoiced_period(conn, tenant.client_id, Decimal(100_000))),
+        [c.id for c in cards.cards],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +106,12 @@ async def world(
     conn = session_owner_conn
     staff = await make_staff(billing_server, conn, "admin")
     plans = [await make_plan(billing_server, staff, price="100.00") for _ in range(3)]
-    a = await _side(billing_server, fawry, staff, plans[0], await make_tenant(billing_server, conn))
-    b = await _side(billing_server, fawry, staff, plans[0], await make_tenant(billing_server, conn))
+    a = await _side(
+        billing_server, fawry, conn, staff, plans[0], await make_tenant(billing_server, conn)
+    )
+    b = await _side(
+        billing_server, fawry, conn, staff, plans[0], await make_tenant(billing_server, conn)
+    )
     return World(staff, plans, a, b, await factories.make_client(conn))
 
 
@@ -205,6 +229,23 @@ METHODS: dict[str, tuple[Build, str]] = {
         "write",
     ),
     "ListFawryNotifications": (lambda w, s: P.ListFawryNotificationsRequest(), "read"),
+    "VoidPostpaidPeriod": (
+        lambda w, s: P.VoidPostpaidPeriodRequest(id=s.period, reason="billed in error"),
+        "write",
+    ),
+    "CreateFawryCardCheckout": (
+        lambda w, s: P.CreateFawryCardCheckoutRequest(
+            client_id=str(s.tenant.client_id),
+            amount=egp("10.00"),
+            return_url="https://app.example.com/paid",
+        ),
+        "pay",
+    ),
+    "ListFawryCards": (
+        lambda w, s: P.ListFawryCardsRequest(client_id=str(s.tenant.client_id)),
+        "read",
+    ),
+    "DeleteFawryCard": (lambda w, s: P.DeleteFawryCardRequest(id=s.cards.pop()), "pay"),
 }
 # Methods that name no client or resource: A's administrator is refused for lack of a
 # permission, or gets a reply with no trace of B.
@@ -233,7 +274,8 @@ async def _call(server: Server, method: str, request: Any, md: Any) -> tuple[grp
 
 def _no_trace_of(b: Side, reply: Any) -> None:
     text = str(reply)
-    for value in (str(b.tenant.client_id), b.subscription, b.entry, b.payment):
+    names = (str(b.tenant.client_id), b.subscription, b.entry, b.payment, b.period, *b.cards)
+    for value in names:
         assert value not in text
 
 

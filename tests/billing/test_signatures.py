@@ -130,3 +130,30 @@ def test_signatures_compare_in_constant_time_and_refuse_other_types() -> None:
 def test_malformed_notifications_are_refused(body: bytes) -> None:
     with pytest.raises(MalformedNotice):
         Notice.from_json(parse_json(body))
+
+
+def test_express_checkout_signature_signs_items_with_two_decimal_prices() -> None:
+    # sha256sum of "MERCH1LB0002profile-7https://app.example.com/donelifebox-credit1250.50KEYX"
+    assert signatures.checkout_signature(
+        merchant_code="MERCH1",
+        merchant_ref_num="LB0002",
+        customer_profile_id="profile-7",
+        return_url="https://app.example.com/done",
+        items=[("lifebox-credit", 1, Decimal("250.5"))],
+        secure_key="KEYX",
+    ) == ("f296b8f079042333cbfed928b61a2776b5c2c15283701016328196cdf79cfaa7")
+
+
+def test_card_token_signatures() -> None:
+    # List Card Tokens with the merchant code, profile and key of Fawry's PHP sample.
+    assert signatures.card_list_signature(
+        merchant_code="1tSa6uxz2nTwlaAmt38enA==",
+        customer_profile_id="777777",
+        secure_key="259af31fc2f74453b3a55739b21ae9ef",
+    ) == ("44616f4b7830c1c88a4efd8cc8ed8f97adffaf5740e13192a449f2bb9d369967")
+    assert signatures.card_delete_signature(
+        merchant_code="MERCH1",
+        customer_profile_id="profile-7",
+        card_token="tok-abc",
+        secure_key="KEYX",
+    ) == ("4c3f7131b821fa40ab821665e48a6b34a4a63564ef83dd385a467125032f36fa")

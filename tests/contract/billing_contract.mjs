@@ -70,6 +70,16 @@ if (staffOnly !== grpc.status.PERMISSION_DENIED) fail(`expected PERMISSION_DENIE
 const badAmount = await code(billing, "CreateFawryPayment", { amount: { currency_code: "EGP", amount: "1e3" } }, metadata);
 if (badAmount !== grpc.status.INVALID_ARGUMENT) fail(`expected INVALID_ARGUMENT, got ${badAmount}`);
 
-console.log(JSON.stringify({ ok: true, balance: account.balance, transactions: ledger.credit_transactions.length, isolation, staffOnly }));
+// Card payments (issue 16): the return URL is checked before Fawry is asked; a period of
+// nobody's reads NOT_FOUND before any permission; saved cards are Fawry's word (this server
+// has no merchant account: FAILED_PRECONDITION).
+const badReturn = await code(billing, "CreateFawryCardCheckout", { amount: { currency_code: "EGP", amount: "10.00" }, return_url: "http://evil.example/" }, metadata);
+if (badReturn !== grpc.status.INVALID_ARGUMENT) fail(`expected INVALID_ARGUMENT, got ${badReturn}`);
+const voidOther = await code(billing, "VoidPostpaidPeriod", { id: "00000000-0000-4000-8000-000000000000", reason: "x" }, metadata);
+if (voidOther !== grpc.status.NOT_FOUND) fail(`expected NOT_FOUND, got ${voidOther}`);
+const cards = await code(billing, "ListFawryCards", {}, metadata);
+if (cards !== grpc.status.FAILED_PRECONDITION) fail(`expected FAILED_PRECONDITION, got ${cards}`);
+
+console.log(JSON.stringify({ ok: true, balance: account.balance, transactions: ledger.credit_transactions.length, isolation, staffOnly, badReturn, voidOther, cards }));
 auth.close();
 billing.close();

@@ -7,6 +7,7 @@ from decimal import Decimal
 from lifebox.v1 import billing_pb2
 from lifebox_grpc.services.billing.base import money, opt
 from lifebox_grpc.services.common import timestamp
+from lifebox_grpc.store import billing_cards as card_store
 from lifebox_grpc.store import billing_fawry as fawry_store
 from lifebox_grpc.store import billing_ledger as ledger
 from lifebox_grpc.store import billing_periods as periods
@@ -153,9 +154,23 @@ def rate_pb(rate: ledger.Rate) -> billing_pb2.ExchangeRate:
 
 
 def period_pb(
-    period: periods.Period, lines: list[periods.PeriodLine]
+    period: periods.Period,
+    lines: list[periods.PeriodLine],
+    events: list[periods.PeriodEvent] | None = None,
 ) -> billing_pb2.PostpaidPeriod:
     return billing_pb2.PostpaidPeriod(
+        subtotal=money(period.subtotal, period.currency),
+        tax=money(period.tax, period.currency),
+        events=[
+            billing_pb2.PostpaidPeriodEvent(
+                from_status=opt(e.from_status),
+                to_status=e.to_status,
+                actor_user_id=opt(e.actor),
+                reason=opt(e.reason),
+                time=timestamp(e.created_at),
+            )
+            for e in events or []
+        ],
         id=str(period.id),
         client_id=str(period.client_id),
         start_time=timestamp(period.period_start),
@@ -190,6 +205,21 @@ def payment_pb(charge: fawry_store.Charge) -> billing_pb2.FawryPayment:
         expire_time=timestamp(charge.expires_at),
         credit_transaction_id=opt(charge.credit_transaction_id),
         create_time=timestamp(charge.created_at),
+        redirect_url=opt(charge.redirect_url),
+        card_id=opt(charge.card_id),
+        card_last_four=opt(charge.card_last_four),
+        card_brand=opt(charge.card_brand),
+    )
+
+
+def card_pb(card: card_store.Card) -> billing_pb2.FawryCard:
+    """A saved card as the API shows it: never its token."""
+    return billing_pb2.FawryCard(
+        id=str(card.id),
+        client_id=str(card.client_id),
+        last_four=card.last_four,
+        brand=card.brand,
+        create_time=timestamp(card.created_at),
     )
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from lifebox.v1 import billing_pb2
 from lifebox_grpc.auth.principal import require_principal
-from lifebox_grpc.errors import ErrorCollector, InvalidArgument
+from lifebox_grpc.billing import accounts
+from lifebox_grpc.errors import ErrorCollector, InvalidArgument, NotFound
 from lifebox_grpc.services.billing.base import (
     ITEMS,
     BillingRpcs,
@@ -19,8 +20,16 @@ from lifebox_grpc.services.billing.base import (
     require_billing_write,
     require_client,
 )
-from lifebox_grpc.services.billing.mapping import period_pb, price_pb, usage_item_pb
-from lifebox_grpc.services.common import decode_page_token, encode_page_token, page_size, scoped
+from lifebox_grpc.services.billing.mapping import entry_pb, period_pb, price_pb, usage_item_pb
+from lifebox_grpc.services.common import (
+    check_text,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    require_uuid,
+    scope_of,
+    scoped,
+)
 from lifebox_grpc.store import billing_periods as period_store
 from lifebox_grpc.store import billing_plans as plan_store
 from lifebox_grpc.store import billing_subscriptions as sub_store
@@ -142,8 +151,47 @@ class UsageRpcs(BillingRpcs):
             await require_client(conn, principal, client_id)
             rows = await period_store.list_periods(conn, client_id, before=before, limit=size + 1)
             page, more = rows[:size], len(rows) > size
-            out = [period_pb(p, await period_store.period_lines(conn, p.id)) for p in page]
+            out = [
+                period_pb(
+                    p,
+                    await period_store.period_lines(conn, p.id),
+                    await period_store.period_events(conn, p.id),
+                )
+                for p in page
+            ]
         return billing_pb2.ListPostpaidPeriodsResponse(
             periods=out,
             next_page_token=encode_page_token([page[-1].period_start.isoformat()]) if more else "",
+        )
+
+    async def VoidPostpaidPeriod(
+        self, request: billing_pb2.VoidPostpaidPeriodRequest, context: Any
+    ) -> billing_pb2.VoidPostpaidPeriodResponse:
+        principal = require_principal()
+        errors = ErrorCollector()
+        period_id = require_uuid("id", request.id)
+        check_text(errors, "reason", request.reason, max_length=500)
+        errors.raise_if_any()
+        async with scoped(self.pool, principal) as conn:
+            if await period_store.get_period(conn, period_id, principal.client_id) is None:
+                raise NotFound("postpaid period not found")
+            require_billing_write(principal)
+            period, reversal = await accounts.void_period(
+                conn,
+                period_id,
+                scope_of(principal).client_filter,
+                actor=principal.user_id,
+                reason=request.reason,
+            )
+            out = period_pb(
+                period,
+                await period_store.period_lines(conn, period.id),
+                await period_store.period_events(conn, period.id),
+            )
+        log.info(
+            "postpaid period voided",
+            extra={"period_id": str(period.id), "by": principal.describe()},
+        )
+        return billing_pb2.VoidPostpaidPeriodResponse(
+            period=out, credit_transaction=entry_pb(reversal) if reversal else None
         )
