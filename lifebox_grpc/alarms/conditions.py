@@ -31,7 +31,7 @@ RANGE_CONDITIONS = ("between", "outside")
 RATE_CONDITIONS = ("gt", "gte", "lt", "lte")
 SEVERITIES = ("info", "warning", "minor", "major", "critical")
 # Kinds evaluated reading by reading through expressions.
-READING_KINDS = ("threshold", "range", "expression")
+READING_KINDS = ("threshold", "range", "expression", "rate")
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,57 @@ class CompiledRule:
     fields: tuple[str, ...] = field(default=())
 
 
-def compile_rule(rule: Rule) -> CompiledRule | None:
-    """The rule's expressions, or None when its kind is not evaluated per reading.
+@dataclass(frozen=True)
+class RateRule:
+    """A rate rule: the change per second of ``field`` over ``window_s``, compared.
+
+    The rate at a reading is (its value - the value of the earliest reading with the field
+    in the window before it) / the seconds between them; a reading with no earlier value
+    in the window has no rate (unknown: changes nothing). Hysteresis narrows the clearing
+    comparison like a threshold's."""
+
+    rule: Rule
+    window_us: int
+    raising: tuple[str, float]  # (comparison, bound)
+    clearing: tuple[str, float]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        assert self.rule.field is not None
+        return (self.rule.field,)
+
+
+_NEGATION = {"gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt"}
+
+
+def rate_rule(rule: Rule) -> RateRule:
+    t, h, window = rule.threshold_high, rule.hysteresis, rule.window_s
+    if rule.field is None or t is None or window is None or rule.condition not in _NEGATION:
+        raise ValueError("a rate rule has a field, a comparison, a threshold and a window")
+    _num(t)
+    cond = rule.condition
+    bound = t - h if cond in ("gt", "gte") else t + h
+    return RateRule(rule, window * 1_000_000, (cond, t), (_NEGATION[cond], bound))
+
+
+def compare(op: str, value: float, bound: float) -> bool:
+    if op == "gt":
+        return value > bound
+    if op == "gte":
+        return value >= bound
+    if op == "lt":
+        return value < bound
+    return value <= bound
+
+
+def compile_rule(rule: Rule) -> CompiledRule | RateRule | None:
+    """The rule's expressions (or its rate comparison), or None when its kind is not
+    evaluated per reading.
 
     Raises ExpressionError for an expression that does not check (a stored rule was checked
     when saved, so this means a rule from an older engine)."""
+    if rule.kind == "rate":
+        return rate_rule(rule)
     sources = condition_sources(rule)
     if sources is None:
         return None

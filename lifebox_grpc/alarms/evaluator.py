@@ -41,8 +41,15 @@ from typing import Any
 import asyncpg
 
 from lifebox_grpc.alarms import metrics
-from lifebox_grpc.alarms.conditions import BOOLEAN_FIELDS, CompiledRule, compile_rule, filter_key
+from lifebox_grpc.alarms.conditions import (
+    BOOLEAN_FIELDS,
+    CompiledRule,
+    RateRule,
+    compile_rule,
+    filter_key,
+)
 from lifebox_grpc.alarms.machine import State, Transition, step
+from lifebox_grpc.alarms.rate import Series, rate_conditions
 from lifebox_grpc.native import ExpressionColumn, ExpressionError, evaluate_conditions
 from lifebox_grpc.store import alarm_evaluation as store
 from lifebox_grpc.store import alarm_rules as rule_store
@@ -68,7 +75,7 @@ class TenantRules:
     """A tenant's enabled rules, as loaded at ``loaded_at`` (monotonic)."""
 
     loaded_at: float
-    compiled: list[CompiledRule]
+    compiled: list[CompiledRule | RateRule]
 
 
 class _Formatter(string.Formatter):
@@ -113,43 +120,63 @@ def value_at(row: Any, name: str | None) -> float | None:
 def evaluate_device(
     device_id: uuid.UUID,
     device_name: str,
-    rules: list[CompiledRule],
+    rules: list[CompiledRule | RateRule],
     rows: list[Any],
     states: dict[uuid.UUID, State],
     budget_us: int,
+    history: dict[str, Series] | None = None,
 ) -> tuple[Found, dict[uuid.UUID, State], int]:
     """Run one device's readings (time order) through its rules; (found, new states, rows
-    evaluated: fewer than given when the budget ran out)."""
+    evaluated: fewer than given when the budget ran out). ``history``: the values of each
+    rate rule's field before these readings, within the widest window (none: a rate starts
+    at the second reading)."""
     found = Found()
     n = len(rows)
     if n == 0 or not rules:
         return found, states, n
-    fields = sorted({f for r in rules for f in r.fields})
-    columns = [
-        ExpressionColumn(
-            f,
-            f in BOOLEAN_FIELDS,
-            array("d", [math.nan if (v := row[f]) is None else float(v) for row in rows]).tobytes(),
-        )
-        for f in fields
-    ]
-    exprs = [e for r in rules for e in (r.raise_expr, r.clear_expr)]
-    out, done = evaluate_conditions(exprs, columns, n, budget_us)
-    if done < n:
-        metrics.ALARM_BUDGET_EXCEEDED.inc()
+    exprs_rules = [r for r in rules if isinstance(r, CompiledRule)]
+    done = n
+    out = b""
+    if exprs_rules:
+        fields = sorted({f for r in exprs_rules for f in r.fields})
+        columns = [
+            ExpressionColumn(
+                f,
+                f in BOOLEAN_FIELDS,
+                array(
+                    "d", [math.nan if (v := row[f]) is None else float(v) for row in rows]
+                ).tobytes(),
+            )
+            for f in fields
+        ]
+        exprs = [e for r in exprs_rules for e in (r.raise_expr, r.clear_expr)]
+        out, done = evaluate_conditions(exprs, columns, n, budget_us)
+        if done < n:
+            metrics.ALARM_BUDGET_EXCEEDED.inc()
     times = [us_of(row["time"]) for row in rows[:done]]
-    new_states = dict(states)
-    for i, compiled in enumerate(rules):
-        rule = compiled.rule
+    conditions: list[tuple[CompiledRule | RateRule, bytes, bytes, list[float | None]]] = []
+    for i, by_expr in enumerate(exprs_rules):
         raising = out[2 * i * n : 2 * i * n + done]
         clearing = out[(2 * i + 1) * n : (2 * i + 1) * n + done]
+        conditions.append((by_expr, raising, clearing, []))
+    for by_rate in (r for r in rules if isinstance(r, RateRule)):
+        f = by_rate.fields[0]
+        values = [value_at(row, f) for row in rows[:done]]
+        prior = (history or {}).get(f, Series())
+        conditions.append((by_rate, *rate_conditions(by_rate, prior, times, values)))
+    new_states = dict(states)
+    for compiled, raising, clearing, rates in conditions:
+        rule = compiled.rule
         before = states.get(rule.id, State())
         after, transitions = step(
             before, raising, clearing, times, rule.duration_s * 1_000_000,
             rule.clear_after_s * 1_000_000,
         )  # fmt: skip
         for t in transitions:
-            _record(found, compiled, device_id, device_name, rows[t.index], t)
+            _record(
+                found, compiled, device_id, device_name, rows[t.index], t,
+                rates[t.index] if rates else None,
+            )  # fmt: skip
         if after != before:
             new_states[rule.id] = after
             found.changed.append(
@@ -164,11 +191,12 @@ def evaluate_device(
 
 def _record(
     found: Found,
-    compiled: CompiledRule,
+    compiled: CompiledRule | RateRule,
     device_id: uuid.UUID,
     device_name: str,
     row: Any,
     t: Transition,
+    rate: float | None = None,
 ) -> None:
     rule = compiled.rule
     value = value_at(row, rule.field)
@@ -177,11 +205,13 @@ def _record(
         message = fill_message(
             rule.message_template,
             {**readings, "value": value, "field": rule.field, "rule": rule.name,
-             "device": device_name},
+             "device": device_name, "rate": rate},
         )  # fmt: skip
+        details: dict[str, Any] = {"fields": readings}
+        if rate is not None:
+            details["rate_per_s"] = rate
         event = store.NewEvent(
-            t.event_id, rule.id, device_id, rule.severity, row["time"], value, message,
-            {"fields": readings},
+            t.event_id, rule.id, device_id, rule.severity, row["time"], value, message, details,
         )  # fmt: skip
         found.raised.append(event)
         found.by_id[event.id] = event
@@ -254,7 +284,7 @@ class AlarmEvaluator:
     def pending(self) -> int:
         return len(self._due)
 
-    async def _tenant_rules(self, client: uuid.UUID) -> list[CompiledRule]:
+    async def _tenant_rules(self, client: uuid.UUID) -> list[CompiledRule | RateRule]:
         cached = self._rules.get(client)
         now = time.monotonic()
         if cached is not None and now - cached.loaded_at < self.rules_ttl_s:
@@ -264,7 +294,7 @@ class AlarmEvaluator:
         # Checking an expression costs about half a millisecond (the ANTLR parser): a rule
         # is compiled again only when it changed.
         known = {c.rule.id: c for c in cached.compiled} if cached is not None else {}
-        compiled = []
+        compiled: list[CompiledRule | RateRule] = []
         for rule in rules:
             same = known.get(rule.id)
             if same is not None and same.rule == rule:
@@ -272,7 +302,7 @@ class AlarmEvaluator:
                 continue
             try:
                 c = compile_rule(rule)
-            except ExpressionError:
+            except (ExpressionError, ValueError):
                 log.error("alarm rule does not check; skipped", extra={"rule_id": str(rule.id)})
                 continue
             if c is not None:
@@ -368,6 +398,7 @@ class AlarmEvaluator:
             by_device: dict[uuid.UUID, list[Any]] = defaultdict(list)
             for row in rows:
                 by_device[row["device_id"]].append(row)
+            history = await self._rate_history(conn, cursors, scoped)
             stored = await store.states(conn, client, [c.device_id for c in cursors])
             states: dict[uuid.UUID, dict[uuid.UUID, State]] = defaultdict(dict)
             for s in stored:
@@ -385,6 +416,7 @@ class AlarmEvaluator:
                 found, _, done = evaluate_device(
                     cursor.device_id, str(cursor.device_id), scoped[cursor.device_id],
                     device_rows, states[cursor.device_id], self.budget_us,
+                    history.get(cursor.device_id),
                 )  # fmt: skip
                 total.raised.extend(found.raised)
                 total.by_id.update(found.by_id)
@@ -405,3 +437,35 @@ class AlarmEvaluator:
         metrics.ALARM_EVALUATION_SECONDS.observe(time.perf_counter() - started)
         self.evaluations += 1
         return again
+
+    async def _rate_history(
+        self,
+        conn: asyncpg.Connection,
+        cursors: list[store.Cursor],
+        scoped: dict[uuid.UUID, list[CompiledRule | RateRule]],
+    ) -> dict[uuid.UUID, dict[str, Series]]:
+        """Per device and rate field, the values at or before the watermark within the
+        widest window of the device's rate rules (a rate spans readings of two batches)."""
+        wanted = [
+            (c, rates)
+            for c in cursors
+            if (rates := [r for r in scoped[c.device_id] if isinstance(r, RateRule)])
+        ]
+        out: dict[uuid.UUID, dict[str, Series]] = {}
+        if not wanted:
+            return out
+        fields = sorted({r.fields[0] for _, rates in wanted for r in rates})
+        starts = {
+            c.device_id: (
+                c.evaluated_through - timedelta(microseconds=max(r.window_us for r in rates)),
+                c.evaluated_through,
+            )
+            for c, rates in wanted
+        }
+        rows = await store.readings_within(conn, starts, fields, self.max_readings)
+        for row in rows:
+            series = out.setdefault(row["device_id"], {})
+            for f in fields:
+                if (v := row[f]) is not None:
+                    series.setdefault(f, Series()).append(us_of(row["time"]), float(v))
+        return out

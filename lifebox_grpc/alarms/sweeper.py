@@ -1,7 +1,8 @@
 """The alarm sweeper: one ingest worker at a time (a session advisory lock is the lease)
 finds devices whose committed readings are past their watermark (a worker was killed
 between a batch's commit and its evaluation, or its evaluation kept failing) and has them
-evaluated, and raises and clears no-data events (:mod:`.no_data`). Any worker may run it;
+evaluated, and raises and clears no-data events (:mod:`.no_data`) and DEVICE_ALARM events
+(:mod:`.device_alarm`). Any worker may run it;
 whoever does not hold the lease skips the pass.
 """
 
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from lifebox_grpc.alarms import metrics
+from lifebox_grpc.alarms.device_alarm import sweep_device_alarms
 from lifebox_grpc.alarms.evaluator import AlarmEvaluator, us_of
 from lifebox_grpc.alarms.no_data import sweep_no_data
 from lifebox_grpc.store import alarm_evaluation as store
@@ -25,7 +27,8 @@ LEASE_KEY = 0x11FEA1A2  # differs from the maintenance and migration locks
 
 
 async def sweep_once(pool: asyncpg.Pool, evaluator: AlarmEvaluator) -> int | None:
-    """Note every device behind its watermark and sweep no-data rules; how many devices
+    """Note every device behind its watermark and sweep no-data and DEVICE_ALARM rules; how
+    many devices
     were behind, or None without the lease."""
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY):
@@ -34,6 +37,7 @@ async def sweep_once(pool: asyncpg.Pool, evaluator: AlarmEvaluator) -> int | Non
             behind = await store.devices_behind(conn)
             # The lease's connection stays held: no other sweeper runs this pass.
             await sweep_no_data(pool, datetime.now(UTC))
+            await sweep_device_alarms(pool)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", LEASE_KEY)
     evaluator.note((device, client, us_of(first)) for device, client, first in behind)

@@ -133,6 +133,38 @@ async def readings_after(
     )
 
 
+async def readings_within(
+    conn: asyncpg.Connection,
+    spans: dict[uuid.UUID, tuple[datetime, datetime]],
+    fields: Sequence[str],
+    limit: int,
+) -> list[asyncpg.Record]:
+    """(device_id, time, *fields) of each device's readings in its (start, end] span, the
+    latest ``limit`` per device, in time order per device (what a rate's window reaches
+    back over)."""
+    assert all(f in RULE_FIELDS for f in fields), "fields come from the known columns"
+    ids = sorted(spans)
+    inner = "".join(f", {f}" for f in fields)
+    return list(
+        await conn.fetch(
+            f"""
+            SELECT c.d AS device_id, e.time{"".join(f", e.{f}" for f in fields)}
+            FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) c(d, lo, hi)
+            CROSS JOIN LATERAL (
+                SELECT time{inner} FROM telemetry_events
+                WHERE device_id = c.d AND time > c.lo AND time <= c.hi
+                ORDER BY time DESC LIMIT $4
+            ) e
+            ORDER BY c.d, e.time
+            """,
+            ids,
+            [spans[i][0] for i in ids],
+            [spans[i][1] for i in ids],
+            limit,
+        )
+    )
+
+
 @dataclass(frozen=True)
 class StoredState:
     rule_id: uuid.UUID
@@ -190,6 +222,31 @@ async def write_evaluation(
     """Everything one evaluation found, in its transaction: the events it raised (as they
     end: one raised and cleared by the same readings is inserted cleared), the clears of
     events raised before, the changes of both, states and watermarks."""
+    # Clears first: an event raised again by these readings is one open event per rule and
+    # device only once the one before it is cleared.
+    if cleared:
+        await conn.execute(
+            """
+            WITH c AS (
+                UPDATE alarm_events e
+                SET cleared_at = c.cleared_at, clear_value = c.clear_value,
+                    status = CASE e.status WHEN 'active_ack' THEN 'cleared_ack'
+                                           ELSE 'cleared_unack' END
+                FROM unnest($2::uuid[], $3::timestamptz[], $4::float8[])
+                     c(id, cleared_at, clear_value)
+                WHERE e.id = c.id AND e.client_id = $1
+                  AND e.status IN ('active_unack', 'active_ack')
+                RETURNING e.id, e.rule_id, e.device_id, e.status, e.cleared_at
+            )
+            INSERT INTO alarm_event_changes (client_id, event_id, rule_id, device_id, change,
+                                             status, changed_at)
+            SELECT $1, id, rule_id, device_id, 'cleared', status, cleared_at FROM c
+            """,
+            client_id,
+            [c.event_id for c in cleared],
+            [c.cleared_at for c in cleared],
+            [c.clear_value for c in cleared],
+        )
     if raised:
         await conn.execute(
             """
@@ -236,29 +293,6 @@ async def write_evaluation(
             [e.device_id for e in raised],
             [e.raised_at for e in raised],
             [e.cleared_at for e in raised],
-        )
-    if cleared:
-        await conn.execute(
-            """
-            WITH c AS (
-                UPDATE alarm_events e
-                SET cleared_at = c.cleared_at, clear_value = c.clear_value,
-                    status = CASE e.status WHEN 'active_ack' THEN 'cleared_ack'
-                                           ELSE 'cleared_unack' END
-                FROM unnest($2::uuid[], $3::timestamptz[], $4::float8[])
-                     c(id, cleared_at, clear_value)
-                WHERE e.id = c.id AND e.client_id = $1
-                  AND e.status IN ('active_unack', 'active_ack')
-                RETURNING e.id, e.rule_id, e.device_id, e.status, e.cleared_at
-            )
-            INSERT INTO alarm_event_changes (client_id, event_id, rule_id, device_id, change,
-                                             status, changed_at)
-            SELECT $1, id, rule_id, device_id, 'cleared', status, cleared_at FROM c
-            """,
-            client_id,
-            [c.event_id for c in cleared],
-            [c.cleared_at for c in cleared],
-            [c.clear_value for c in cleared],
         )
     if changed:
         await conn.execute(
@@ -339,13 +373,14 @@ async def readings_between(
 # -- no-data rules (the sweeper) ----------------------------------------------------------
 
 
-async def no_data_rules(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Every enabled no-data rule, with its columns (the sweeper maps them to Rule)."""
+async def no_data_rules(conn: asyncpg.Connection, kind: str = "no_data") -> list[asyncpg.Record]:
+    """Every enabled rule of a sweeper's kind (no_data, device_alarm), with its columns (the
+    sweeper maps them to Rule)."""
     from lifebox_grpc.store.alarm_rules import COLUMNS
 
     return list(
         await conn.fetch(
-            f"SELECT {COLUMNS} FROM alarm_rules WHERE enabled AND kind = 'no_data' ORDER BY id"
+            f"SELECT {COLUMNS} FROM alarm_rules WHERE enabled AND kind = $1 ORDER BY id", kind
         )
     )
 

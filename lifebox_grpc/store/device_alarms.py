@@ -1,4 +1,5 @@
-"""Hardware alarms devices report over MQTT (device_alarms): the API's SQL.
+"""Hardware alarms devices report over MQTT (device_alarms): the API's SQL, and what
+DEVICE_ALARM rules read of them (ingest's sweeper).
 
 Ingest writes the rows; the API lists them and clears them.
 """
@@ -91,3 +92,55 @@ async def clear_alarm(
             device_id,
         )
     return _alarm(row) if row else None
+
+
+@dataclass(frozen=True)
+class AlarmMark:
+    """What a DEVICE_ALARM rule reads of one hardware alarm (0073 grants ingest these)."""
+
+    code: str
+    severity: str
+    raised_at: datetime
+    cleared_at: datetime | None
+
+
+async def alarm_marks(
+    conn: asyncpg.Connection, device_id: uuid.UUID, limit: int
+) -> list[AlarmMark]:
+    """The device's latest ``limit`` hardware alarms, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT code, severity, raised_at, cleared_at FROM (
+            SELECT code, severity, raised_at, cleared_at FROM device_alarms
+            WHERE device_id = $1 ORDER BY raised_at DESC LIMIT $2
+        ) a ORDER BY raised_at
+        """,
+        device_id,
+        limit,
+    )
+    return [AlarmMark(r["code"], r["severity"], r["raised_at"], r["cleared_at"]) for r in rows]
+
+
+async def walked_through(
+    conn: asyncpg.Connection, rule_id: uuid.UUID, device_id: uuid.UUID
+) -> datetime | None:
+    """How far the rule's walk over the device's alarms has gone (the locked state row's
+    ``last_time``)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT last_time FROM alarm_rule_states WHERE rule_id = $1 AND device_id = $2",
+        rule_id,
+        device_id,
+    )
+    return value
+
+
+async def set_walked_through(
+    conn: asyncpg.Connection, rule_id: uuid.UUID, device_id: uuid.UUID, through: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE alarm_rule_states SET last_time = $3, updated_at = now() "
+        "WHERE rule_id = $1 AND device_id = $2",
+        rule_id,
+        device_id,
+        through,
+    )

@@ -148,16 +148,29 @@ async def test_a_rule_that_cannot_be_checked_is_invalid_argument_naming_the_posi
         )
     )
     assert set(details) == {"rule.duration_seconds"}
-    # A valid rule of a kind ingest does not evaluate yet is refused: it would never raise.
+    # --- alarms-eval (issue 15): RATE and DEVICE_ALARM are evaluated, so they are saved;
+    # a rate without its window is not ---
     rate = A.AlarmRule(
         name="rising", kind=A.ALARM_RULE_KIND_RATE, field="temperature_c",
         condition=A.ALARM_CONDITION_GT, threshold=0.5, window_seconds=60,
         severity=A.ALARM_SEVERITY_INFO,
     )  # fmt: skip
-    code, _ = await refused(
+    hardware = A.AlarmRule(
+        name="hw", kind=A.ALARM_RULE_KIND_DEVICE_ALARM,
+        device_alarm_severity=A.ALARM_SEVERITY_CRITICAL, severity=A.ALARM_SEVERITY_MAJOR,
+    )  # fmt: skip
+    for rule in (rate, hardware):
+        made = await s.CreateAlarmRule(
+            A.CreateAlarmRuleRequest(rule=rule), metadata=tenant.users["client"].md
+        )
+        assert made.rule.kind == rule.kind
+    rate.window_seconds = 0
+    code, details = await refused(
         s.CreateAlarmRule(A.CreateAlarmRuleRequest(rule=rate), metadata=tenant.users["client"].md)
     )
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(details) == {"rule.window_seconds"}
+    # --- end alarms-eval ---
 
 
 async def _assign(

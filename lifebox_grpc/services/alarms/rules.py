@@ -244,8 +244,10 @@ class RuleRpcs(AlarmRpcs):
             errors.add("end_time", "must be after start_time")
         elif end - start > MAX_REPLAY_SPAN:
             errors.add("end_time", "at most 31 days after start_time")
-        if fields.kind not in ("threshold", "range", "expression"):
-            errors.add("rule.kind", "dry runs replay THRESHOLD, RANGE and EXPRESSION rules")
+        # --- alarms-eval (issue 15) ---
+        if fields.kind not in ("threshold", "range", "expression", "rate"):
+            errors.add("rule.kind", "dry runs replay THRESHOLD, RANGE, EXPRESSION and RATE rules")
+        # --- end alarms-eval ---
         errors.raise_if_any()
         nil = uuid.UUID(int=0)
         compiled = compile_rule(Rule(nil, nil, enabled=True, **fields.__dict__))
@@ -275,7 +277,10 @@ class RuleRpcs(AlarmRpcs):
         )
 
 
-NOT_EVALUATED = ("rate", "device_alarm")
+# --- alarms-eval (issue 15): RATE (alarms/rate.py) and DEVICE_ALARM (alarms/device_alarm.py)
+# are evaluated too: nothing is refused for its kind any more ---
+NOT_EVALUATED: tuple[str, ...] = ()
+# --- end alarms-eval ---
 
 
 def require_evaluated(fields: rule_store.RuleFields) -> None:
