@@ -48,6 +48,7 @@ class RestoreRefusedError(RuntimeError):
 _KIND_FLAGS = {Kind.FULL: [], Kind.SCHEMA: ["--schema-only"], Kind.DATA: ["--data-only"]}
 _DUMPING = re.compile(r'dumping contents of table "([^"]+)"')
 _RESTORING = re.compile(r"(processing data for table|creating [A-Z ]+) \"?([^\"]+)\"?")
+# Our tables, with partitions and chunks (not the extensions' own).
 _USER_TABLES = """
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
@@ -77,10 +78,15 @@ def _env(target: Conninfo) -> dict[str, str]:
     return {**os.environ, **target.env()}
 
 
-async def _count_tables(target: Conninfo) -> int:
+async def _count_tables(target: Conninfo, *, dumped: bool = False) -> int:
+    """Our tables; with ``dumped``, also the extensions' configuration tables, whose rows
+    pg_dump copies too (what the progress counts)."""
     conn = await asyncpg.connect(target.dsn)
     try:
-        return int(await conn.fetchval(_USER_TABLES))
+        extra = "SELECT coalesce(sum(cardinality(extconfig)), 0) FROM pg_extension"
+        return int(await conn.fetchval(_USER_TABLES)) + (
+            int(await conn.fetchval(extra)) if dumped else 0
+        )
     finally:
         await conn.close()
 
@@ -95,7 +101,7 @@ class BackupResult:
 def backup(target: Conninfo, path: Path, kind: Kind) -> BackupResult:
     """Dump ``target`` to ``path`` (0600), showing each table as it is dumped."""
     pg_dump = program("pg_dump")
-    total = asyncio.run(_count_tables(target)) if kind is not Kind.SCHEMA else 0
+    total = asyncio.run(_count_tables(target, dumped=True)) if kind is not Kind.SCHEMA else 0
     partial = path.with_name(path.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)

@@ -9,19 +9,31 @@ migrations not yet applied.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from lifebox_grpc.store import migrations
 
+# A table's size with its partitions or chunks (both are inheritance children).
 _TABLE_SIZES = """
 SELECT c.oid::regclass::text AS name,
-       (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)
-        FROM pg_partition_tree(c.oid) t) AS bytes
+       (WITH RECURSIVE tree(relid) AS (
+            SELECT c.oid
+            UNION ALL
+            SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+        SELECT sum(pg_total_relation_size(relid)) FROM tree) AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY bytes DESC, name
+"""
+# TimescaleDB's own count also holds compressed chunks, which are not children.
+_HYPERTABLE_SIZES = """
+SELECT format('%I', hypertable_name) AS name,
+       hypertable_size(format('%I.%I', hypertable_schema, hypertable_name)::regclass) AS bytes
+FROM timescaledb_information.hypertables WHERE hypertable_schema = 'public'
 """
 _CONNECTIONS = """
 SELECT coalesce(usename, '(background)') AS role, count(*) AS sessions,
@@ -70,14 +82,26 @@ FROM timescaledb_information.hypertables h ORDER BY 1
 """
 
 
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
 def _records(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
-    return [
-        {
-            k: (str(v) if v is not None and not isinstance(v, int | bool) else v)
-            for k, v in row.items()
-        }
-        for row in rows
-    ]
+    return [{key: _plain(value) for key, value in row.items()} for row in rows]
+
+
+async def _table_sizes(conn: asyncpg.Connection, timescaledb: bool) -> list[dict[str, Any]]:
+    tables = _records(await conn.fetch(_TABLE_SIZES))
+    if timescaledb:
+        sizes = {r["name"]: _plain(r["bytes"]) for r in await conn.fetch(_HYPERTABLE_SIZES)}
+        for table in tables:
+            table["bytes"] = sizes.get(table["name"], table["bytes"])
+        tables.sort(key=lambda t: (-(t["bytes"] or 0), t["name"]))
+    return tables
 
 
 async def _replica_lag(replica_dsn: str | None) -> dict[str, Any] | None:
@@ -122,7 +146,7 @@ async def collect(dsn: str, *, pool_max: int, replica_dsn: str | None) -> dict[s
                 "version": extensions.get("timescaledb" if timescaledb else "pg_partman"),
             },
             "database_bytes": await conn.fetchval("SELECT pg_database_size(current_database())"),
-            "tables": _records(await conn.fetch(_TABLE_SIZES)),
+            "tables": await _table_sizes(conn, timescaledb),
             "connections": {
                 "max_connections": int(await conn.fetchval("SHOW max_connections")),
                 "pool_max_per_process": pool_max,
@@ -149,6 +173,12 @@ def _size(value: Any) -> str:
             return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
         number /= 1024
     return str(value)
+
+
+def _bound(expression: str | None) -> str:
+    """``FOR VALUES FROM ('a') TO ('b')`` as ``a .. b``."""
+    found = re.search(r"FROM \('([^']+)'\) TO \('([^']+)'\)", expression or "")
+    return f"{found.group(1)} .. {found.group(2)}" if found else str(expression)
 
 
 def render(status: dict[str, Any], top: int = 15) -> str:
@@ -186,10 +216,10 @@ def render(status: dict[str, Any], top: int = 15) -> str:
             )
         else:
             lines.append(
-                f"  {t['parent_table']}: {t['partitions']} partitions every "
+                f"  {t['parent_table']}: {t['partitions']} partitions (with the default) every "
                 f"{t['partition_interval']}, premake {t['premake']}, retention "
-                f"{t['retention'] or 'none'}; oldest {t['oldest']}; newest {t['newest']}; "
-                f"default partition {_size(t['default_bytes'])}"
+                f"{t['retention'] or 'none'}; oldest {_bound(t['oldest'])}; newest "
+                f"{_bound(t['newest'])}; default partition {_size(t['default_bytes'])}"
             )
     replica = status["replica"]
     if replica is None:
