@@ -3,8 +3,9 @@
 :func:`create_command` runs inside the caller's tenant transaction: it resolves nothing about
 who may send (the API checks that first; a rule was authorised when it was saved), merges the
 template's defaults under the parameters, validates them with the template's JSON Schema,
-honours an idempotency key, serialises the device's sends and stores the command, its
-``pending`` trail row and its outbox job together. A dispatcher sees it only once the
+honours an idempotency key, and stores the command, its ``pending`` trail row and its
+outbox job in one statement that also checks the device may receive it and serialises the
+device's sends (one round trip). A dispatcher sees it only once the
 caller's transaction commits.
 """
 
@@ -94,16 +95,7 @@ async def create_command(
         problems.append((f"{field_prefix}timeout", "must be between 1 second and 7 days"))
     if problems:
         raise InvalidArgument([FieldViolation(path, why) for path, why in problems])
-    target = await command_store.delivery_target(conn, device_id, client_id)
-    if target is None:
-        raise NotFound("device not found")
-    device_status, client_status = target
-    if client_status != "active":
-        raise FailedPrecondition(f"the client is {client_status}: no commands are delivered")
-    if device_status not in DELIVERABLE:
-        raise FailedPrecondition(f"the device is {device_status}: it receives no commands")
-    await command_store.serialize_device_sends(conn, device_id)
-    command = await command_store.insert_command(
+    stored = await command_store.insert_command(
         conn,
         command_store.NewCommand(
             client_id=client_id,
@@ -116,7 +108,17 @@ async def create_command(
             issued_by=requester.user_id,
         ),
         requester.actor(),
+        DELIVERABLE,
     )
+    if isinstance(stored, command_store.Refused):
+        if stored.client_status is None:
+            raise NotFound("device not found")
+        if stored.client_status != "active":
+            raise FailedPrecondition(
+                f"the client is {stored.client_status}: no commands are delivered"
+            )
+        raise FailedPrecondition(f"the device is {stored.device_status}: it receives no commands")
+    command = stored
     if idempotency_key:
         await command_store.remember_idempotency_key(
             conn, client_id, requester.key, idempotency_key, command.id

@@ -152,7 +152,8 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             # A batch has started: give it until the deadline or the size threshold.
             wake.clear()
-            if not consumer.full and not backlog:
+            # --- commands-perf (issue 14): a pending command ack skips the timer ---
+            if not consumer.full and not backlog and not consumer.urgent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), settings.ingest_batch_ms / 1000)
             batch = consumer.take()

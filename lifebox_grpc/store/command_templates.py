@@ -105,6 +105,42 @@ async def template_by_code(
     return _template(row) if row else None
 
 
+# A template (by id, or by code: the tenant's own first) with its command permission, for
+# SendCommand: one round trip instead of two.
+_WITH_PERMISSION = f"""
+SELECT {_COLUMNS}, p.code AS p_code, p.name AS p_name, p.description AS p_description,
+       p.category AS p_category, p.risk_level AS p_risk_level,
+       p.requires_confirmation AS p_requires_confirmation, p.allowed_roles AS p_allowed_roles
+FROM command_templates t JOIN command_permissions p ON p.code = t.command_permission
+WHERE {_VISIBLE} AND (t.id = $2 OR ($2::uuid IS NULL AND t.code = $3))
+ORDER BY t.client_id IS NULL LIMIT 1
+"""
+
+
+async def template_with_permission(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID | None,
+    template_id: uuid.UUID | None,
+    code: str | None,
+) -> tuple[Template, Permission] | None:
+    """The template named by id, else by code (the tenant's own of that code first, else
+    the platform's), and its command permission."""
+    row = await conn.fetchrow(_WITH_PERMISSION, client_id, template_id, code)
+    if row is None:
+        return None
+    roles = row["p_allowed_roles"]
+    permission = Permission(
+        row["p_code"],
+        row["p_name"],
+        row["p_description"],
+        row["p_category"],
+        row["p_risk_level"],
+        row["p_requires_confirmation"],
+        None if roles is None else tuple(roles),
+    )
+    return _template(row), permission
+
+
 async def list_templates(
     conn: asyncpg.Connection,
     client_id: uuid.UUID | None,

@@ -145,12 +145,24 @@ def execution_of(row: asyncpg.Record) -> Execution:
     )
 
 
-# The command, its birth in the trail and its delivery job: one statement.
+# The command, its birth in the trail and its delivery job: one statement, one round trip.
+# ``target`` finds the client's device (with its and its client's status, so a refusal can
+# say why) and takes the device's send lock before anything is inserted: the job's ``seq``
+# is drawn after the lock, and the lock is held until COMMIT, so a device's jobs commit in
+# the order of their ``seq`` (the order the dispatcher publishes them). Nothing is inserted
+# unless the device may receive commands and its client is active.
 _INSERT = f"""
-WITH c AS (
+WITH target AS MATERIALIZED (
+    SELECT d.status AS device_status, k.status AS client_status,
+           pg_advisory_xact_lock(hashtextextended('lifebox.command.' || d.id::text, 0))::text
+               AS locked
+    FROM devices d JOIN clients k ON k.id = d.client_id
+    WHERE d.id = $2 AND d.client_id = $1
+), c AS (
     INSERT INTO control_commands (client_id, device_id, template_id, command_type, parameters,
                                   issued_by, expires_at, max_retries)
-    VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)
+    SELECT $1, $2, $3, $4, $5::jsonb, $6, $7, $8 FROM target
+    WHERE target.device_status = ANY($11::text[]) AND target.client_status = 'active'
     RETURNING *
 ), trail AS (
     INSERT INTO command_executions (client_id, command_id, from_status, to_status, actor_kind,
@@ -160,21 +172,25 @@ WITH c AS (
     INSERT INTO command_outbox (command_id, client_id, device_id)
     SELECT id, client_id, device_id FROM c
 )
-SELECT {_COLUMNS} FROM c
+SELECT t.device_status, t.client_status, {_COLUMNS}
+FROM target t LEFT JOIN c ON true
 """
 
 
-async def serialize_device_sends(conn: asyncpg.Connection, device_id: uuid.UUID) -> None:
-    """Hold this device's send lock until the transaction ends, so a device's jobs commit in
-    the order of their ``seq`` (the order the dispatcher publishes them)."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('lifebox.command.' || $1::text, 0))",
-        str(device_id),
-    )
+@dataclass(frozen=True)
+class Refused:
+    """Why :func:`insert_command` stored nothing: the device is not the client's (both None),
+    or its or its client's status."""
+
+    device_status: str | None
+    client_status: str | None
 
 
-async def insert_command(conn: asyncpg.Connection, new: NewCommand, actor: Actor) -> Command:
-    """Store a pending command with its trail row and its outbox job."""
+async def insert_command(
+    conn: asyncpg.Connection, new: NewCommand, actor: Actor, deliverable: Sequence[str]
+) -> Command | Refused:
+    """Store a pending command with its trail row and its outbox job, if the device is the
+    client's, in one of the ``deliverable`` statuses, and its client active."""
     row = await conn.fetchrow(
         _INSERT,
         new.client_id,
@@ -187,7 +203,12 @@ async def insert_command(conn: asyncpg.Connection, new: NewCommand, actor: Actor
         new.max_retries,
         actor.kind,
         json.dumps(actor.detail or {}),
+        list(deliverable),
     )
+    if row is None:
+        return Refused(None, None)
+    if row["id"] is None:
+        return Refused(row["device_status"], row["client_status"])
     return command_of(row)
 
 
@@ -407,16 +428,3 @@ async def executions_since(
         limit,
     )
     return [execution_of(r) for r in rows]
-
-
-async def delivery_target(
-    conn: asyncpg.Connection, device_id: uuid.UUID, client_id: uuid.UUID
-) -> tuple[str, str] | None:
-    """(device status, client status) of the client's device, or None when it is not theirs."""
-    row = await conn.fetchrow(
-        "SELECT d.status, k.status AS client_status FROM devices d "
-        "JOIN clients k ON k.id = d.client_id WHERE d.id = $1 AND d.client_id = $2",
-        device_id,
-        client_id,
-    )
-    return (row["status"], row["client_status"]) if row else None

@@ -44,10 +44,13 @@ async def require_sendable(
     principal: Principal,
     device_id: uuid.UUID,
     template: template_store.Template,
+    permission: template_store.Permission | None = None,
 ) -> template_store.Permission:
     """PERMISSION_DENIED unless the principal may send ``template`` to the device (already
-    found in its scope, with SEND_COMMANDS checked); the template's command permission."""
-    permission = await template_store.get_permission(conn, template.command_permission)
+    found in its scope, with SEND_COMMANDS checked); the template's command permission
+    (``permission``, when the caller read it with the template)."""
+    if permission is None:
+        permission = await template_store.get_permission(conn, template.command_permission)
     assert permission is not None, "a template's permission always exists (foreign key)"
     if permission.allowed_roles and principal.role not in permission.allowed_roles:
         raise PermissionDenied(

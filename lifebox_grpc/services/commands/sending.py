@@ -66,13 +66,8 @@ def _key(errors: ErrorCollector, key: str) -> str | None:
 
 async def _template(
     conn: asyncpg.Connection, client_id: uuid.UUID, ref: tuple[uuid.UUID | None, str | None]
-) -> template_store.Template:
-    template_id, code = ref
-    if template_id is not None:
-        found = await template_store.get_template(conn, template_id, client_id)
-    else:
-        assert code is not None
-        found = await template_store.template_by_code(conn, code, client_id)
+) -> tuple[template_store.Template, template_store.Permission]:
+    found = await template_store.template_with_permission(conn, client_id, *ref)
     if found is None:
         raise NotFound("template not found")
     return found
@@ -90,8 +85,8 @@ async def _send_one(
 ) -> commands_pb2.Command:
     """``confirm``: (what the caller sent, what it must be; None: the device's serial)."""
     device = await require_device(conn, principal, device_id, DeviceAction.SEND_COMMANDS)
-    template = await _template(conn, device.client_id, ref)
-    permission = await require_sendable(conn, principal, device_id, template)
+    template, permission = await _template(conn, device.client_id, ref)
+    await require_sendable(conn, principal, device_id, template, permission)
     require_confirmation(permission, confirm[0], confirm[1] or device.serial, "confirmation")
     created = await create_command(
         conn,
