@@ -81,6 +81,21 @@ deb $MIRROR bookworm-updates main
 deb $SECURITY bookworm-security main
 EOF
 cp /etc/resolv.conf "$target/etc/resolv.conf"
+# This machine's own certificate authorities (a site behind a TLS-inspecting proxy): a new
+# machine on the same network gets them too, or no https download (pip, cargo, npm) works.
+# ca-certificates (README's first line) adds them to the system store; the tools are pointed
+# at that store, as they are here.
+trust=()
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  mkdir -p "$target/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$target/usr/local/share/ca-certificates/"
+  bundle=/etc/ssl/certs/ca-certificates.crt
+  for var in SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS CURL_CA_BUNDLE \
+    GIT_SSL_CAINFO CARGO_HTTP_CAINFO; do
+    trust+=("$var=$bundle")
+  done
+  echo "    with this machine's CAs: $(ls /usr/local/share/ca-certificates)"
+fi
 
 phase "the checkout's HEAD ($(git rev-parse --short HEAD)) cloned to $CHECKOUT"
 mkdir -p "$target$(dirname "$CHECKOUT")"
@@ -97,8 +112,9 @@ cat >"$target/root/fresh-steps.sh" <<'STEPS'
 set -euo pipefail
 cd "$CHECKOUT"
 say() { printf '\033[1m--> [%s] %s\033[0m\n' "$(date -u +%H:%M:%S)" "$*"; }
-say "README, bare Debian 12: apt-get update && apt-get install -y make git"
-apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git >/dev/null
+say "README, bare Debian 12: apt-get update && apt-get install -y make git ca-certificates"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git ca-certificates >/dev/null
 
 say "make run (in the background; waiting for its ready banner)"
 setsid make run >/root/fresh-make-run.log 2>&1 &
@@ -152,6 +168,6 @@ STEPS
 
 phase "inside the chroot, as root: README's prerequisites, make run, make test"
 chroot "$target" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
-  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CHECKOUT="$CHECKOUT" \
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CHECKOUT="$CHECKOUT" "${trust[@]}" \
   /bin/bash /root/fresh-steps.sh 2>&1 | tee "$LOGS/steps.log"
 phase "done"
