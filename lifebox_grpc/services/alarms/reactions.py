@@ -20,7 +20,7 @@ from lifebox_grpc.alarms.reactions.targets import url_problem
 from lifebox_grpc.auth.principal import Principal
 from lifebox_grpc.commands.parameters import merge_defaults, validate_parameters
 from lifebox_grpc.config import Mode, Settings
-from lifebox_grpc.errors import ErrorCollector, PermissionDenied
+from lifebox_grpc.errors import ErrorCollector, NotFound, PermissionDenied
 from lifebox_grpc.services.commands.mapping import dict_of, struct_of
 from lifebox_grpc.services.common import timestamp
 from lifebox_grpc.store import alarm_reactions as reaction_store
@@ -169,8 +169,15 @@ async def save_reactions(
             f"{draft.path}.parameters", template.parameters_schema, merged
         ):
             errors.add(path, why)
-        for who in commanders:
-            await authorize_command(conn, who, template, device_id)
+        await authorize_command(conn, principal, template, device_id)
+        for owner in commanders[1:]:
+            try:
+                await authorize_command(conn, owner, template, device_id)
+            except (NotFound, PermissionDenied) as exc:
+                raise PermissionDenied(
+                    f"the rule's owner, whose permissions its commands use, may not send "
+                    f"them: {exc.message}"
+                ) from exc
         resolved.append(
             reaction_store.ReactionFields(
                 kind="command", timing=fields.timing, command_template_id=template.id,
