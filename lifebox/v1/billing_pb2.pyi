@@ -110,6 +110,8 @@ class _CreditTransactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """A period's metered usage."""
     CREDIT_TRANSACTION_KIND_REVERSAL: _CreditTransactionKind.ValueType  # 7
     """A reversal of another row (points at it)."""
+    CREDIT_TRANSACTION_KIND_TAX: _CreditTransactionKind.ValueType  # 8
+    """VAT on a prepaid charge (its external_ref is the charge's + ":vat")."""
 
 class CreditTransactionKind(_CreditTransactionKind, metaclass=_CreditTransactionKindEnumTypeWrapper):
     """What a ledger row is."""
@@ -130,6 +132,8 @@ CREDIT_TRANSACTION_KIND_USAGE: CreditTransactionKind.ValueType  # 6
 """A period's metered usage."""
 CREDIT_TRANSACTION_KIND_REVERSAL: CreditTransactionKind.ValueType  # 7
 """A reversal of another row (points at it)."""
+CREDIT_TRANSACTION_KIND_TAX: CreditTransactionKind.ValueType  # 8
+"""VAT on a prepaid charge (its external_ref is the charge's + ":vat")."""
 Global___CreditTransactionKind: _TypeAlias = CreditTransactionKind  # noqa: Y015
 
 @_typing.final

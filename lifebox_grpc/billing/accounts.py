@@ -13,6 +13,10 @@ Money rules:
 * A plan change mid-period is prorated by the days left: ``(new - old) x days_left /
   days_in_period``, days counted whole (a started day counts as left), rounded half up to
   the cent; positive is charged now, negative credited now (kind ``adjustment``).
+* VAT (the plan's ``tax_rate``, migration 0092): a prepaid charge under a plan is followed
+  by a ``tax`` row of ``amount x rate``, half up to the cent, under the charge's reference +
+  ``:vat`` (a prorated credit's VAT is credited too); a postpaid period freezes subtotal,
+  rate, tax and total = subtotal + tax, and its invoice books the total.
 * Each charge carries an external reference (``sub:<id>:<period start>``, ...) the ledger
   books once, so a pass that is run twice, or killed and rerun, books nothing twice.
 """
@@ -38,6 +42,13 @@ from lifebox_grpc.store import billing_usage as usage
 log = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")
+
+
+def vat(amount: Decimal, rate: Decimal) -> Decimal:
+    """VAT on ``amount`` (signed) at ``rate``, half up (away from zero) to the cent."""
+    return (amount * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
 MAX_CATCH_UP_PERIODS = 24  # a pass renews at most this many missed periods of one subscription
 
 
@@ -66,9 +77,11 @@ async def charge(
     at: datetime,
     actor: uuid.UUID | None = None,
     postpaid_period_id: uuid.UUID | None = None,
+    tax_rate: Decimal = Decimal(0),
 ) -> ledger.Entry | None:
-    """Book ``amount`` (positive: owed by the client) once under ``external_ref``; a zero
-    amount books nothing. Returns the row (new or already there)."""
+    """Book ``amount`` (positive: owed by the client) once under ``external_ref``, then its
+    VAT at ``tax_rate`` (a ``tax`` row under ``external_ref:vat``); a zero amount books
+    nothing. Returns the charge's row (new or already there)."""
     balance = await ledger.client_balance(conn, client_id, lock=True)
     if balance is None:
         raise NotFound("client not found")
@@ -89,7 +102,38 @@ async def charge(
             postpaid_period_id=postpaid_period_id,
         ),
     )
+    await book_tax(
+        conn, client_id, value, balance.currency, tax_rate, external_ref, description, actor
+    )
     return entry
+
+
+async def book_tax(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    charged: Decimal,
+    currency: str,
+    rate: Decimal,
+    external_ref: str,
+    description: str,
+    actor: uuid.UUID | None,
+) -> None:
+    """The ``tax`` row of a charge of ``charged`` (positive owed, negative credited)."""
+    tax = vat(charged, rate)
+    if tax == 0:
+        return
+    await ledger.book_once(
+        conn,
+        ledger.Booking(
+            client_id=client_id,
+            amount=-tax,
+            currency=currency,
+            kind="tax",
+            external_ref=f"{external_ref}:vat",
+            description=f"VAT {rate * 100:f}% on {description}"[:500],
+            created_by=actor,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +219,7 @@ async def start_subscription(
             description=f"plan {plan.code}: {_iso(now)} - {_iso(end)}",
             at=now,
             actor=actor,
+            tax_rate=plan.tax_rate,
         )
         sub = await _fall_past_due_if_owing(conn, sub, now)
     return sub
@@ -240,6 +285,17 @@ async def change_plan(
             created_by=actor,
         )
         await ledger.book_once(conn, entry)
+        assert entry.external_ref is not None
+        await book_tax(
+            conn,
+            sub.client_id,
+            delta,
+            balance.currency,
+            plan.tax_rate,
+            entry.external_ref,
+            entry.description or "",
+            actor,
+        )
         if delta > 0:
             changed = await _fall_past_due_if_owing(conn, changed, now)
         else:
@@ -274,6 +330,7 @@ async def _close_postpaid(
     sub: subs.Subscription,
     balance: ledger.Balance,
     included: dict[str, Decimal],
+    tax_rate: Decimal,
     due_days: int,
     now: datetime,
 ) -> None:
@@ -298,6 +355,8 @@ async def _close_postpaid(
         lines,
         due_at=now + timedelta(days=due_days),
         invoice_ref=f"LB-{str(sub.client_id)[:8]}-{start:%Y%m%d}",
+        tax_rate=tax_rate,
+        tax=vat(sum((ln.amount for ln in lines), Decimal(0)), tax_rate),
     )
     if invoiced.total > 0:
         await ledger.book_once(
@@ -329,6 +388,7 @@ async def renew(
     assert balance is not None
     plan = await plans.get_plan(conn, sub.plan_id) if sub.plan_id else None
     included = dict(plan.included_usage) if plan else {}
+    tax_rate = plan.tax_rate if plan else Decimal(0)
     done = "nothing"
     for _ in range(MAX_CATCH_UP_PERIODS):
         if sub.current_period_end > now:
@@ -337,7 +397,7 @@ async def renew(
         # The ended period's use is billed whatever happens to the subscription next.
         if sub.status != "trialing":
             if balance.billing_mode == "postpaid":
-                await _close_postpaid(conn, sub, balance, included, due_days, now)
+                await _close_postpaid(conn, sub, balance, included, tax_rate, due_days, now)
             else:
                 lines = await usage.meter(
                     conn, sub.client_id, start, end, currency=balance.currency, included=included
@@ -352,6 +412,7 @@ async def renew(
                     external_ref=f"usage:{sub.id}:{_iso(start)}",
                     description=f"usage {_iso(start)} - {_iso(end)}",
                     at=end,
+                    tax_rate=tax_rate,
                 )
         if sub.cancel_at_period_end:
             sub = await subs.update_subscription(
@@ -385,6 +446,7 @@ async def renew(
                 external_ref=f"sub:{sub.id}:{_iso(end)}",
                 description=f"plan {sub.plan}: {_iso(end)} - {_iso(new_end)}",
                 at=end,
+                tax_rate=tax_rate,
             )
         sub = await _fall_past_due_if_owing(conn, sub, now)
         done = "renewed"

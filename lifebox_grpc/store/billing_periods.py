@@ -87,8 +87,11 @@ async def close_and_invoice(
     *,
     due_at: datetime,
     invoice_ref: str,
+    tax_rate: Decimal = Decimal(0),
+    tax: Decimal = Decimal(0),
 ) -> Period:
-    """Freeze ``lines`` and the totals, then invoice (open -> closed -> invoiced)."""
+    """Freeze ``lines``, the rate and the totals (total = sum of the lines + ``tax``), then
+    invoice (open -> closed -> invoiced)."""
     await conn.executemany(
         "INSERT INTO postpaid_period_lines (client_id, period_id, item, quantity, included, "
         "unit_price, amount, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -108,10 +111,13 @@ async def close_and_invoice(
     )
     subtotal = sum((ln.amount for ln in lines), Decimal(0))
     await conn.execute(
-        "UPDATE postpaid_periods SET subtotal = $2, tax = 0, total = $2, status = 'closed', "
-        "closed_at = now() WHERE id = $1",
+        "UPDATE postpaid_periods SET subtotal = $2, tax_rate = $3, tax = $4, "
+        "total = $2::numeric + $4::numeric, "
+        "status = 'closed', closed_at = now() WHERE id = $1",
         period.id,
         subtotal,
+        tax_rate,
+        tax,
     )
     row = await conn.fetchrow(
         f"UPDATE postpaid_periods SET status = 'invoiced', invoiced_at = now(), due_at = $2, "

@@ -19,7 +19,7 @@ from lifebox_grpc.errors import AlreadyExists
 
 _COLUMNS = (
     "id, code, name, billing_interval, price, currency, device_quota, included_usage, active, "
-    "created_at, updated_at"
+    "created_at, updated_at, tax_rate"
 )
 
 
@@ -36,6 +36,7 @@ class Plan:
     active: bool
     created_at: datetime
     updated_at: datetime
+    tax_rate: Decimal = Decimal(0)  # VAT charged on top (0092)
 
 
 def _plan(row: Mapping[str, Any]) -> Plan:
@@ -55,13 +56,15 @@ class NewPlan:
     currency: str
     device_quota: int
     included_usage: Mapping[str, Decimal]
+    tax_rate: Decimal = Decimal(0)
 
 
 async def create_plan(conn: asyncpg.Connection, new: NewPlan) -> Plan:
     try:
         row = await conn.fetchrow(
             f"INSERT INTO plans (code, name, billing_interval, price, currency, device_quota, "
-            f"included_usage) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING {_COLUMNS}",
+            f"included_usage, tax_rate) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) "
+            f"RETURNING {_COLUMNS}",
             new.code,
             new.name,
             new.billing_interval,
@@ -69,6 +72,7 @@ async def create_plan(conn: asyncpg.Connection, new: NewPlan) -> Plan:
             new.currency,
             new.device_quota,
             json.dumps({k: f"{v:f}" for k, v in new.included_usage.items()}),
+            new.tax_rate,
         )
     except asyncpg.UniqueViolationError as exc:
         raise AlreadyExists("a plan with this code already exists") from exc
@@ -94,7 +98,7 @@ async def list_plans(
     return [_plan(r) for r in rows]
 
 
-_UPDATABLE = frozenset({"name", "price", "device_quota", "included_usage", "active"})
+_UPDATABLE = frozenset({"name", "price", "device_quota", "included_usage", "active", "tax_rate"})
 
 
 async def update_plan(

@@ -35,6 +35,7 @@ KIND_TO_PB = {
     "subscription": billing_pb2.CREDIT_TRANSACTION_KIND_SUBSCRIPTION,
     "usage": billing_pb2.CREDIT_TRANSACTION_KIND_USAGE,
     "reversal": billing_pb2.CREDIT_TRANSACTION_KIND_REVERSAL,
+    "tax": billing_pb2.CREDIT_TRANSACTION_KIND_TAX,
 }
 
 
@@ -52,6 +53,7 @@ def plan_pb(plan: plans.Plan) -> billing_pb2.Plan:
         price=money(plan.price, plan.currency),
         device_quota=plan.device_quota,
         included_usage={k: f"{v:f}" for k, v in plan.included_usage.items()},
+        tax_rate=f"{plan.tax_rate:f}",
         active=plan.active,
         create_time=timestamp(plan.created_at),
         update_time=timestamp(plan.updated_at),

@@ -32,7 +32,8 @@ from lifebox_grpc.store import billing_plans as plan_store
 log = logging.getLogger(__name__)
 
 _CODE = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
-PLAN_MASK_PATHS = ("name", "price", "device_quota", "included_usage", "active")
+PLAN_MASK_PATHS = ("name", "price", "device_quota", "included_usage", "active", "tax_rate")
+_RATE = re.compile(r"^0(\.[0-9]{1,4})?$")
 MAX_QUOTA = 1_000_000
 
 
@@ -46,6 +47,17 @@ def _included(errors: ErrorCollector, values: Any) -> dict[str, Decimal]:
         if amount is not None:
             out[item] = amount
     return out
+
+
+def _tax_rate(errors: ErrorCollector, value: str) -> Decimal:
+    """A VAT rate: a decimal fraction from 0 up to (not including) 1, at most 4 places
+    ("0.14" is Egypt's 14 %); empty is 0."""
+    if not value:
+        return Decimal(0)
+    if not _RATE.match(value):
+        errors.add("plan.tax_rate", 'a fraction from 0 to under 1, e.g. "0.14" for 14 %')
+        return Decimal(0)
+    return Decimal(value)
 
 
 def _quota(errors: ErrorCollector, value: int) -> None:
@@ -72,6 +84,7 @@ class PlanRpcs(BillingRpcs):
         price, currency = parse_money(errors, "plan.price", p.price, sign="nonnegative")
         _quota(errors, p.device_quota)
         included = _included(errors, p.included_usage)
+        tax_rate = _tax_rate(errors, p.tax_rate)
         errors.raise_if_any()
         assert price is not None
         assert interval is not None
@@ -79,7 +92,7 @@ class PlanRpcs(BillingRpcs):
             plan = await plan_store.create_plan(
                 conn,
                 plan_store.NewPlan(
-                    p.code, p.name, interval, price, currency, p.device_quota, included
+                    p.code, p.name, interval, price, currency, p.device_quota, included, tax_rate
                 ),
             )
         log.info("plan created", extra={"plan": plan.code, "by": principal.describe()})
@@ -126,6 +139,8 @@ class PlanRpcs(BillingRpcs):
             changes["included_usage"] = _included(errors, p.included_usage)
         if "active" in paths:
             changes["active"] = p.active
+        if "tax_rate" in paths:
+            changes["tax_rate"] = _tax_rate(errors, p.tax_rate)
         price = None
         if "price" in paths:
             price, currency = parse_money(errors, "plan.price", p.price, sign="nonnegative")
