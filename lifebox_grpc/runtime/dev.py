@@ -122,6 +122,16 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
         return 2
     started = time.monotonic()
     home = prepare_home(settings.home)
+    # --- ops-db (issue 19): as root from a folder the servers' users cannot enter ---
+    from lifebox_grpc.runtime.service_dirs import place_service_dirs
+
+    moved = place_service_dirs(home)
+    if moved is not None:
+        _say(
+            f"{home} is out of reach of the postgres and mosquitto users: their files are "
+            f"in {moved}, linked from the home"
+        )
+    # --- end ops-db ---
     secrets = load_or_create_secrets(home)
     pg: EmbeddedPostgres | None = None
     broker: EmbeddedMosquitto | None = None
