@@ -91,6 +91,8 @@ class FakeFawry:
         app.router.add_post("/fawrypay-api/api/payments/init", self._checkout)
         app.router.add_get("/ECommerceWeb/Fawry/cards/cardToken", self._list_cards)
         app.router.add_delete("/ECommerceWeb/Fawry/cards/cardToken", self._delete_card)
+        app.router.add_get("/checkout/{merchant_ref}", self._checkout_page)
+        app.router.add_get("/3ds/{reference}", self._3ds_page)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -190,6 +192,36 @@ class FakeFawry:
         self.by_reference[charge.reference] = charge
         return web.Response(text=f"{self.url}/checkout/{charge.merchant_ref}")
 
+    async def _checkout_page(self, request: web.Request) -> web.Response:
+        """The hosted page, as a payer's browser sees it in dev: the payer "enters a card"
+        (saved under the profile), pays, Fawry notifies LifeBox and sends the browser back."""
+        charge = self.charges.get(request.match_info["merchant_ref"])
+        if charge is None or charge.status != "NEW":
+            return web.Response(status=404, text="no such checkout")
+        self.complete_checkout(charge.merchant_ref)
+        return self._paid_page(charge)
+
+    async def _3ds_page(self, request: web.Request) -> web.Response:
+        """A 3-D Secure step passed: the charge is paid and notified."""
+        charge = self.by_reference.get(request.match_info["reference"])
+        if charge is None or charge.status != "NEW":
+            return web.Response(status=404, text="no such payment")
+        charge.status = "PAID"
+        return self._paid_page(charge)
+
+    def _paid_page(self, charge: FakeCharge) -> web.Response:
+        if self.webhook_url:
+            task = asyncio.get_running_loop().create_task(self._notify_until_ok(charge))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if charge.return_url:
+            separator = "&" if "?" in charge.return_url else "?"
+            raise web.HTTPFound(
+                f"{charge.return_url}{separator}statusCode=200"
+                f"&merchantRefNumber={charge.merchant_ref}&orderStatus=PAID"
+            )
+        return web.Response(text=f"fake Fawry: {charge.merchant_ref} paid")
+
     def _cards_query(self, request: web.Request, *extra: str) -> tuple[str, bool]:
         q = request.query
         profile = q.get("customerProfileId", "")
@@ -266,6 +298,10 @@ class FakeFawry:
         assert self.webhook_url is not None
         await asyncio.sleep(self.auto_pay_seconds)
         charge.status = "PAID"
+        await self._notify_until_ok(charge)
+
+    async def _notify_until_ok(self, charge: FakeCharge) -> None:
+        assert self.webhook_url is not None
         for _ in range(5):  # as Fawry does: until a 200
             try:
                 if await self.notify(self.webhook_url, charge) == 200:

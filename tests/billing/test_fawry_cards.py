@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -16,6 +17,7 @@ from lifebox.v1 import billing_pb2
 from tests.helpers.billing import egp, ledger_state, stub, webhook_url
 from tests.helpers.fawry_fake import FakeFawry
 from tests.helpers.grpc import Server, Tenant, make_tenant, violations
+from tests.helpers.wait import async_wait_until
 
 P = billing_pb2
 
@@ -171,3 +173,37 @@ async def test_bad_card_payment_requests_are_invalid_argument(
         await getattr(stub(billing_server), method)(request_, metadata=tenant.users["client"].md)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in violations(caught.value)
+
+
+async def test_the_fakes_hosted_page_pays_notifies_and_sends_the_payer_back(
+    billing_server: Server, fawry: FakeFawry, tenant: Tenant, owner_conn: asyncpg.Connection
+) -> None:
+    """What `lifebox dev --fake-fawry` gives a browser: the payer follows redirect_url, Fawry
+    notifies LifeBox (signed, confirmed, credited) and sends the browser to return_url."""
+    api, md = stub(billing_server), tenant.users["client"].md
+    payment = (
+        await api.CreateFawryCardCheckout(
+            P.CreateFawryCardCheckoutRequest(
+                amount=egp("75.00"), return_url="http://localhost:3000/billing?tab=pay"
+            ),
+            metadata=md,
+        )
+    ).payment
+    fawry.webhook_url = webhook_url(billing_server)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(payment.redirect_url, allow_redirects=False) as page,
+        ):
+            assert page.status == 302
+            assert page.headers["Location"] == (
+                "http://localhost:3000/billing?tab=pay&statusCode=200"
+                f"&merchantRefNumber={payment.merchant_ref_number}&orderStatus=PAID"
+            )
+
+        async def credited() -> bool:
+            return await _balance(owner_conn, tenant.client_id) == Decimal("75.00")
+
+        await async_wait_until(credited, 20, "the hosted payment credited")
+    finally:
+        fawry.webhook_url = None
