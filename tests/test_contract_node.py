@@ -326,6 +326,16 @@ async def test_node_client_creates_tries_and_acknowledges_alarms(
     assert report["acked"] == "ALARM_EVENT_STATUS_ACTIVE_ACK"
     assert report["notes"] == ["from node"]
     assert report["isolation"] == grpc.StatusCode.NOT_FOUND.value[0]
+    # --- alarm-reactions (issue 15) ---
+    assert report["reactions"] == {
+        "kinds": [
+            "ALARM_REACTION_KIND_WEBHOOK/ALARM_REACTION_TIMING_ON_RAISE",
+            "ALARM_REACTION_KIND_NOTIFY/ALARM_REACTION_TIMING_ON_RAISE_AND_CLEAR",
+        ],
+        "bad": grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "outcomes": 0,
+    }
+    # --- end alarm-reactions ---
 
 
 # --- end alarms (issue 15) ---

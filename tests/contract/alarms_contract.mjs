@@ -74,6 +74,31 @@ const acked = (await call(alarms, "AcknowledgeAlarm", { event_id: env.LIFEBOX_CO
 const detail = await call(alarms, "GetAlarmEvent", { event_id: env.LIFEBOX_CONTRACT_EVENT_ID }, md);
 const isolation = await codeOf(call(alarms, "GetAlarmEvent", { event_id: env.LIFEBOX_CONTRACT_OTHER_EVENT_ID }, md));
 
+// --- alarm-reactions (issue 15) ---
+// Reactions are saved with their rule; the webhook secret comes once, in the create reply.
+const reacting = await call(alarms, "CreateAlarmRule", {
+  rule: {
+    ...rule,
+    name: "hot and dry, reacting",
+    reactions: [
+      { kind: "ALARM_REACTION_KIND_WEBHOOK", timing: "ALARM_REACTION_TIMING_ON_RAISE", webhook_url: "https://hooks.example.com/lifebox" },
+      { kind: "ALARM_REACTION_KIND_NOTIFY", timing: "ALARM_REACTION_TIMING_ON_RAISE_AND_CLEAR" },
+    ],
+  },
+}, md);
+if (!/^[0-9a-f]{64}$/.test(reacting.webhook_secret)) fail("no webhook secret in the create reply");
+const reread = (await call(alarms, "GetAlarmRule", { rule_id: reacting.rule.id }, md)).rule;
+if (JSON.stringify(reread).includes(reacting.webhook_secret)) fail("GetAlarmRule shows the webhook secret");
+const badReaction = await codeOf(call(alarms, "CreateAlarmRule", {
+  rule: { ...rule, reactions: [{ kind: "ALARM_REACTION_KIND_WEBHOOK", timing: "ALARM_REACTION_TIMING_ON_RAISE", webhook_url: "ftp://x" }] },
+}, md));
+const reactions = {
+  kinds: reread.reactions.map((r) => `${r.kind}/${r.timing}`),
+  bad: badReaction,
+  outcomes: detail.reaction_outcomes.length,
+};
+// --- end alarm-reactions ---
+
 console.log(JSON.stringify({
   ok: true,
   bad: badCode,
@@ -84,4 +109,5 @@ console.log(JSON.stringify({
   acked: acked.status,
   notes: detail.acknowledgments.map((a) => a.note),
   isolation,
+  reactions, // --- alarm-reactions (issue 15)
 }));
