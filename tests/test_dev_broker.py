@@ -128,6 +128,7 @@ def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None
             "MQTT_TLS",
             "MQTT_MTLS",
             "DISPATCH_METRICS",  # --- commands (issue 14)
+            "REACTIONS_METRICS",  # --- alarm-reactions (issue 15)
         )
     }
     env = {
@@ -180,12 +181,20 @@ def test_dev_runs_broker_sync_and_its_broker_refuses_anonymous_clients() -> None
             "dispatch connected to the broker",
         )
         asyncio.run(_command_reaches_the_device(owner_dsn, mqtt_port))
+        # --- alarm-reactions (issue 15): dev runs `lifebox reactions` too ---
+        wait_until(
+            lambda: _metric(ports["REACTIONS_METRICS"], "lifebox_alarm_reactions_up") == 1,
+            60,
+            "the reaction worker running",
+        )
+        # --- end alarm-reactions ---
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "broker-sync" in output
     assert "  dispatch      commands -> devices" in output  # --- commands (issue 14)
+    assert "  reactions     alarm reactions" in output  # --- alarm-reactions (issue 15)
     assert processes_mentioning(str(home)) == [], "a child outlived lifebox dev"
     for line in output.splitlines():  # no account password is printed
         assert "@127.0.0.1" not in line, line

@@ -221,6 +221,10 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
         )
         processes.append("dispatch")
         # --- end commands (issue 14) ---
+        # --- alarm-reactions (issue 15): `lifebox reactions` (the app role, nothing else)
+        reactions_metrics_port = _port_or_free(settings.reactions_metrics_port, settings.http_host)
+        processes.append("reactions")
+        # --- end alarm-reactions ---
         env = {
             **{k: v for k, v in os.environ.items() if k not in credentials},
             "LIFEBOX_HOME": str(home),
@@ -229,6 +233,7 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
             "LIFEBOX_INGEST_METRICS_PORT": str(metrics_port),
             "LIFEBOX_BROKER_SYNC_METRICS_PORT": str(sync_metrics_port),
             "LIFEBOX_DISPATCH_METRICS_PORT": str(dispatch_metrics_port),  # --- commands (14)
+            "LIFEBOX_REACTIONS_METRICS_PORT": str(reactions_metrics_port),  # --- alarm-reactions
         }
         if broker is not None and broker.file_owner:  # mosquitto must read what it writes
             env["LIFEBOX_BROKER_FILE_OWNER"] = broker.file_owner
@@ -287,6 +292,9 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
             # --- commands (issue 14)
             + f"  dispatch      commands -> devices, metrics on "
             f"http://{settings.http_host}:{dispatch_metrics_port}/metrics\n"
+            # --- alarm-reactions (issue 15)
+             + f"  reactions     alarm reactions (commands, webhooks, e-mail), metrics on "
+            f"http://{settings.http_host}:{reactions_metrics_port}/metrics\n"
             + f"  MQTT          {_without_password(endpoints.mqtt_url)}  (devices log in with "
             "their own credential: DeviceService/CreateDeviceCredential)\n"
             f"  data          {home}\n"
