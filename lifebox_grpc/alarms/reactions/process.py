@@ -2,7 +2,7 @@
 
 A process of its own, not part of `serve`, `ingest` or `dispatch`: it makes outbound HTTP
 requests to tenants' URLs, so it listens on nothing but its metrics port and holds no
-broker credential and no token signing key (prod mode refuses them); any number may run
+broker credential (prod mode refuses any credential but the database's); any number may run
 (claims are FOR UPDATE SKIP LOCKED) and the crash tests kill exactly it. Its database role
 is the application role (LIFEBOX_DATABASE_URL): a command reaction takes SendCommand's own
 authorisation path (the owner's principal, device scope, command grants) and creation path,
