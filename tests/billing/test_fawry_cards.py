@@ -207,3 +207,21 @@ async def test_the_fakes_hosted_page_pays_notifies_and_sends_the_payer_back(
         await async_wait_until(credited, 20, "the hosted payment credited")
     finally:
         fawry.webhook_url = None
+
+
+async def test_a_token_fawry_no_longer_knows_fails_the_payment_and_credits_nothing(
+    billing_server: Server, fawry: FakeFawry, tenant: Tenant, owner_conn: asyncpg.Connection
+) -> None:
+    api, md = stub(billing_server), tenant.users["client"].md
+    profile = str(tenant.client_id)
+    fawry.save_card(profile)
+    (card,) = (await api.ListFawryCards(P.ListFawryCardsRequest(), metadata=md)).cards
+    fawry.cards[profile] = []  # removed at Fawry since LifeBox last listed it
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await api.CreateFawryPayment(
+            P.CreateFawryPaymentRequest(amount=egp("10.00"), card_id=card.id), metadata=md
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    (payment,) = (await api.ListFawryPayments(P.ListFawryPaymentsRequest(), metadata=md)).payments
+    assert (payment.status, payment.card_last_four) == ("FAILED", "4242")
+    assert await _balance(owner_conn, tenant.client_id) == 0
