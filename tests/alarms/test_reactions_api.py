@@ -39,7 +39,7 @@ def rule(device_id: str, reactions: list[A.AlarmReaction], **values: Any) -> A.A
     return A.AlarmRule(**{**base, **values})
 
 
-def webhook(url: str = "https://hooks.example.com/lifebox", **values: Any) -> A.AlarmReaction:
+def webhook(url: str = "https://hooks.example.invalid/lifebox", **values: Any) -> A.AlarmReaction:
     return A.AlarmReaction(
         kind=A.ALARM_REACTION_KIND_WEBHOOK, timing=RAISE, webhook_url=url, **values
     )
@@ -101,7 +101,7 @@ async def test_reactions_are_saved_with_their_rule_and_the_secret_is_shown_once(
     # An update keeps the reaction named by id and drops the others; the webhook's secret
     # is not shown again.
     keep = got.reactions[1]
-    keep.webhook_url = "https://hooks.example.com/other"
+    keep.webhook_url = "https://hooks.example.invalid/other"
     updated = await s.UpdateAlarmRule(
         A.UpdateAlarmRuleRequest(
             rule=A.AlarmRule(id=got.id, reactions=[keep]),
@@ -111,7 +111,7 @@ async def test_reactions_are_saved_with_their_rule_and_the_secret_is_shown_once(
     )
     assert updated.webhook_secret == ""
     assert [(r.id, r.webhook_url) for r in updated.rule.reactions] == [
-        (keep.id, "https://hooks.example.com/other")
+        (keep.id, "https://hooks.example.invalid/other")
     ]
     # A rule's first webhook, added by an update, gets a secret then.
     plain = await s.CreateAlarmRule(
@@ -219,10 +219,15 @@ async def test_a_command_reaction_is_authorised_for_the_caller_and_the_owner_whe
             )
     assert code == grpc.StatusCode.PERMISSION_DENIED
     # Saved by its owner; the owner is later demoted: another administrator's update that
-    # gives it a command reaction is refused (the commands would run as the owner).
+    # gives it a command reaction is refused (the commands would run as the owner), and so is
+    # moving a rule that has one to another device (its reactions are authorised again).
     created = await s.CreateAlarmRule(
         A.CreateAlarmRuleRequest(rule=rule(str(device), [])), metadata=md
     )
+    commanding = await s.CreateAlarmRule(
+        A.CreateAlarmRuleRequest(rule=rule(str(device), [command()], name="cmd")), metadata=md
+    )
+    second, _ = await factories.make_device(owner_conn, tenant.client_id)
     other = await sign_in(grpc_server, await make_account(owner_conn, "client", tenant.client_id))
     async with tenant_transaction(owner_conn, None, staff=True):
         await owner_conn.execute(
@@ -238,6 +243,25 @@ async def test_a_command_reaction_is_authorised_for_the_caller_and_the_owner_whe
         )
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = await refused(
+        s.UpdateAlarmRule(
+            A.UpdateAlarmRuleRequest(
+                rule=A.AlarmRule(id=commanding.rule.id, device_id=str(second)),
+                update_mask=field_mask_pb2.FieldMask(paths=["device_id"]),
+            ),
+            metadata=other.md,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    # A change that leaves the scope alone does not need the owner.
+    renamed = await s.UpdateAlarmRule(
+        A.UpdateAlarmRuleRequest(
+            rule=A.AlarmRule(id=commanding.rule.id, name="renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        ),
+        metadata=other.md,
+    )
+    assert len(renamed.rule.reactions) == 1
     # Platform staff own no command reaction (the commands act as a user of the tenant).
     staff = await sign_in(grpc_server, await make_account(owner_conn, "super_user", None))
     code, _ = await refused(

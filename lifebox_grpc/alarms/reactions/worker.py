@@ -98,7 +98,13 @@ class ReactionWorker:
 
     async def _run(self, job: store.Job) -> None:
         try:
-            if job.kind == "command":
+            if job.attempt > self.settings.reactions_max_attempts:
+                # Claimed that often without an outcome: its workers died or crashed on it.
+                async with self.pool.acquire() as conn, tenant_transaction(conn, job.client_id):
+                    await self._finish(
+                        conn, job, "failed", f"no outcome after {job.attempt - 1} attempts"
+                    )
+            elif job.kind == "command":
                 await self._command(job)
             else:
                 await self._deliver(job)
@@ -107,6 +113,10 @@ class ReactionWorker:
             log.warning(
                 "reaction job interrupted", extra={"job": str(job.id), "error": type(exc).__name__}
             )
+        except Exception:
+            # A bug must not stop the other jobs or the claim loop; the job is due again when
+            # its lease ends (its attempts are counted, so it ends failed, not looping).
+            log.exception("reaction job crashed", extra={"job": str(job.id)})
 
     async def _command(self, job: store.Job) -> None:
         async with self.pool.acquire() as conn, tenant_transaction(conn, job.client_id):
