@@ -107,6 +107,11 @@ async def test_a_command_reaction_reaches_the_device_and_a_webhook_gets_a_signed
                             timing=A.ALARM_REACTION_TIMING_ON_RAISE,
                             webhook_url=receiver.url,
                         ),
+                        # Recorded by the trigger as ingest raises the event, on its role.
+                        A.AlarmReaction(
+                            kind=A.ALARM_REACTION_KIND_NOTIFY,
+                            timing=A.ALARM_REACTION_TIMING_ON_RAISE,
+                        ),
                     ],
                 )
             ),
@@ -157,7 +162,12 @@ async def test_a_command_reaction_reaches_the_device_and_a_webhook_gets_a_signed
     (event,) = listed.events
     got_event = await api.GetAlarmEvent(A.GetAlarmEventRequest(event_id=event.id), metadata=admin)
     outcomes = {o.kind: o for o in got_event.reaction_outcomes}
-    assert set(outcomes) == {A.ALARM_REACTION_KIND_COMMAND, A.ALARM_REACTION_KIND_WEBHOOK}
+    assert set(outcomes) == {
+        A.ALARM_REACTION_KIND_COMMAND,
+        A.ALARM_REACTION_KIND_WEBHOOK,
+        A.ALARM_REACTION_KIND_NOTIFY,
+    }
+    assert len(got_event.reaction_outcomes) == 3
     assert outcomes[A.ALARM_REACTION_KIND_COMMAND].outcome == A.ALARM_REACTION_OUTCOME_KIND_SENT
     assert outcomes[A.ALARM_REACTION_KIND_COMMAND].command_id == str(command_id)
     assert outcomes[A.ALARM_REACTION_KIND_WEBHOOK].outcome == A.ALARM_REACTION_OUTCOME_KIND_SENT
