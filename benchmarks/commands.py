@@ -1,6 +1,7 @@
 """Command round trip on this machine, in one run, side by side. Asserts nothing.
 
     .venv/bin/python benchmarks/commands.py [--devices 100] [--rate 200] [--seconds 10]
+                                            [--batch 25] [--batch-senders 4]
 
 Everything runs here: a fresh PostgreSQL cluster and mosquitto (the test suite's launchers),
 `lifebox serve`, one `lifebox ingest` worker and one `lifebox dispatch`
@@ -8,7 +9,12 @@ process, and 100 simulated devices (one MQTT connection) that answer each comman
 ``received`` then ``completed``. A gRPC client sends ``SendCommand`` at a fixed rate, round
 robin over the devices, and watches ``StreamCommandUpdates`` until each command shows
 ``completed``: the round trip, measured at the client. Then the same with as many senders as
-it takes to find the maximum sustained rate. Legs (from the trail's database times and the
+it takes to find the maximum sustained rate, and again with ``BatchSendCommand`` calls of
+``--batch`` devices each (concurrent calls name disjoint devices). After each phase, the CPU
+time each of the benchmark's own processes spent per completed command (from /proc; other
+users of a shared machine are not counted): the wall-clock rates move with the machine's
+load, the cost per command much less, and the capacity of a machine is about its cores
+divided by the total. Legs (from the trail's database times and the
 devices' receive and ack times, one clock):
 
   API -> outbox commit   client send to the SendCommand reply (it returns after COMMIT)
@@ -204,6 +210,73 @@ def mqtt_floor(port: int, account: tuple[str, str] | None, count: int = 2000) ->
     return times
 
 
+def cpu_ticks() -> dict[str, int]:
+    """CPU ticks so far of this benchmark's processes (this one and its descendants: serve,
+    ingest, dispatch, the cluster's backends by role, the broker), to divide by the commands
+    a phase completed: on a shared machine the wall-clock figures move with everyone's load,
+    the cost per command much less."""
+    procs: dict[int, tuple[int, int, str]] = {}  # pid: (ppid, ticks, cmdline)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]), cmd)
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        for _ in range(64):
+            if pid == me:
+                return True
+            if pid not in procs or pid <= 1:
+                return False
+            pid = procs[pid][0]
+        return False
+
+    out: dict[str, int] = {}
+    for pid, (_ppid, ticks, cmd) in procs.items():
+        if not ours(pid):
+            continue
+        if pid == me:
+            group = "benchmark client + devices"
+        elif cmd.startswith("postgres: "):
+            group = f"postgres ({cmd.split()[1]})"
+        elif "lifebox_grpc.cli" in cmd:
+            group = "lifebox " + cmd.split("lifebox_grpc.cli", 1)[1].split()[0]
+        elif "mosquitto" in cmd:
+            group = "mosquitto"
+        elif "postgres" in cmd:
+            group = "postgres (postmaster)"
+        else:
+            group = "other"
+        out[f"{group}:{pid}"] = ticks
+    return out
+
+
+def cpu_table(before: dict[str, int], after: dict[str, int], completed: int) -> None:
+    """CPU milliseconds per completed command, per kind of process (this benchmark's own
+    only: other users of the machine are not counted)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    per: dict[str, float] = {}
+    for key, ticks in after.items():
+        group = key.rsplit(":", 1)[0]
+        per[group] = per.get(group, 0.0) + (ticks - before.get(key, 0)) / hz
+    if not completed:
+        return
+    say(f"  {'CPU per command':24} {'ms':>7}")
+    for group, seconds in sorted(per.items(), key=lambda kv: -kv[1]):
+        if seconds * 1000 / completed < 0.005:
+            continue
+        say(f"  {group:24} {seconds * 1000 / completed:7.2f}")
+    say(f"  {'total':24} {sum(per.values()) * 1000 / completed:7.2f}")
+
+
 @dataclass
 class Run:
     sent_at: dict[str, float] = field(default_factory=dict)  # client send start
@@ -220,9 +293,11 @@ async def drive(
     rate: float | None,
     seconds: float,
     senders: int,
+    batch: int = 0,
 ) -> tuple[Run, float]:
     """Send for ``seconds`` (at ``rate``/s, or as fast as ``senders`` go) and wait until every
-    command completed on the stream; (run, wall seconds from first send to last completion)."""
+    command completed on the stream; (run, wall seconds from first send to last completion).
+    ``batch``: each call is a BatchSendCommand to that many devices instead of a SendCommand."""
     run = Run()
     stream = stub.StreamCommandUpdates(pb.StreamCommandUpdatesRequest(), metadata=md)
 
@@ -236,6 +311,27 @@ async def drive(
     begin = time.time()
     counter = iter(range(10**9))
 
+    async def send_batch(n: int) -> None:
+        t0 = time.time()
+        first = n * batch
+        chosen = [str(devices[(first + i) % len(devices)]) for i in range(batch)]
+        try:
+            reply = await stub.BatchSendCommand(
+                pb.BatchSendCommandRequest(device_ids=chosen, template_code="ping"),
+                metadata=md,
+                timeout=60,
+            )
+        except Exception:
+            run.failures += batch
+            return
+        now = time.time()
+        for result in reply.results:
+            if result.code != "OK":
+                run.failures += 1
+                continue
+            run.sent_at[result.command.id] = t0
+            run.replied_at[result.command.id] = now
+
     async def sender() -> None:
         while True:
             n = next(counter)
@@ -245,8 +341,11 @@ async def drive(
             delay = due - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            device = devices[n % len(devices)]
             t0 = time.time()
+            if batch:
+                await send_batch(n)
+                continue
+            device = devices[n % len(devices)]
             try:
                 reply = await stub.SendCommand(
                     pb.SendCommandRequest(device_id=str(device), template_code="ping"),
@@ -341,18 +440,33 @@ async def main(args: argparse.Namespace) -> None:
             sim.start()
             stub = commands_pb2_grpc.CommandServiceStub(server.channel)
             md = tenant.users["client"].md
+            before = cpu_ticks()
             run, wall = await drive(stub, md, fleet, rate=args.rate, seconds=args.seconds,
                                     senders=32)  # fmt: skip
+            after = cpu_ticks()
             table(
                 f"at {args.rate:.0f} commands/s",
                 run,
                 wall,
                 await legs(owner, tenant.client_id, run, sim),
             )
+            cpu_table(before, after, len(run.completed_at))
+            before = cpu_ticks()
             run, wall = await drive(stub, md, fleet, rate=None, seconds=args.seconds,
                                     senders=args.senders)  # fmt: skip
-            table(f"maximum ({args.senders} senders)", run, wall,
+            after = cpu_ticks()
+            table(f"maximum, SendCommand ({args.senders} senders)", run, wall,
                   await legs(owner, tenant.client_id, run, sim))  # fmt: skip
+            cpu_table(before, after, len(run.completed_at))
+            if args.batch:
+                before = cpu_ticks()
+                run, wall = await drive(stub, md, fleet, rate=None, seconds=args.seconds,
+                                        senders=args.batch_senders, batch=args.batch)  # fmt: skip
+                after = cpu_ticks()
+                table(f"maximum, BatchSendCommand of {args.batch} devices "
+                      f"({args.batch_senders} senders)", run, wall,
+                      await legs(owner, tenant.client_id, run, sim))  # fmt: skip
+                cpu_table(before, after, len(run.completed_at))
             sim.stop()
         finally:
             await owner.close()
@@ -368,4 +482,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--senders", type=int, default=64)
     parser.add_argument("--ingest-batch-ms", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=25,
+                        help="devices per BatchSendCommand in the third phase (0: skip it)")  # fmt: skip
+    parser.add_argument("--batch-senders", type=int, default=4)
     asyncio.run(main(parser.parse_args()))

@@ -188,7 +188,14 @@ class Dispatcher:
         return count
 
     async def claim_loop(self, stop: asyncio.Event) -> None:
+        """Claim while jobs are due; then sleep until a NOTIFY or the poll interval.
+
+        The wake-up is cleared *before* a claim, so a NOTIFY that arrives during a pass is
+        not lost (it would have waited for the poll interval): whoever clears it claims
+        after it. Of several loops asleep, only the first to run takes a wake-up; the others
+        go back to sleep instead of each running an empty claim transaction."""
         while not stop.is_set():
+            self.wake.clear()
             try:
                 claimed = await self.dispatch_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -197,18 +204,24 @@ class Dispatcher:
                 continue
             if claimed >= self.settings.dispatch_batch_size:
                 continue  # more may be due at once
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken(stop), self.settings.dispatch_poll_seconds)
+            await self._sleep_until_woken(stop)
 
-    async def _woken(self, stop: asyncio.Event) -> None:
-        stopping = asyncio.ensure_future(stop.wait())
-        woken = asyncio.ensure_future(self.wake.wait())
-        try:
-            await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            woken.cancel()
+    async def _sleep_until_woken(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.dispatch_poll_seconds
+        while not self.wake.is_set() and not stop.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            stopping = asyncio.ensure_future(stop.wait())
+            woken = asyncio.ensure_future(self.wake.wait())
+            try:
+                await asyncio.wait(
+                    {stopping, woken}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopping.cancel()
+                woken.cancel()
 
     async def sweep_loop(self, stop: asyncio.Event) -> None:
         last_gauge = 0.0

@@ -27,7 +27,6 @@ from lifebox_grpc.services.commands.mapping import command_pb, dict_of
 from lifebox_grpc.services.common import parse_uuid, scoped
 from lifebox_grpc.services.device_access import parse_device_ids, require_device
 from lifebox_grpc.store import command_templates as template_store
-from lifebox_grpc.store.pool import savepoint
 
 MAX_BATCH = 1000
 MAX_KEY = 128
@@ -73,6 +72,10 @@ async def _template(
     return found
 
 
+# A batch resolves its template (and permission) once per tenant, not once per device.
+Templates = dict[uuid.UUID, tuple[template_store.Template, template_store.Permission]]
+
+
 async def _send_one(
     conn: asyncpg.Connection,
     principal: Principal,
@@ -82,10 +85,19 @@ async def _send_one(
     timeout_s: int | None,
     key: str | None,
     confirm: tuple[str, str | None],
+    templates: Templates | None = None,
 ) -> commands_pb2.Command:
-    """``confirm``: (what the caller sent, what it must be; None: the device's serial)."""
+    """``confirm``: (what the caller sent, what it must be; None: the device's serial).
+
+    Every refusal (a DomainError) is raised before this writes anything (the insert itself
+    stores nothing when it refuses), so a batch needs no savepoint per device."""
     device = await require_device(conn, principal, device_id, DeviceAction.SEND_COMMANDS)
-    template, permission = await _template(conn, device.client_id, ref)
+    found = None if templates is None else templates.get(device.client_id)
+    if found is None:
+        found = await _template(conn, device.client_id, ref)
+        if templates is not None:
+            templates[device.client_id] = found
+    template, permission = found
     await require_sendable(conn, principal, device_id, template, permission)
     require_confirmation(permission, confirm[0], confirm[1] or device.serial, "confirmation")
     created = await create_command(
@@ -142,23 +154,25 @@ class SendRpcs(CommandRpcs):
         parameters = dict_of(request.parameters)
         confirm = (request.confirmation, f"confirm {len(device_ids)} devices")
         results = []
+        templates: Templates = {}
         async with scoped(self.pool, principal) as conn:
             for device_id in device_ids:
                 result = commands_pb2.BatchSendCommandResult(device_id=str(device_id))
                 try:
-                    async with savepoint(conn):
-                        result.command.CopyFrom(
-                            await _send_one(
-                                conn,
-                                principal,
-                                device_id,
-                                ref,
-                                parameters,
-                                timeout_s,
-                                f"{key}:{device_id}" if key else None,
-                                confirm,
-                            )
+                    # No savepoint: a refusal has written nothing (see _send_one).
+                    result.command.CopyFrom(
+                        await _send_one(
+                            conn,
+                            principal,
+                            device_id,
+                            ref,
+                            parameters,
+                            timeout_s,
+                            f"{key}:{device_id}" if key else None,
+                            confirm,
+                            templates,
                         )
+                    )
                     result.code = grpc.StatusCode.OK.name
                 except DomainError as exc:
                     result.code = _CODES.get(type(exc), grpc.StatusCode.UNKNOWN.name)
