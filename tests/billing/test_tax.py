@@ -174,3 +174,47 @@ async def test_staff_change_a_plans_tax_rate(
         metadata=staff.md,
     )
     assert updated.plan.tax_rate == "0.1400"
+
+
+async def test_renewals_book_their_vat_once_however_often_maintain_runs(
+    billing_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    tenant = await make_tenant(billing_server, owner_conn)
+    client = tenant.client_id
+    async with tenant_transaction(owner_conn, None, staff=True):
+        plan = await plan_store.create_plan(
+            owner_conn,
+            plan_store.NewPlan(
+                factories.unique("vr"),
+                "VR",
+                "month",
+                Decimal("199.99"),
+                "EGP",
+                5,
+                {},
+                Decimal("0.14"),
+            ),
+        )
+        await accounts.start_subscription(
+            owner_conn,
+            client,
+            plan,
+            now=datetime.now(UTC) - timedelta(days=40),
+            trial_days=0,
+            auto_renew=True,
+            actor=None,
+        )
+    now = datetime.now(UTC)
+    for _ in range(2):
+        await billing_pass(owner_conn, now=now, grace_days=7, due_days=14)
+    async with tenant_transaction(owner_conn, None, staff=True):
+        rows = await owner_conn.fetch(
+            "SELECT kind, amount FROM credit_transactions WHERE client_id = $1 ORDER BY booked_seq",
+            client,
+        )
+    fees = [r["amount"] for r in rows if r["kind"] == "subscription"]
+    taxes = [r["amount"] for r in rows if r["kind"] == "tax"]
+    assert fees == [Decimal("-199.99")] * 2
+    assert taxes == [Decimal("-28.00")] * 2  # 27.9986, half up
+    balance, total, _ = await ledger_state(owner_conn, client)
+    assert balance == total == Decimal("-455.98")
