@@ -35,6 +35,8 @@ fi
 target=${FRESH_CHECK_DIR:-$(mktemp -d /var/tmp/lifebox-fresh.XXXXXX)}
 target=$(realpath "$target")
 mkdir -p "$target" "$LOGS"
+# It becomes /: mktemp's 0700 would keep the postgres and mosquitto users out of everything.
+chmod 0755 "$target"
 t0=$(date +%s)
 phase() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$(($(date +%s) - t0))" "$*"; }
 
