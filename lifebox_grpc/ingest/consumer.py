@@ -71,6 +71,7 @@ class MqttConsumer:
         # Command acks waiting in the pending batch: a device's word on a command is flushed
         # at once rather than after the telemetry batch timer (a round trip waits on it).
         self._acks_pending = 0
+        self.taken_acks = 0  # command acks in the batch the last take() returned
         # --- end commands-perf ---
         self._generation = 0
         self._stopping = False
@@ -215,8 +216,10 @@ class MqttConsumer:
             batch, self._pending = pending[:count], pending[count:]
             self._pending_bytes -= size
             # --- commands-perf (issue 14) ---
+            self.taken_acks = 0
             if self._acks_pending:
-                self._acks_pending -= sum(1 for i in batch if i.topic.endswith(ACK_SUFFIX))
+                self.taken_acks = sum(1 for i in batch if i.topic.endswith(ACK_SUFFIX))
+                self._acks_pending -= self.taken_acks
             # --- end commands-perf ---
         return batch
 
