@@ -189,7 +189,7 @@ async def scenario(
     say(f"{name}: {committed_rows:,} readings committed in {committed_at - started:.1f} s")
     ingest_p99 = worker.metric("lifebox_ingest_latency_p99_seconds")
     per_reading = {id(g): len(g) / len(serials) for g in groups}
-    expected = int(sum(committed_rows * per_reading[id(g)] for g in groups))
+    expected = round(sum(committed_rows * per_reading[id(g)] for g in groups))
     deadline = time.monotonic() + 180
     while (
         sum(r.readings for r in {id(r): r for r in readers}.values()) < expected

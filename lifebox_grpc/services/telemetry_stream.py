@@ -140,12 +140,14 @@ class LiveStream:
             return None
         return store.CommitRange(device_id, commit.xid, low, high)
 
-    async def _commit_rows(
-        self, entries: Sequence[CommitRows]
-    ) -> AsyncIterator[list[asyncpg.Record] | None]:
-        """Each commit's rows not sent yet, in arrival order (None once for commits the
-        engine could not read: resync)."""
+    async def _commit_rows(self, entries: Sequence[CommitRows]) -> AsyncIterator[list[Any] | None]:
+        """Each commit's rows not sent yet, per device in arrival order (None once for
+        commits the engine could not read: resync). A device's consecutive commits in one
+        update go out as one run while their times keep rising: at ingest's pace a commit
+        holds a few rows per device, and a message per (commit, device) cost serve more than
+        the rows."""
         lost = False
+        pending: dict[uuid.UUID, list[list[Any]]] = {}
         for entry in entries:
             if not entry.ready.is_set():
                 await entry.ready.wait()
@@ -161,8 +163,15 @@ class LiveStream:
                 if not rows:
                     continue
             run = list(rows) if entry.fields == tuple(self._fields) else self._project(entry, rows)
+            device_runs = pending.setdefault(entry.device_id, [])
+            if device_runs and device_runs[-1][-1][1] < run[0][1]:
+                device_runs[-1].extend(run)
+            else:
+                device_runs.append(run)
             self._sent_us[entry.device_id] = max(self._sent_us[entry.device_id], run[-1][1])
-            yield run
+        for device_runs in pending.values():
+            for run in device_runs:
+                yield run
         if lost:
             yield None
 
