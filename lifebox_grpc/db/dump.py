@@ -7,6 +7,10 @@ forced on tenant tables, and a dump must see every tenant); restores as a superu
 they create the database and its extensions. Passwords reach the programs through libpq's
 environment, never their command line.
 
+The seed's three kinds: full; schema (a full dump without our tables' rows, so that
+pg_partman's and TimescaleDB's own state, which `--schema-only` would drop, comes along);
+data (our tables' rows only), restored into the database its schema dump made.
+
 Custom format is one file that pg_restore can load in parallel (``--jobs``); pg_dump itself
 is single-process in that format (parallel dumps need the directory format). TimescaleDB's
 catalogue must not be loaded by parallel sessions: with the extension present the restore
@@ -45,7 +49,26 @@ class RestoreRefusedError(RuntimeError):
     """The target database holds data and the restore was not told to replace it."""
 
 
-_KIND_FLAGS = {Kind.FULL: [], Kind.SCHEMA: ["--schema-only"], Kind.DATA: ["--data-only"]}
+# The extensions keep their own state in tables (pg_partman's part_config, TimescaleDB's
+# catalogue of hypertables and chunks) that `pg_dump --schema-only` leaves out: restored,
+# such a schema has tables that are no longer partitioned by pg_partman or no longer
+# hypertables. So a schema dump is a full dump without the rows of our own tables (the
+# extensions' state and schema_migrations kept), and a data dump is the rest: our rows only.
+_LEDGER = "public.schema_migrations"
+_DATA_FLAGS = [
+    "--data-only",
+    "--exclude-schema=partman",
+    "--exclude-schema=_timescaledb_catalog",
+    "--exclude-schema=_timescaledb_config",
+    f"--exclude-table-data={_LEDGER}",
+]
+_OUR_TABLES_WITH_ROWS = """
+SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND format('%I.%I', n.nspname, c.relname) <> $1
+  AND (n.nspname = 'public' OR n.nspname = '_timescaledb_internal')
+ORDER BY 1
+"""
 _DUMPING = re.compile(r'dumping contents of table "([^"]+)"')
 _RESTORING = re.compile(r"(processing data for table|creating [A-Z ]+) \"?([^\"]+)\"?")
 # Our tables, with partitions and chunks (not the extensions' own).
@@ -91,6 +114,19 @@ async def _count_tables(target: Conninfo, *, dumped: bool = False) -> int:
         await conn.close()
 
 
+async def _kind_flags(target: Conninfo, kind: Kind) -> list[str]:
+    if kind is Kind.FULL:
+        return []
+    if kind is Kind.DATA:
+        return list(_DATA_FLAGS)
+    conn = await asyncpg.connect(target.dsn)
+    try:
+        tables = [r[0] for r in await conn.fetch(_OUR_TABLES_WITH_ROWS, _LEDGER)]
+    finally:
+        await conn.close()
+    return [f"--exclude-table-data={table}" for table in tables]
+
+
 @dataclass(frozen=True)
 class BackupResult:
     path: Path
@@ -101,14 +137,16 @@ class BackupResult:
 def backup(target: Conninfo, path: Path, kind: Kind) -> BackupResult:
     """Dump ``target`` to ``path`` (0600), showing each table as it is dumped."""
     pg_dump = program("pg_dump")
+    # A schema dump copies only the extensions' state: no count worth showing.
     total = asyncio.run(_count_tables(target, dumped=True)) if kind is not Kind.SCHEMA else 0
+    flags = asyncio.run(_kind_flags(target, kind))
     partial = path.with_name(path.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     progress = Progress(f"backup {path.name}", total)
     try:
         proc = subprocess.Popen(
-            [pg_dump, "--format=custom", "--verbose", "--no-password", *_KIND_FLAGS[kind]],
+            [pg_dump, "--format=custom", "--verbose", "--no-password", *flags],
             stdout=fd,
             stderr=subprocess.PIPE,
             env=_env(target),
@@ -141,8 +179,11 @@ def _follow(proc: subprocess.Popen[str], progress: Progress, step: re.Pattern[st
 
 
 def _archive_kind(listing: str) -> Kind:
+    """Which kind a dump is, from its table of contents: rows of our own tables (not the
+    extensions' state, not the migrations' ledger) and definitions of tables."""
     entries = [line for line in listing.splitlines() if line and not line.startswith(";")]
-    data = any(" TABLE DATA " in line for line in entries)
+    ours = re.compile(r" TABLE DATA (public|_timescaledb_internal) (?!schema_migrations )")
+    data = any(ours.search(line) for line in entries)
     schema = any(" TABLE " in line and " TABLE DATA " not in line for line in entries)
     return Kind.FULL if data and schema else Kind.DATA if data else Kind.SCHEMA
 
@@ -151,7 +192,7 @@ async def _has_rows(conn: asyncpg.Connection) -> str | None:
     """A table of ours that holds a row, or None."""
     tables = await conn.fetch(
         "SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables "
-        "WHERE schemaname = 'public' ORDER BY 1"
+        "WHERE schemaname = 'public' AND tablename <> 'schema_migrations' ORDER BY 1"
     )
     for row in tables:
         if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {row['t']})"):
@@ -285,8 +326,8 @@ async def _prepare_data_only(admin: Conninfo, *, force: bool) -> None:
     try:
         if not await _count_tables(admin):
             raise RestoreRefusedError(
-                f"database {admin.database} has no schema: a data-only dump goes into a "
-                "migrated database (`lifebox migrate` first, or restore a full dump)"
+                f"database {admin.database} has no schema: restore the --schema-only dump "
+                "made with this data-only one first (or restore a full dump)"
             )
         table = await _has_rows(conn)
         if table and not force:
@@ -297,7 +338,7 @@ async def _prepare_data_only(admin: Conninfo, *, force: bool) -> None:
         if table:
             tables = await conn.fetch(
                 "SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables "
-                "WHERE schemaname = 'public'"
+                "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
             )
             names = ", ".join(str(row["t"]) for row in tables)
             await conn.execute(f"TRUNCATE {names} CASCADE")

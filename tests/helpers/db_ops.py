@@ -79,6 +79,15 @@ async def table_fingerprints(superuser_dsn: str) -> dict[str, tuple[int, str]]:
                 f"'')) AS sum FROM {table} t"
             )
             out[table] = (row["n"], row["sum"])
+        if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+            # Still hypertables, with the same chunks (a restore that lost TimescaleDB's
+            # catalogue leaves plain tables whose rows would still count the same).
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, md5(string_agg(format('%s:%s', hypertable_name, "
+                "num_chunks), ',' ORDER BY hypertable_name)) AS sum "
+                "FROM timescaledb_information.hypertables"
+            )
+            out["timescaledb hypertables"] = (row["n"], row["sum"])
         return out
     finally:
         await conn.close()
