@@ -24,6 +24,7 @@ from lifebox_grpc.alarms.reactions.targets import url_problem
 from lifebox_grpc.alarms.reactions.worker import ReactionWorker
 from lifebox_grpc.config import Settings
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
+from lifebox_grpc.store import alarm_reactions as reaction_store
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers import factories
 from tests.helpers.alarm_reactions import (
@@ -196,6 +197,10 @@ async def test_an_endpoint_that_keeps_failing_is_marked_failing_and_tried_at_mos
             assert health["failing_since"] is not None
             wait = health["next_attempt_at"] - datetime.now(UTC)
             assert timedelta(minutes=9) < wait <= timedelta(minutes=10)
+            # The API shows it failing (AlarmReaction.failing).
+            async with tenant_transaction(owner_conn, None, staff=True):
+                (shown,) = (await reaction_store.reactions_of(owner_conn, [rule]))[rule]
+            assert shown.failing
             # Due, but its endpoint is failing: it waits for the endpoint's next try.
             await worker.run_once()
             (job,) = await jobs_of(owner_conn, event)
