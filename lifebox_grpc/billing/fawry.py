@@ -255,9 +255,7 @@ class FawryClient:
             raise FawryUnavailable("Fawry's charge answer has no reference number")
         status = data.get("orderStatus", "NEW")
         next_action = data.get("nextAction")
-        redirect = (
-            _url(next_action.get("redirectUrl")) if isinstance(next_action, dict) else None
-        )
+        redirect = _url(next_action.get("redirectUrl")) if isinstance(next_action, dict) else None
         return ChargeAnswer(
             f"{reference:f}" if isinstance(reference, Decimal) else reference,
             str(status),
@@ -313,12 +311,15 @@ class FawryClient:
             body["customerEmail"] = customer_email
         raw = await self._raw("POST", CHECKOUT_PATH, json=body)
         text = raw.decode("utf-8", "replace").strip()
-        if text.startswith("{"):  # a refusal comes as a JSON object
+        if text.startswith("{"):  # a refusal, or the URL inside an object ({"url": ...})
             try:
                 data = parse_json(raw)
             except ValueError as exc:
                 raise FawryUnavailable("Fawry answered something that is not JSON") from exc
-            raise FawryRefused(data.get("statusCode"), str(data.get("statusDescription", ""))[:200])
+            code = data.get("statusCode", 200)
+            if code != 200 or not isinstance(data.get("url"), str):
+                raise FawryRefused(code, str(data.get("statusDescription", ""))[:200])
+            text = data["url"]
         url = _url(text.strip('"'))
         if url is None:
             raise FawryUnavailable("Fawry's checkout answer is not a URL")

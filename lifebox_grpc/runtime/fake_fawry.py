@@ -76,6 +76,8 @@ class FakeFawry:
     # Saved cards by customer profile id; a switch making card-token charges ask for 3-D Secure.
     cards: dict[str, list[FakeCard]] = field(default_factory=dict)
     require_3ds: bool = False
+    # Answer Express Checkout with {"statusCode": 200, "url": ...} instead of the bare URL.
+    checkout_as_object: bool = False
     url: str = ""
     _runner: web.AppRunner | None = None
     _numbers: Any = field(default_factory=lambda: itertools.count(900_000_001))
@@ -190,7 +192,10 @@ class FakeFawry:
         )
         self.charges[charge.merchant_ref] = charge
         self.by_reference[charge.reference] = charge
-        return web.Response(text=f"{self.url}/checkout/{charge.merchant_ref}")
+        page = f"{self.url}/checkout/{charge.merchant_ref}"
+        if self.checkout_as_object:
+            return web.json_response({"statusCode": 200, "type": "NEW", "url": page})
+        return web.Response(text=page)
 
     async def _checkout_page(self, request: web.Request) -> web.Response:
         """The hosted page, as a payer's browser sees it in dev: the payer "enters a card"

@@ -30,6 +30,7 @@ async def tenant(billing_server: Server, owner_conn: asyncpg.Connection) -> Tena
 @pytest.fixture(autouse=True)
 def _no_3ds(fawry: FakeFawry) -> None:
     fawry.require_3ds = False
+    fawry.checkout_as_object = False
 
 
 async def _balance(conn: asyncpg.Connection, client: uuid.UUID) -> Decimal:
@@ -204,7 +205,7 @@ async def test_the_fakes_hosted_page_pays_notifies_and_sends_the_payer_back(
         async def credited() -> bool:
             return await _balance(owner_conn, tenant.client_id) == Decimal("75.00")
 
-        await async_wait_until(credited, 20, "the hosted payment credited")
+        await async_wait_until(credited, 60, "the hosted payment credited")
     finally:
         fawry.webhook_url = None
 
@@ -225,3 +226,19 @@ async def test_a_token_fawry_no_longer_knows_fails_the_payment_and_credits_nothi
     (payment,) = (await api.ListFawryPayments(P.ListFawryPaymentsRequest(), metadata=md)).payments
     assert (payment.status, payment.card_last_four) == ("FAILED", "4242")
     assert await _balance(owner_conn, tenant.client_id) == 0
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+async def test_fawrys_checkout_answer_is_read_as_a_bare_url_or_an_object(
+    billing_server: Server, fawry: FakeFawry, tenant: Tenant, as_object: bool
+) -> None:
+    fawry.checkout_as_object = as_object
+    payment = (
+        await stub(billing_server).CreateFawryCardCheckout(
+            P.CreateFawryCardCheckoutRequest(
+                amount=egp("12.00"), return_url="https://app.example.com/x"
+            ),
+            metadata=tenant.users["client"].md,
+        )
+    ).payment
+    assert payment.redirect_url == f"{fawry.url}/checkout/{payment.merchant_ref_number}"
