@@ -558,6 +558,17 @@ class Settings(BaseSettings):
         "lease) looks for devices whose readings are past their watermark.",
     )
     # --- end alarms (issue 15) ---
+    # --- alarms-eval (issue 15) ---
+    alarm_lateness_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="Readings committed within this long of their reading time are "
+        "evaluated in time order by every alarm rule; older ones are late: evaluated on "
+        "arrival by threshold, range and expression rules, skipped by duration, dwell and "
+        "rate rules, and counted in lifebox_alarm_late_readings_total.",
+    )
+    # --- end alarms-eval ---
     # --- alarm-reactions (issue 15) ---
     reactions_metrics_port: int = Field(
         9111, ge=0, description="Prometheus port of `lifebox reactions`; 0 picks a free one."

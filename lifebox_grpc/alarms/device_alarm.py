@@ -19,8 +19,8 @@ from datetime import datetime
 import asyncpg
 
 from lifebox_grpc.alarms.conditions import SEVERITIES, Rule
-from lifebox_grpc.alarms.evaluator import time_of, us_of
 from lifebox_grpc.alarms.machine import FAILS, HOLDS, State, step
+from lifebox_grpc.alarms.readings import time_of, us_of
 from lifebox_grpc.store import alarm_evaluation as store
 from lifebox_grpc.store import device_alarms as alarm_store
 from lifebox_grpc.store.alarm_rules import rule_of

@@ -18,8 +18,17 @@ watermark together. So
 A device is evaluated ``grace`` after a commit noted it, so that a reading another worker
 (or a concurrent batch of this one) received earlier but committed a little later is
 already in the table, and the device is evaluated in reading-time order as one worker that
-never stopped would. A reading committed after its device's watermark passed it (a commit
-later than the grace) is not evaluated: late readings are neither evaluated nor counted yet.
+never stopped would.
+
+Late readings. Readings committed within the lateness window (``lateness_s``, default 60 s)
+of their reading time are evaluated in time order by every kind. Older ones are late: they
+are evaluated by threshold, range and expression rules without a duration or dwell (on
+arrival, against the rule's current state) and skipped by duration, dwell and rate rules
+(unknown to them: they change nothing), counted in ``lifebox_alarm_late_readings_total``
+and the cursor's ``late_readings``, and an event one raises or clears says so in its
+details (``late``). A reading committed after its device's watermark passed it (later than
+the grace) is still not evaluated: its times alone cannot tell it from one another
+worker's evaluation already took.
 """
 
 from __future__ import annotations
@@ -33,9 +42,9 @@ import time
 import uuid
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -45,29 +54,21 @@ from lifebox_grpc.alarms.conditions import (
     BOOLEAN_FIELDS,
     CompiledRule,
     RateRule,
+    Rule,
     compile_rule,
-    filter_key,
 )
-from lifebox_grpc.alarms.machine import State, Transition, step
+from lifebox_grpc.alarms.machine import UNKNOWN, State, Transition, step
 from lifebox_grpc.alarms.rate import Series, rate_conditions
+from lifebox_grpc.alarms.readings import Readings, time_of, us_of
+from lifebox_grpc.alarms.scopes import ScopeIndex
 from lifebox_grpc.native import ExpressionColumn, ExpressionError, evaluate_conditions
 from lifebox_grpc.store import alarm_evaluation as store
 from lifebox_grpc.store import alarm_rules as rule_store
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_US = timedelta(microseconds=1)
 # Devices evaluated in one transaction.
 DEVICES_PER_EVALUATION = 200
-
-
-def us_of(value: datetime) -> int:
-    return (value - EPOCH) // ONE_US
-
-
-def time_of(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class TenantRules:
 
     loaded_at: float
     compiled: list[CompiledRule | RateRule]
+    index: ScopeIndex[CompiledRule | RateRule]
 
 
 class _Formatter(string.Formatter):
@@ -110,60 +112,60 @@ class Found:
     by_id: dict[uuid.UUID, store.NewEvent] = field(default_factory=dict)
 
 
-def value_at(row: Any, name: str | None) -> float | None:
-    if name is None:
-        return None
-    value = row[name]
-    return None if value is None else float(value)
-
-
 def evaluate_device(
     device_id: uuid.UUID,
     device_name: str,
     rules: list[CompiledRule | RateRule],
-    rows: list[Any],
+    rows: Readings | Sequence[Any],
     states: dict[uuid.UUID, State],
     budget_us: int,
     history: dict[str, Series] | None = None,
+    lateness: Sequence[int] = (),
 ) -> tuple[Found, dict[uuid.UUID, State], int]:
     """Run one device's readings (time order) through its rules; (found, new states, rows
     evaluated: fewer than given when the budget ran out). ``history``: the values of each
     rate rule's field before these readings, within the widest window (none: a rate starts
-    at the second reading)."""
+    at the second reading). ``lateness``: how late (us) each of the leading rows is that
+    are late; rules that keep time (duration, dwell, rate) skip them."""
     found = Found()
     n = len(rows)
     if n == 0 or not rules:
         return found, states, n
+    data = (
+        rows
+        if isinstance(rows, Readings)
+        else Readings.from_rows(rows, sorted({f for r in rules for f in r.fields}))
+    )
     exprs_rules = [r for r in rules if isinstance(r, CompiledRule)]
     done = n
     out = b""
     if exprs_rules:
         fields = sorted({f for r in exprs_rules for f in r.fields})
         columns = [
-            ExpressionColumn(
-                f,
-                f in BOOLEAN_FIELDS,
-                array(
-                    "d", [math.nan if (v := row[f]) is None else float(v) for row in rows]
-                ).tobytes(),
-            )
-            for f in fields
+            ExpressionColumn(f, f in BOOLEAN_FIELDS, data.columns[f].tobytes()) for f in fields
         ]
         exprs = [e for r in exprs_rules for e in (r.raise_expr, r.clear_expr)]
         out, done = evaluate_conditions(exprs, columns, n, budget_us)
         if done < n:
             metrics.ALARM_BUDGET_EXCEEDED.inc()
-    times = [us_of(row["time"]) for row in rows[:done]]
+    times = data.times_us[:done]
     conditions: list[tuple[CompiledRule | RateRule, bytes, bytes, list[float | None]]] = []
+    late = min(len(lateness), done)
+    skipped = bytes([UNKNOWN]) * late
     for i, by_expr in enumerate(exprs_rules):
         raising = out[2 * i * n : 2 * i * n + done]
         clearing = out[(2 * i + 1) * n : (2 * i + 1) * n + done]
+        if late and keeps_time(by_expr.rule):
+            raising, clearing = skipped + raising[late:], skipped + clearing[late:]
         conditions.append((by_expr, raising, clearing, []))
     for by_rate in (r for r in rules if isinstance(r, RateRule)):
         f = by_rate.fields[0]
-        values = [value_at(row, f) for row in rows[:done]]
+        column = data.columns[f]
+        values = [None if i < late or math.isnan(v := column[i]) else v for i in range(done)]
         prior = (history or {}).get(f, Series())
         conditions.append((by_rate, *rate_conditions(by_rate, prior, times, values)))
+    if late:
+        metrics.ALARM_LATE_READINGS.inc(late)
     new_states = dict(states)
     for compiled, raising, clearing, rates in conditions:
         rule = compiled.rule
@@ -174,8 +176,9 @@ def evaluate_device(
         )  # fmt: skip
         for t in transitions:
             _record(
-                found, compiled, device_id, device_name, rows[t.index], t,
+                found, compiled, device_id, device_name, data.row(t.index), t,
                 rates[t.index] if rates else None,
+                lateness[t.index] if t.index < late else None,
             )  # fmt: skip
         if after != before:
             new_states[rule.id] = after
@@ -197,9 +200,11 @@ def _record(
     row: Any,
     t: Transition,
     rate: float | None = None,
+    late_us: int | None = None,
 ) -> None:
     rule = compiled.rule
-    value = value_at(row, rule.field)
+    value = None if rule.field is None or (v := row[rule.field]) is None else float(v)
+    late = None if late_us is None else {"late_by_s": late_us / 1e6}
     if t.raised:
         readings = {f: row[f] for f in compiled.fields}
         message = fill_message(
@@ -210,6 +215,8 @@ def _record(
         details: dict[str, Any] = {"fields": readings}
         if rate is not None:
             details["rate_per_s"] = rate
+        if late is not None:
+            details["late"] = late
         event = store.NewEvent(
             t.event_id, rule.id, device_id, rule.severity, row["time"], value, message, details,
         )  # fmt: skip
@@ -219,8 +226,16 @@ def _record(
     opened = found.by_id.get(t.event_id)
     if opened is not None:  # raised by these same readings: inserted cleared
         opened.cleared_at, opened.clear_value = row["time"], value
+        if late is not None:
+            opened.details["cleared_late"] = late
     else:
-        found.cleared.append(store.Clearing(t.event_id, row["time"], value))
+        found.cleared.append(store.Clearing(t.event_id, row["time"], value, late))
+
+
+def keeps_time(rule: Rule) -> bool:
+    """Whether a rule counts time between readings (a duration or a dwell): late readings
+    are skipped by it (rate rules are skipped too)."""
+    return rule.duration_s > 0 or rule.clear_after_s > 0
 
 
 def batch_devices(
@@ -244,6 +259,17 @@ def batch_devices(
     return [(device, client, lo) for device, (client, lo) in first.items()]
 
 
+@dataclass
+class _Due:
+    """A device to evaluate: when, from which reading time, what was noted of it."""
+
+    client: uuid.UUID
+    due: float
+    first_us: int
+    # The earliest commit that noted it (Unix us): readings older than the window then are late.
+    arrived_us: int
+
+
 class AlarmEvaluator:
     """Evaluates the devices committed batches name, ``grace_s`` after their commit."""
 
@@ -255,6 +281,7 @@ class AlarmEvaluator:
         rules_ttl_s: float = 1.0,
         budget_us: int = 200_000,
         max_readings: int = 20_000,
+        lateness_s: float = 60.0,
         errors: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresError),
     ) -> None:
         self.pool = pool
@@ -262,33 +289,35 @@ class AlarmEvaluator:
         self.rules_ttl_s = rules_ttl_s
         self.budget_us = budget_us
         self.max_readings = max_readings
+        self.lateness_us = int(lateness_s * 1_000_000)
         self.errors = errors
         self._rules: dict[uuid.UUID, TenantRules] = {}
-        # device -> (client, due at (monotonic), earliest reading time noted, us)
-        self._due: dict[uuid.UUID, tuple[uuid.UUID, float, int]] = {}
+        self._due: dict[uuid.UUID, _Due] = {}
         self._wake = asyncio.Event()
         self.evaluations = 0
 
     def note(self, devices: Iterable[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
-        """Devices of a committed batch, as (device, client, its earliest reading there)."""
+        """Devices of a committed batch, as (device, client, its earliest reading there),
+        to evaluate ``grace`` later."""
         due = time.monotonic() + self.grace_s
+        arrived = time.time_ns() // 1000
         for device, client, first_us in devices:
             known = self._due.get(device)
             if known is None:
-                self._due[device] = (client, due, first_us)
+                self._due[device] = _Due(client, due, first_us, arrived)
             else:
-                self._due[device] = (client, known[1], min(known[2], first_us))
+                known.first_us = min(known.first_us, first_us)
         self._wake.set()
 
     @property
     def pending(self) -> int:
         return len(self._due)
 
-    async def _tenant_rules(self, client: uuid.UUID) -> list[CompiledRule | RateRule]:
+    async def _tenant_rules(self, client: uuid.UUID) -> TenantRules:
         cached = self._rules.get(client)
         now = time.monotonic()
         if cached is not None and now - cached.loaded_at < self.rules_ttl_s:
-            return cached.compiled
+            return cached
         async with self.pool.acquire() as conn:
             rules = await rule_store.enabled_rules(conn, client)
         # Checking an expression costs about half a millisecond (the ANTLR parser): a rule
@@ -307,8 +336,9 @@ class AlarmEvaluator:
                 continue
             if c is not None:
                 compiled.append(c)
-        self._rules[client] = TenantRules(now, compiled)
-        return compiled
+        tenant = TenantRules(now, compiled, ScopeIndex(compiled))
+        self._rules[client] = tenant
+        return tenant
 
     async def run(self, stop: asyncio.Event) -> None:
         """Evaluate due devices until ``stop``, then what is due at once."""
@@ -322,7 +352,7 @@ class AlarmEvaluator:
                 waker.cancel()
                 continue
             now = time.monotonic()
-            earliest = min(due for _, due, _ in self._due.values())
+            earliest = min(d.due for d in self._due.values())
             if earliest > now:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), earliest - now)
@@ -331,13 +361,13 @@ class AlarmEvaluator:
         await self.evaluate_due(math.inf)
 
     async def evaluate_due(self, now: float) -> None:
-        taken: dict[uuid.UUID, dict[uuid.UUID, int]] = defaultdict(dict)
-        for device, (client, due, first_us) in list(self._due.items()):
-            if due <= now:
-                taken[client][device] = first_us
+        taken: dict[uuid.UUID, dict[uuid.UUID, _Due]] = defaultdict(dict)
+        for device, entry in list(self._due.items()):
+            if entry.due <= now:
+                taken[entry.client][device] = entry
                 del self._due[device]
         for client, devices in taken.items():
-            items = sorted(devices.items())
+            items = sorted(devices.items(), key=lambda kv: kv[0])
             for i in range(0, len(items), DEVICES_PER_EVALUATION):
                 chunk = dict(items[i : i + DEVICES_PER_EVALUATION])
                 try:
@@ -354,37 +384,39 @@ class AlarmEvaluator:
                     metrics.ALARM_EVALUATION_RETRIES.inc()
                     again = chunk
                     await asyncio.sleep(0.5)
-                for device, first_us in again.items():
-                    self._due.setdefault(device, (client, time.monotonic(), first_us))
+                for device, entry in again.items():
+                    entry.due = time.monotonic()
+                    known = self._due.get(device)
+                    if known is None:
+                        self._due[device] = entry
+                    else:  # noted again meanwhile: one entry with both
+                        known.first_us = min(known.first_us, entry.first_us)
+                        known.arrived_us = min(known.arrived_us, entry.arrived_us)
 
     async def evaluate(
-        self, client: uuid.UUID, devices: dict[uuid.UUID, int]
-    ) -> dict[uuid.UUID, int]:
+        self, client: uuid.UUID, devices: dict[uuid.UUID, _Due]
+    ) -> dict[uuid.UUID, _Due]:
         """Evaluate these devices of the client in one transaction; the devices with
         readings left over (more than one evaluation takes) to evaluate again."""
-        compiled = await self._tenant_rules(client)
-        if not compiled:
+        tenant = await self._tenant_rules(client)
+        if not tenant.compiled:
             return {}
         started = time.perf_counter()
-        again: dict[uuid.UUID, int] = {}
+        again: dict[uuid.UUID, _Due] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             cursors = await store.lock_cursors(
-                conn, client, {d: time_of(us - 1) for d, us in devices.items()}
+                conn, client, {d: time_of(e.first_us - 1) for d, e in devices.items()}
             )
-            filters = sorted(
-                {filter_key(r.rule.device_filter) for r in compiled if r.rule.device_filter}
+            matches = await store.metadata_matches(
+                conn, [c.device_id for c in cursors], tenant.index.filters
             )
-            matches = await store.metadata_matches(conn, [c.device_id for c in cursors], filters)
+            contains: dict[uuid.UUID, list[str]] = defaultdict(list)
+            for d, f in sorted(matches):
+                contains[d].append(f)
             scoped = {
-                c.device_id: [
-                    r
-                    for r in compiled
-                    if r.rule.applies_to(
-                        c.device_id,
-                        c.device_type,
-                        frozenset(f for d, f in matches if d == c.device_id),
-                    )
-                ]
+                c.device_id: tenant.index.of(
+                    c.device_id, c.device_type, contains.get(c.device_id, ())
+                )
                 for c in cursors
             }
             await store.skip_to_latest(
@@ -394,10 +426,10 @@ class AlarmEvaluator:
             if not cursors:
                 return {}
             fields = sorted({f for rules in scoped.values() for r in rules for f in r.fields})
-            rows = await store.readings_after(conn, cursors, fields, self.max_readings)
-            by_device: dict[uuid.UUID, list[Any]] = defaultdict(list)
-            for row in rows:
-                by_device[row["device_id"]].append(row)
+            by_device = {
+                r["device_id"]: Readings.from_arrays(r, fields)
+                for r in await store.reading_columns(conn, cursors, fields, self.max_readings)
+            }
             history = await self._rate_history(conn, cursors, scoped)
             stored = await store.states(conn, client, [c.device_id for c in cursors])
             states: dict[uuid.UUID, dict[uuid.UUID, State]] = defaultdict(dict)
@@ -409,29 +441,34 @@ class AlarmEvaluator:
                 )
             total = Found()
             watermarks: dict[uuid.UUID, datetime] = {}
+            late_counts: dict[uuid.UUID, int] = {}
             for cursor in cursors:
-                device_rows = by_device.get(cursor.device_id, [])
-                if not device_rows:
+                device_rows = by_device.get(cursor.device_id)
+                if device_rows is None or not device_rows:
                     continue
+                lateness = self._lateness(device_rows, devices[cursor.device_id].arrived_us)
                 found, _, done = evaluate_device(
                     cursor.device_id, str(cursor.device_id), scoped[cursor.device_id],
                     device_rows, states[cursor.device_id], self.budget_us,
-                    history.get(cursor.device_id),
+                    history.get(cursor.device_id), lateness,
                 )  # fmt: skip
+                if lateness and done:
+                    late_counts[cursor.device_id] = min(len(lateness), done)
                 total.raised.extend(found.raised)
                 total.by_id.update(found.by_id)
                 total.cleared.extend(found.cleared)
                 total.changed.extend(found.changed)
                 if done:
-                    watermarks[cursor.device_id] = device_rows[done - 1]["time"]
+                    watermarks[cursor.device_id] = device_rows.time(done - 1)
                 if done < len(device_rows) or len(device_rows) >= self.max_readings:
-                    again[cursor.device_id] = us_of(
-                        device_rows[min(done, len(device_rows) - 1)]["time"]
-                    )
+                    entry = devices[cursor.device_id]
+                    rest = device_rows.times_us[min(done, len(device_rows) - 1)]
+                    again[cursor.device_id] = _Due(client, 0.0, rest, entry.arrived_us)
                 metrics.ALARM_READINGS_EVALUATED.inc(done)
             await store.write_evaluation(
-                conn, client, total.raised, total.cleared, total.changed, watermarks
-            )
+                conn, client, total.raised, total.cleared, total.changed, watermarks,
+                late_counts,
+            )  # fmt: skip
         metrics.ALARM_EVENTS.labels("raised").inc(len(total.raised))
         metrics.ALARM_EVENTS.labels("cleared").inc(len(total.cleared))
         metrics.ALARM_EVALUATION_SECONDS.observe(time.perf_counter() - started)
@@ -468,4 +505,15 @@ class AlarmEvaluator:
             for f in fields:
                 if (v := row[f]) is not None:
                     series.setdefault(f, Series()).append(us_of(row["time"]), float(v))
+        return out
+
+    def _lateness(self, rows: Readings, arrived_us: int) -> list[int]:
+        """How late (us) each of the leading rows is that was older than the window when
+        committed (by its age then)."""
+        oldest = arrived_us - self.lateness_us
+        out: list[int] = []
+        for at in rows.times_us:
+            if at >= oldest:
+                break
+            out.append(arrived_us - at)
         return out

@@ -21,3 +21,9 @@ ALARM_EVALUATION_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 ALARM_SWEEPS = Counter("lifebox_alarm_sweeps_total", "Sweeper passes", ["outcome"])
+ALARM_LATE_READINGS = Counter(
+    "lifebox_alarm_late_readings_total",
+    "Late readings (older than the lateness window when committed, or committed behind "
+    "their device's watermark): evaluated on arrival by threshold and expression rules, "
+    "skipped by duration, dwell and rate rules",
+)

@@ -17,8 +17,9 @@ import asyncpg
 
 from lifebox_grpc.alarms import metrics
 from lifebox_grpc.alarms.device_alarm import sweep_device_alarms
-from lifebox_grpc.alarms.evaluator import AlarmEvaluator, us_of
+from lifebox_grpc.alarms.evaluator import AlarmEvaluator
 from lifebox_grpc.alarms.no_data import sweep_no_data
+from lifebox_grpc.alarms.readings import us_of
 from lifebox_grpc.store import alarm_evaluation as store
 
 log = logging.getLogger(__name__)

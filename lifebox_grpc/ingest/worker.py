@@ -106,6 +106,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
             grace_s=settings.alarm_grace_ms / 1000,
             rules_ttl_s=settings.alarm_rules_ttl_ms / 1000,
             budget_us=settings.alarm_budget_ms * 1000,
+            lateness_s=settings.alarm_lateness_s,  # --- alarms-eval (issue 15) ---
         )
         if settings.alarm_evaluation
         else None

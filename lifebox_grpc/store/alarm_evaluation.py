@@ -133,6 +133,44 @@ async def readings_after(
     )
 
 
+def _as_double(field: str) -> str:
+    """A field as a double, NaN where absent (booleans 1 and 0), for an array of columns."""
+    from lifebox_grpc.alarms.conditions import BOOLEAN_FIELDS
+
+    value = f"e.{field}::int::float8" if field in BOOLEAN_FIELDS else f"e.{field}::float8"
+    return f"array_agg(coalesce({value}, 'NaN'::float8) ORDER BY e.time) AS {field}"
+
+
+async def reading_columns(
+    conn: asyncpg.Connection,
+    cursors: Sequence[Cursor],
+    fields: Sequence[str],
+    limit: int,
+) -> list[asyncpg.Record]:
+    """One row per device with readings after its watermark (at most ``limit``):
+    ``device_id``, ``times_us`` (Unix microseconds, time order) and one float8[] per field
+    (NaN where absent), so evaluation takes columns without a Python step per value."""
+    assert all(f in RULE_FIELDS for f in fields), "fields come from the known columns"
+    return list(
+        await conn.fetch(
+            f"""
+            SELECT c.d AS device_id,
+                   array_agg((extract(epoch FROM e.time) * 1000000)::int8 ORDER BY e.time)
+                       AS times_us{"".join(", " + _as_double(f) for f in fields)}
+            FROM unnest($1::uuid[], $2::timestamptz[]) c(d, t)
+            CROSS JOIN LATERAL (
+                SELECT time{"".join(f", {f}" for f in fields)} FROM telemetry_events
+                WHERE device_id = c.d AND time > c.t ORDER BY time LIMIT $3
+            ) e
+            GROUP BY c.d
+            """,
+            [c.device_id for c in cursors],
+            [c.evaluated_through for c in cursors],
+            limit,
+        )
+    )
+
+
 async def readings_within(
     conn: asyncpg.Connection,
     spans: dict[uuid.UUID, tuple[datetime, datetime]],
@@ -209,6 +247,8 @@ class Clearing:
     event_id: uuid.UUID
     cleared_at: datetime
     clear_value: float | None
+    # Cleared by a late reading: merged into the event's details as ``cleared_late``.
+    late: dict[str, Any] | None = None
 
 
 async def write_evaluation(
@@ -218,6 +258,7 @@ async def write_evaluation(
     cleared: Sequence[Clearing],
     changed: Sequence[StoredState],
     watermarks: dict[uuid.UUID, datetime],
+    late_counts: dict[uuid.UUID, int] | None = None,
 ) -> None:
     """Everything one evaluation found, in its transaction: the events it raised (as they
     end: one raised and cleared by the same readings is inserted cleared), the clears of
@@ -231,9 +272,13 @@ async def write_evaluation(
                 UPDATE alarm_events e
                 SET cleared_at = c.cleared_at, clear_value = c.clear_value,
                     status = CASE e.status WHEN 'active_ack' THEN 'cleared_ack'
-                                           ELSE 'cleared_unack' END
-                FROM unnest($2::uuid[], $3::timestamptz[], $4::float8[])
-                     c(id, cleared_at, clear_value)
+                                           ELSE 'cleared_unack' END,
+                    details = CASE WHEN c.late IS NULL THEN e.details
+                                   ELSE coalesce(e.details, '{}'::jsonb)
+                                        || jsonb_build_object('cleared_late', c.late::jsonb)
+                              END
+                FROM unnest($2::uuid[], $3::timestamptz[], $4::float8[], $5::text[])
+                     c(id, cleared_at, clear_value, late)
                 WHERE e.id = c.id AND e.client_id = $1
                   AND e.status IN ('active_unack', 'active_ack')
                 RETURNING e.id, e.rule_id, e.device_id, e.status, e.cleared_at
@@ -246,6 +291,7 @@ async def write_evaluation(
             [c.event_id for c in cleared],
             [c.cleared_at for c in cleared],
             [c.clear_value for c in cleared],
+            [None if c.late is None else json.dumps(c.late) for c in cleared],
         )
     if raised:
         await conn.execute(
@@ -326,6 +372,18 @@ async def write_evaluation(
             client_id,
             ids,
             [watermarks[i] for i in ids],
+        )
+    if late_counts:
+        ids = sorted(late_counts)
+        await conn.execute(
+            """
+            UPDATE alarm_device_cursors c SET late_readings = c.late_readings + l.n
+            FROM unnest($2::uuid[], $3::bigint[]) l(id, n)
+            WHERE c.device_id = l.id AND c.client_id = $1
+            """,
+            client_id,
+            ids,
+            [late_counts[i] for i in ids],
         )
 
 

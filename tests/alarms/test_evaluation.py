@@ -65,7 +65,7 @@ async def test_each_kind_raises_and_clears_at_the_right_readings(
         owner_conn, client, device_id=d_range, kind="range", condition="outside",
         threshold_low=10.0, threshold_high=20.0, hysteresis=1.0,
     )  # fmt: skip
-    base = int(time.time() * 1000) - 120_000
+    base = int(time.time() * 1000) - 40_000  # within the lateness window (60 s)
     hyst_values: list[float] = [25, 31, 29.5, 31, 29, 27.9, 26, 31, 30.5]
     # Holds at 2..6 (raised at 5, 3 s after 2), clear holds from 7, clears at 9 (2 s).
     dwell_values: list[float] = [25, 31, 31, 32, 25, 31, 31, 31, 31, 25, 24, 23, 22]
@@ -117,19 +117,21 @@ async def test_no_data_raises_after_the_silence_and_the_next_reading_clears_it(
 ) -> None:
     fleet = await register_fleet(database.owner_dsn, 2)
     (silent, s_silent), (no_field, s_no_field) = fleet.devices
-    quiet = await make_rule(
-        owner_conn, fleet.client_id, device_id=silent, kind="no_data", field=None,
-        condition=None, threshold_high=None, duration_s=2,
-    )  # fmt: skip
-    # A field absent for the duration raises too, though readings keep coming.
-    absent = await make_rule(
-        owner_conn, fleet.client_id, device_id=no_field, kind="no_data", field="humidity_pct",
-        condition="absent", threshold_high=None, duration_s=2,
-    )  # fmt: skip
     sweeping = running_ingest(
         database, broker.url, broker.port, LIFEBOX_ALARM_SWEEP_INTERVAL_S="0.3"
     )
     with sweeping, publisher(broker.port) as pub:
+        # Made once the worker runs: the first reading follows within the silence (a worker
+        # slow to start on a loaded machine would otherwise raise on the rule's own age).
+        quiet = await make_rule(
+            owner_conn, fleet.client_id, device_id=silent, kind="no_data", field=None,
+            condition=None, threshold_high=None, duration_s=2,
+        )  # fmt: skip
+        # A field absent for the duration raises too, though readings keep coming.
+        absent = await make_rule(
+            owner_conn, fleet.client_id, device_id=no_field, kind="no_data",
+            field="humidity_pct", condition="absent", threshold_high=None, duration_s=2,
+        )  # fmt: skip
         first_ms = int(time.time() * 1000)
         pub.publish_all(
             readings(s_silent, first_ms, [t(20)]) + readings(s_no_field, first_ms, [t(20)])

@@ -29,6 +29,9 @@ from tests.helpers.wait import async_wait_until
 pytestmark = pytest.mark.timeout(400)
 
 RULE: dict[str, Any] = {"hysteresis": 2.0, "duration_s": 2, "clear_after_s": 1}
+# The readings are two hours old: a lateness window that holds them, so the duration rule
+# evaluates them in time order (test_late.py tests the window itself).
+BACKFILL = {"LIFEBOX_ALARM_LATENESS_S": "86400"}
 
 
 def crossing(count: int, seed: int) -> list[float]:
@@ -94,7 +97,7 @@ async def test_two_workers_sharing_a_device_give_exactly_the_single_worker_event
     assert len(expected) > 20
     # A grace of 1 s: the shared machine runs other work; the commits of two workers may
     # be that far apart (the default is 300 ms).
-    env = {"LIFEBOX_ALARM_GRACE_MS": "1000", "LIFEBOX_INGEST_BATCH_MS": "20"}
+    env = {"LIFEBOX_ALARM_GRACE_MS": "1000", "LIFEBOX_INGEST_BATCH_MS": "20", **BACKFILL}
     workers = [IngestProcess(database, broker.url, extra_env=env) for _ in range(2)]
     for w in workers:
         w.start()
@@ -129,7 +132,7 @@ async def test_a_sigkilled_worker_loses_and_doubles_no_event(
     values = crossing(total, 2)
     base = _base()
     expected = expected_events(values, base)
-    env = {"LIFEBOX_ALARM_SWEEP_INTERVAL_S": "1"}
+    env = {"LIFEBOX_ALARM_SWEEP_INTERVAL_S": "1", **BACKFILL}
     worker = IngestProcess(database, broker.url, extra_env=env)
     worker.start()
     rng = random.Random(5)

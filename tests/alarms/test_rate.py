@@ -81,7 +81,7 @@ async def test_rate_rules_raise_and_clear_at_the_right_readings_across_batches(
         owner_conn, fleet.client_id, device_id=d_fall, kind="rate", condition="lt",
         threshold_high=-1.0, window_s=2,
     )  # fmt: skip
-    base = int(time.time() * 1000) - 120_000
+    base = int(time.time() * 1000) - 30_000  # within the lateness window
     # Rates (window 2 s): -, 0, 0, 1 (raise), 2, 1.25, 0.375 (inside the hysteresis band:
     # neither), 0.25 (clear: <= 0.3), 1.125 (raise again).
     first, second = RISING[:5], RISING[5:]
