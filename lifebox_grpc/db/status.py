@@ -116,7 +116,12 @@ async def _replica_lag(replica_dsn: str | None) -> dict[str, Any] | None:
             "SELECT pg_is_in_recovery() AS standby, "
             "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS lag_seconds"
         )
-        return {"reachable": True, "standby": row["standby"], "lag_seconds": row["lag_seconds"]}
+        lag = row["lag_seconds"]  # NULL on a primary, or before a standby replayed anything
+        return {
+            "reachable": True,
+            "standby": row["standby"],
+            "lag_seconds": None if lag is None else float(lag),
+        }
     finally:
         await conn.close()
 
