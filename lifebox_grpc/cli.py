@@ -224,7 +224,8 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "dev",
         "run the whole platform locally: embedded PostgreSQL and mosquitto, migrations, "
-        "seeds, serve, one ingest worker, maintain, broker-sync and dispatch",
+        # --- alarm-reactions (issue 15): and reactions
+        "seeds, serve, one ingest worker, maintain, broker-sync, dispatch and reactions",
         _configure_dev,
         _run_dev,
     ),
