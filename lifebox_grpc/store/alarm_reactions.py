@@ -219,6 +219,11 @@ WITH due AS (
       -- A failing webhook endpoint's jobs wait for its next try (every N minutes).
       AND NOT EXISTS (SELECT 1 FROM alarm_webhook_health h
                       WHERE h.reaction_id = j.reaction_id AND h.next_attempt_at > now())
+      -- A reaction's clear of an event waits for its raise (receivers see them in order).
+      AND NOT (j.phase = 'clear' AND EXISTS (
+            SELECT 1 FROM alarm_reaction_jobs r
+            WHERE r.event_id = j.event_id AND r.reaction_id = j.reaction_id
+              AND r.phase = 'raise' AND r.done_at IS NULL))
     ORDER BY j.due_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED

@@ -390,3 +390,21 @@ async def test_a_job_claimed_max_attempts_times_without_an_outcome_ends_failed(
     ]
     assert outcome == "failed"
     assert reason == "no outcome after 3 attempts"
+
+
+async def test_a_reactions_clear_waits_for_its_raise(
+    database: Database, broker: EmbeddedMosquitto, owner_conn: asyncpg.Connection
+) -> None:
+    client, device, rule, _ = await _device_rule(owner_conn)
+    async with webhook_receiver([500]) as receiver:
+        await make_reaction(
+            owner_conn, client, rule, "webhook", timing="both", webhook_url=receiver.url
+        )
+        event = await make_event(owner_conn, client, rule, device, datetime.now(UTC))
+        async with reaction_worker(database.app_dsn, settings_for(database, broker)) as worker:
+            await worker.run_once()  # the raise fails: retried later
+            await clear_event(owner_conn, event, datetime.now(UTC))
+            await worker.run_once()  # the clear is due, but its raise is not done
+            assert [p["change"] for p in receiver.payloads()] == ["raised"]
+            await run_until_idle(worker, owner_conn, event)
+    assert [p["change"] for p in receiver.payloads()] == ["raised", "raised", "cleared"]
