@@ -237,6 +237,45 @@ async def test_a_device_gets_its_commands_in_order_even_when_they_are_retried(
     assert devices.ids() == [str(c) for c in sent for _ in range(2)]
 
 
+async def test_a_device_s_next_command_goes_out_when_the_previous_is_delivered_not_at_the_poll(
+    database: Database,
+    staff: asyncpg.Connection,
+    broker: EmbeddedMosquitto,
+    ingest: IngestProcess,
+    dsn: str,
+) -> None:
+    """The outbox NOTIFY that a delivered command's release sends when its device has a job
+    waiting (0063) is what publishes the next one: with a 60 s poll, three queued commands
+    complete in seconds only if each release wakes a dispatcher (one loop, so a wake-up lost
+    during its own pass would show as well)."""
+    client = await factories.make_client(staff)
+    device, serial = await factories.make_device(staff, client)
+    other, other_serial = await factories.make_device(staff, client)
+    app = await asyncpg.connect(database.app_dsn)
+    try:
+        queued = [await send(app, client, device, "ping") for _ in range(3)]
+    finally:
+        await app.close()
+    env = {
+        **FAST,
+        "LIFEBOX_DISPATCH_POLL_SECONDS": "60",
+        "LIFEBOX_DISPATCH_CONCURRENCY": "1",
+    }
+    with (
+        simulated_devices(broker, [serial, other_serial], acks=("received", "completed")),
+        running_dispatcher(dsn, broker_url(broker, "lifebox-dispatch"), env=env),
+    ):
+        # Started after the commands: its start-up pass sees the first; the rest need wakes.
+        await _wait_statuses(staff, client, {"completed"}, 3, 20)
+        app = await asyncpg.connect(database.app_dsn)
+        try:
+            late = await send(app, client, other, "ping")  # an insert wakes it too
+        finally:
+            await app.close()
+        done = await _wait_statuses(staff, client, {"completed"}, 4, 20)
+    assert set(done) == {*queued, late}
+
+
 async def test_a_disabled_device_or_a_suspended_client_gets_nothing_and_its_commands_expire(
     database: Database,
     staff: asyncpg.Connection,
