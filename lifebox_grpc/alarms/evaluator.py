@@ -402,7 +402,6 @@ class AlarmEvaluator:
         if not tenant.compiled:
             return {}
         started = time.perf_counter()
-        again: dict[uuid.UUID, _Due] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             cursors = await store.lock_cursors(
                 conn, client, {d: time_of(e.first_us - 1) for d, e in devices.items()}
@@ -439,32 +438,12 @@ class AlarmEvaluator:
                     None if s.pending_since is None else us_of(s.pending_since),
                     None if s.clear_since is None else us_of(s.clear_since),
                 )
-            total = Found()
-            watermarks: dict[uuid.UUID, datetime] = {}
-            late_counts: dict[uuid.UUID, int] = {}
-            for cursor in cursors:
-                device_rows = by_device.get(cursor.device_id)
-                if device_rows is None or not device_rows:
-                    continue
-                lateness = self._lateness(device_rows, devices[cursor.device_id].arrived_us)
-                found, _, done = evaluate_device(
-                    cursor.device_id, str(cursor.device_id), scoped[cursor.device_id],
-                    device_rows, states[cursor.device_id], self.budget_us,
-                    history.get(cursor.device_id), lateness,
-                )  # fmt: skip
-                if lateness and done:
-                    late_counts[cursor.device_id] = min(len(lateness), done)
-                total.raised.extend(found.raised)
-                total.by_id.update(found.by_id)
-                total.cleared.extend(found.cleared)
-                total.changed.extend(found.changed)
-                if done:
-                    watermarks[cursor.device_id] = device_rows.time(done - 1)
-                if done < len(device_rows) or len(device_rows) >= self.max_readings:
-                    entry = devices[cursor.device_id]
-                    rest = device_rows.times_us[min(done, len(device_rows) - 1)]
-                    again[cursor.device_id] = _Due(client, 0.0, rest, entry.arrived_us)
-                metrics.ALARM_READINGS_EVALUATED.inc(done)
+            # The CPU part in a thread: the native evaluator releases the GIL, so the event
+            # loop goes on receiving and committing the next batches meanwhile.
+            total, watermarks, late_counts, again = await asyncio.to_thread(
+                self._evaluate_devices, client, devices, cursors, scoped, by_device, states,
+                history,
+            )  # fmt: skip
             await store.write_evaluation(
                 conn, client, total.raised, total.cleared, total.changed, watermarks,
                 late_counts,
@@ -474,6 +453,47 @@ class AlarmEvaluator:
         metrics.ALARM_EVALUATION_SECONDS.observe(time.perf_counter() - started)
         self.evaluations += 1
         return again
+
+    def _evaluate_devices(
+        self,
+        client: uuid.UUID,
+        devices: dict[uuid.UUID, _Due],
+        cursors: list[store.Cursor],
+        scoped: dict[uuid.UUID, list[CompiledRule | RateRule]],
+        by_device: dict[uuid.UUID, Readings],
+        states: dict[uuid.UUID, dict[uuid.UUID, State]],
+        history: dict[uuid.UUID, dict[str, Series]],
+    ) -> tuple[Found, dict[uuid.UUID, datetime], dict[uuid.UUID, int], dict[uuid.UUID, _Due]]:
+        """Every device's readings through its rules: what to write, and the devices to
+        evaluate again."""
+        total = Found()
+        watermarks: dict[uuid.UUID, datetime] = {}
+        late_counts: dict[uuid.UUID, int] = {}
+        again: dict[uuid.UUID, _Due] = {}
+        for cursor in cursors:
+            device_rows = by_device.get(cursor.device_id)
+            if device_rows is None or not device_rows:
+                continue
+            lateness = self._lateness(device_rows, devices[cursor.device_id].arrived_us)
+            found, _, done = evaluate_device(
+                cursor.device_id, str(cursor.device_id), scoped[cursor.device_id],
+                device_rows, states[cursor.device_id], self.budget_us,
+                history.get(cursor.device_id), lateness,
+            )  # fmt: skip
+            if lateness and done:
+                late_counts[cursor.device_id] = min(len(lateness), done)
+            total.raised.extend(found.raised)
+            total.by_id.update(found.by_id)
+            total.cleared.extend(found.cleared)
+            total.changed.extend(found.changed)
+            if done:
+                watermarks[cursor.device_id] = device_rows.time(done - 1)
+            if done < len(device_rows) or len(device_rows) >= self.max_readings:
+                entry = devices[cursor.device_id]
+                rest = device_rows.times_us[min(done, len(device_rows) - 1)]
+                again[cursor.device_id] = _Due(client, 0.0, rest, entry.arrived_us)
+            metrics.ALARM_READINGS_EVALUATED.inc(done)
+        return total, watermarks, late_counts, again
 
     async def _rate_history(
         self,
