@@ -12,7 +12,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -192,6 +192,21 @@ async def notifications(conn: asyncpg.Connection, event_ids: Sequence[uuid.UUID]
 
 
 @dataclass(frozen=True)
+class EventView:
+    """What a webhook body and an e-mail say about the event."""
+
+    status: str
+    severity: str
+    raised_at: datetime
+    cleared_at: datetime | None
+    trigger_value: float | None
+    clear_value: float | None
+    message: str | None
+    device_serial: str
+    device_name: str
+
+
+@dataclass(frozen=True)
 class Job:
     """A claimed job with everything its delivery needs."""
 
@@ -210,6 +225,9 @@ class Job:
     parameters: dict[str, Any]
     webhook_url: str | None
     email_to: tuple[str, ...]
+    event: EventView
+    # The rule's webhook secret (webhook jobs only); never in a repr, so never in a log.
+    secret: bytes | None = field(default=None, repr=False)
 
 
 _CLAIM_SQL = """
@@ -235,10 +253,15 @@ WITH due AS (
 )
 SELECT c.id, c.client_id, c.event_id, c.reaction_id, c.rule_id, c.device_id, c.phase, c.kind,
        c.attempts AS attempt, ru.name AS rule_name, ru.created_by AS rule_owner,
-       r.command_template_id, r.parameters::text AS parameters, r.webhook_url, r.email_to
+       r.command_template_id, r.parameters::text AS parameters, r.webhook_url, r.email_to,
+       e.status, e.severity, e.raised_at, e.cleared_at, e.trigger_value, e.clear_value,
+       e.message, d.serial AS device_serial, d.name AS device_name, s.secret
 FROM claimed c
 JOIN alarm_reactions r ON r.id = c.reaction_id
 JOIN alarm_rules ru ON ru.id = c.rule_id
+JOIN alarm_events e ON e.id = c.event_id
+JOIN devices d ON d.id = c.device_id
+LEFT JOIN alarm_rule_webhook_secrets s ON s.rule_id = c.rule_id AND c.kind = 'webhook'
 ORDER BY c.due_at
 """
 
@@ -247,45 +270,15 @@ async def claim_jobs(conn: asyncpg.Connection, limit: int, lease_s: float) -> li
     """Take up to ``limit`` due jobs for ``lease_s`` seconds (their attempt counted now, so
     a worker killed mid-delivery still counts it)."""
     rows = await conn.fetch(_CLAIM_SQL, limit, lease_s)
-    return [
-        Job(**{
-            **dict(r), "parameters": json.loads(r["parameters"]),
-            "email_to": tuple(r["email_to"]),
-        })
-        for r in rows
-    ]  # fmt: skip
-
-
-async def webhook_secret(conn: asyncpg.Connection, rule_id: uuid.UUID) -> bytes | None:
-    secret: bytes | None = await conn.fetchval(
-        "SELECT secret FROM alarm_rule_webhook_secrets WHERE rule_id = $1", rule_id
-    )
-    return secret
-
-
-@dataclass(frozen=True)
-class EventView:
-    """What a webhook body and an e-mail say about the event."""
-
-    status: str
-    severity: str
-    raised_at: datetime
-    cleared_at: datetime | None
-    trigger_value: float | None
-    clear_value: float | None
-    message: str | None
-    device_serial: str
-    device_name: str
-
-
-async def event_view(conn: asyncpg.Connection, event_id: uuid.UUID) -> EventView | None:
-    row = await conn.fetchrow(
-        "SELECT e.status, e.severity, e.raised_at, e.cleared_at, e.trigger_value, e.clear_value, "
-        "e.message, d.serial AS device_serial, d.name AS device_name "
-        "FROM alarm_events e JOIN devices d ON d.id = e.device_id WHERE e.id = $1",
-        event_id,
-    )
-    return None if row is None else EventView(**dict(row))
+    event_fields = set(EventView.__dataclass_fields__)
+    jobs = []
+    for r in rows:
+        values = dict(r)
+        event = EventView(**{k: values.pop(k) for k in event_fields})
+        values["parameters"] = json.loads(values["parameters"])
+        values["email_to"] = tuple(values["email_to"])
+        jobs.append(Job(**values, event=event))
+    return jobs
 
 
 async def record_outcome(

@@ -160,16 +160,10 @@ class ReactionWorker:
             await self._finish(conn, job, "sent", command_id=created.command.id)
 
     async def _deliver(self, job: store.Job) -> None:
-        async with self.pool.acquire() as conn, tenant_transaction(conn, job.client_id):
-            event = await store.event_view(conn, job.event_id)
-            secret = (
-                await store.webhook_secret(conn, job.rule_id) if job.kind == "webhook" else None
-            )
-        if event is None:
-            return  # deleted with its rule or device: the job went with it
+        event = job.event  # read with the claim, like the rule's secret
         try:
             if job.kind == "webhook":
-                await self._post(job, event, secret)
+                await self._post(job, event, job.secret)
             else:
                 try:
                     await self.mail.send(alarm_mail(job, event))
