@@ -408,3 +408,27 @@ async def test_a_reactions_clear_waits_for_its_raise(
             assert [p["change"] for p in receiver.payloads()] == ["raised"]
             await run_until_idle(worker, owner_conn, event)
     assert [p["change"] for p in receiver.payloads()] == ["raised", "raised", "cleared"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT webhook_url FROM alarm_reactions",
+        "SELECT parameters FROM alarm_reactions",
+        "SELECT email_to FROM alarm_reactions",
+        "SELECT secret FROM alarm_rule_webhook_secrets",
+        "SELECT reason FROM alarm_reaction_outcomes",
+        "SELECT * FROM alarm_webhook_health",
+        "UPDATE alarm_reaction_jobs SET done_at = now()",
+    ],
+)
+async def test_ingest_enqueues_reactions_but_reads_none_of_their_targets_or_secrets(
+    database: Database, query: str
+) -> None:
+    conn = await asyncpg.connect(database.ingest_dsn)
+    try:
+        async with tenant_transaction(conn, None, staff=True):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(query)
+    finally:
+        await conn.close()
