@@ -82,6 +82,9 @@ async def test_published_readings_stream_live_and_from_a_start_time_then_query_a
         await async_wait_until(
             lambda: _positive(listeners(owner_conn)), 30, "the stream's LISTEN connection"
         )
+        # The process's listener may be another stream's: let this one's handler read its
+        # starting point and subscribe.
+        await asyncio.sleep(1)
         pub.publish_all([readings(serial_a, 0, 5, 200.0), readings(serial_b, 0, 3, 100.0)])
         got = await collect(live, 8)
         by_device = {d: [(t, v) for dd, t, v in got if dd == d] for d in ids}

@@ -122,6 +122,9 @@ async def open_streams(
         metadata=user.md,
     )
     await async_wait_until(lambda: listening(owner_conn), 30, "the streams' LISTEN connection")
+    # The process's listener may be another stream's: let both handlers read their starting
+    # points and subscribe.
+    await asyncio.sleep(1)
     return live, since
 
 

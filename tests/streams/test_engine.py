@@ -177,14 +177,17 @@ async def test_releasing_the_listener_on_purpose_is_not_logged_as_a_loss(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     device, _serial, user, _base = await one_device(database, owner_conn, server)
-    stream = await open_stream(server, user.md, device)
-    await async_wait_until(lambda: listening(owner_conn), 30, "the stream's listener")
-    caplog.set_level(logging.INFO, logger="lifebox_grpc.streams.listener")
-    stream.cancel()
 
     async def released() -> bool | None:
         return None if await listening(owner_conn) else True
 
+    # Earlier tests' streams closed: the stream below is the only one.
+    await async_wait_until(released, 30, "the earlier streams' listener released")
+    caplog.set_level(logging.INFO, logger="lifebox_grpc.streams.listener")
+    stream = await open_stream(server, user.md, device)
+    await async_wait_until(lambda: listening(owner_conn), 30, "the stream's listener")
+    await asyncio.sleep(0.5)
+    stream.cancel()
     await async_wait_until(released, 30, "the listener released")
     await asyncio.sleep(0.2)
     messages_logged = [r.getMessage() for r in caplog.records]

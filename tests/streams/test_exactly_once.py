@@ -115,6 +115,8 @@ async def test_every_stream_sends_each_reading_once_with_two_workers_and_two_ser
     with contextlib.ExitStack() as stack:
         for worker in workers:
             worker.start()
+            # Its persistent session would keep taking a share of later tests' telemetry.
+            stack.callback(worker.forget_session, broker.port)
             stack.callback(worker.stop)
         addresses = [stack.enter_context(serve_process(database, broker)) for _ in range(2)]
         channels = [grpc.aio.insecure_channel(a) for a in addresses]
