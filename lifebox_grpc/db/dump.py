@@ -34,7 +34,7 @@ import asyncpg
 from lifebox_grpc.db.failures import INSTALL_CLIENT, MissingBinaryError
 from lifebox_grpc.db.progress import Progress
 from lifebox_grpc.db.targets import Conninfo
-from lifebox_grpc.runtime.postgres import OWNER_ROLE
+from lifebox_grpc.runtime.postgres import OWNER_ROLE, PG_BIN
 
 
 class Kind(StrEnum):
@@ -84,8 +84,10 @@ WHERE c.relkind IN ('r', 'p')
 
 def program(name: str) -> str:
     """The path of a PostgreSQL client program, or a :class:`MissingBinaryError`."""
-    bin_dir = Path(os.environ.get("LIFEBOX_PG_BIN", "/usr/lib/postgresql/15/bin"))
-    found = shutil.which(name) or (str(bin_dir / name) if (bin_dir / name).exists() else None)
+    bin_dir = PG_BIN
+    # PostgreSQL 15's own first: Debian's /usr/bin wrapper picks the newest client installed,
+    # whose archives an older pg_restore cannot read.
+    found = str(bin_dir / name) if (bin_dir / name).exists() else shutil.which(name)
     if found is None:
         raise MissingBinaryError(name, INSTALL_CLIENT)
     return found
