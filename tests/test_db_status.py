@@ -104,6 +104,8 @@ async def test_reset_is_refused_in_prod_and_on_a_foreign_database_unless_told(
         assert "--yes-really" in foreign.stderr
         done = lifebox("db", "reset", "--yes-really", env=env)
         assert done.returncode == 0, done.stderr
+        first = load_migrations()[0].name
+        assert first in done.stderr  # progress names each migration as it runs
         conn = await asyncpg.connect(owner_dsn)
         try:
             assert await conn.fetchval("SELECT to_regclass('reset_marker')") is None

@@ -21,6 +21,10 @@ class Progress:
 
     def step(self, what: str) -> None:
         self.done += 1
+        self.show(what)
+
+    def show(self, what: str) -> None:
+        """Say what is happening now without counting a step."""
         shown = min(self.done, self.total) if self.total else self.done
         count = f"{shown}/{self.total}" if self.total else str(shown)
         line = f"{self.label} [{count}] {time.monotonic() - self.started:6.1f}s {what}"

@@ -104,7 +104,7 @@ async def reset(
     progress.step("migrating")
     owner = await asyncpg.connect(owner_dsn)
     try:
-        applied = await migrations.migrate(owner)
+        applied = await migrations.migrate(owner, progress=lambda line: progress.show(line))
         progress.step(f"{len(applied)} migrations applied; seeding")
         await seeds.seed_reference(owner)
         if demo_password_hash is not None:
