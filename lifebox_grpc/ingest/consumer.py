@@ -25,10 +25,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from lifebox_grpc import metrics
 from lifebox_grpc.ingest.topics import KEPT_TOPIC_CHARS, SUBSCRIPTIONS, shared
 
-# --- commands-perf (issue 14) ---
-ACK_SUFFIX = "/ack"  # lifebox/v1/{serial}/commands/{id}/ack (topics.py parses it fully)
-# --- end commands-perf ---
-
 log = logging.getLogger(__name__)
 
 
@@ -67,12 +63,6 @@ class MqttConsumer:
         self._pending_bytes = 0
         self._lock = threading.Lock()
         self._pending: list[Received] = []
-        # --- commands-perf (issue 14) ---
-        # Command acks waiting in the pending batch: a device's word on a command is flushed
-        # at once rather than after the telemetry batch timer (a round trip waits on it).
-        self._acks_pending = 0
-        self.taken_acks = 0  # command acks in the batch the last take() returned
-        # --- end commands-perf ---
         self._generation = 0
         self._stopping = False
         self.client = mqtt.Client(
@@ -163,21 +153,15 @@ class MqttConsumer:
             time.time_ns() // 1000,
             self._generation,
         )
-        is_ack = topic.endswith(ACK_SUFFIX)  # --- commands-perf (issue 14)
         with self._lock:
             self._pending.append(item)
             count = len(self._pending)
             before = self._pending_bytes
             self._pending_bytes = before + len(item.payload)
-            # --- commands-perf (issue 14) ---
-            first_ack = is_ack and self._acks_pending == 0
-            self._acks_pending += is_ack
-            # --- end commands-perf ---
         if (
             count == 1
             or count == self._wake_at
             or before < self._wake_at_bytes <= self._pending_bytes
-            or first_ack  # --- commands-perf (issue 14)
         ):
             self._wake()
 
@@ -191,15 +175,6 @@ class MqttConsumer:
     def full(self) -> bool:
         """The pending batch reached its message or byte threshold."""
         return len(self._pending) >= self._wake_at or self._pending_bytes >= self._wake_at_bytes
-
-    # --- commands-perf (issue 14) ---
-    @property
-    def urgent(self) -> bool:
-        """A command ack is pending: flush now, not at the batch timer (telemetry-only
-        batches keep their timer, so telemetry throughput is unchanged)."""
-        return self._acks_pending > 0
-
-    # --- end commands-perf ---
 
     def take(self) -> list[Received]:
         """The oldest pending messages, up to one batch's worth (message and byte thresholds):
@@ -215,12 +190,6 @@ class MqttConsumer:
                 size += len(item.payload)
             batch, self._pending = pending[:count], pending[count:]
             self._pending_bytes -= size
-            # --- commands-perf (issue 14) ---
-            self.taken_acks = 0
-            if self._acks_pending:
-                self.taken_acks = sum(1 for i in batch if i.topic.endswith(ACK_SUFFIX))
-                self._acks_pending -= self.taken_acks
-            # --- end commands-perf ---
         return batch
 
     def ack(self, batch: list[Received]) -> int:

@@ -16,14 +16,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable  # Awaitable: commands-perf (issue 14)
+from collections.abc import Callable
 
 from prometheus_client import start_http_server
 
 from lifebox_grpc.alarms.evaluator import AlarmEvaluator  # --- alarms (issue 15)
 from lifebox_grpc.alarms.sweeper import sweep_forever  # --- alarms (issue 15)
 from lifebox_grpc.config import Settings
-from lifebox_grpc.ingest.consumer import MqttConsumer, Received  # Received: commands-perf
+from lifebox_grpc.ingest.consumer import MqttConsumer
 from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
 from lifebox_grpc.ingest.pipeline import Pipeline, ShutdownError
 from lifebox_grpc.ingest.reject_cap import RejectCap
@@ -57,21 +57,6 @@ def client_id(settings: Settings) -> str:
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
     loop.call_soon_threadsafe(callback)
-
-
-# --- commands-perf (issue 14) ---
-async def _after(
-    previous: asyncio.Task[None] | None,
-    process: Callable[[list[Received]], Awaitable[None]],
-    batch: list[Received],
-) -> None:
-    """Process ``batch`` once ``previous`` has finished (however it ended)."""
-    if previous is not None:
-        await asyncio.wait({previous})
-    await process(batch)
-
-
-# --- end commands-perf ---
 
 
 async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
@@ -151,7 +136,6 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     backlog = False  # messages left over by the last take: they have waited long enough
     slots = asyncio.Semaphore(settings.ingest_commit_concurrency)
     committing: set[asyncio.Task[None]] = set()
-    acks_last: asyncio.Task[None] | None = None  # --- commands-perf (issue 14)
 
     def release(done: asyncio.Task[None]) -> None:
         committing.discard(done)
@@ -169,11 +153,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             # A batch has started: give it until the deadline or the size threshold.
             wake.clear()
-            # --- commands-perf (issue 14): a pending command ack skips the timer, unless an
-            # ack batch is still committing: then acks gather until it is done (it wakes us),
-            # so under load they go in fewer, larger transactions.
-            acks_free = acks_last is None or acks_last.done()
-            if not consumer.full and not backlog and not (consumer.urgent and acks_free):
+            if not consumer.full and not backlog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), settings.ingest_batch_ms / 1000)
             batch = consumer.take()
@@ -183,17 +163,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
                 # connection, so one batch's COPY overlaps another's COMMIT (fsync). Acks
                 # still follow each batch's own commit; MQTT allows them out of order.
                 await slots.acquire()
-                # --- commands-perf (issue 14) ---
-                if consumer.taken_acks:
-                    # Batches holding command acks commit one after another, in the order
-                    # received (a device's `received` before its `completed`), now that an
-                    # ack no longer waits for the timer that used to put both in one batch.
-                    task = asyncio.create_task(_after(acks_last, pipeline.process, batch))
-                    task.add_done_callback(lambda _t: wake.set())
-                    acks_last = task
-                else:
-                    task = asyncio.create_task(pipeline.process(batch))
-                # --- end commands-perf ---
+                task = asyncio.create_task(pipeline.process(batch))
                 committing.add(task)
                 task.add_done_callback(release)
             for task in [t for t in committing if t.done()]:
