@@ -121,12 +121,14 @@ def evaluate_device(
     budget_us: int,
     history: dict[str, Series] | None = None,
     lateness: Sequence[int] = (),
+    precomputed: dict[uuid.UUID, tuple[bytes, bytes]] | None = None,
 ) -> tuple[Found, dict[uuid.UUID, State], int]:
     """Run one device's readings (time order) through its rules; (found, new states, rows
     evaluated: fewer than given when the budget ran out). ``history``: the values of each
     rate rule's field before these readings, within the widest window (none: a rate starts
     at the second reading). ``lateness``: how late (us) each of the leading rows is that
-    are late; rules that keep time (duration, dwell, rate) skip them."""
+    are late; rules that keep time (duration, dwell, rate) skip them. ``precomputed``:
+    (raising, clearing) of rules already evaluated over these readings (:func:`shared`)."""
     found = Found()
     n = len(rows)
     if n == 0 or not rules:
@@ -136,7 +138,8 @@ def evaluate_device(
         if isinstance(rows, Readings)
         else Readings.from_rows(rows, sorted({f for r in rules for f in r.fields}))
     )
-    exprs_rules = [r for r in rules if isinstance(r, CompiledRule)]
+    given = precomputed or {}
+    exprs_rules = [r for r in rules if isinstance(r, CompiledRule) and r.rule.id not in given]
     done = n
     out = b""
     if exprs_rules:
@@ -158,6 +161,11 @@ def evaluate_device(
         if late and keeps_time(by_expr.rule):
             raising, clearing = skipped + raising[late:], skipped + clearing[late:]
         conditions.append((by_expr, raising, clearing, []))
+    for by_given in (r for r in rules if isinstance(r, CompiledRule) and r.rule.id in given):
+        raising, clearing = (c[:done] for c in given[by_given.rule.id])
+        if late and keeps_time(by_given.rule):
+            raising, clearing = skipped + raising[late:], skipped + clearing[late:]
+        conditions.append((by_given, raising, clearing, []))
     for by_rate in (r for r in rules if isinstance(r, RateRule)):
         f = by_rate.fields[0]
         column = data.columns[f]
@@ -230,6 +238,54 @@ def _record(
             opened.details["cleared_late"] = late
     else:
         found.cleared.append(store.Clearing(t.event_id, row["time"], value, late))
+
+
+def shared(
+    scoped: dict[uuid.UUID, list[CompiledRule | RateRule]],
+    by_device: dict[uuid.UUID, Readings],
+    budget_us: int,
+) -> dict[uuid.UUID, dict[uuid.UUID, tuple[bytes, bytes]]]:
+    """(raising, clearing) per device and rule of the rules several devices share (a device
+    type's, the tenant's), each group of them evaluated over all its devices' readings in
+    one native call: conditions are per reading, so rows of different devices can stand in
+    one column, and 200 devices cost one call instead of 200. A group the budget stops is
+    left to :func:`evaluate_device`."""
+    devices_of: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    rule_of: dict[uuid.UUID, CompiledRule] = {}
+    for device, of_device in scoped.items():
+        if device not in by_device:
+            continue
+        for r in of_device:
+            if isinstance(r, CompiledRule):
+                devices_of[r.rule.id].append(device)
+                rule_of[r.rule.id] = r
+    groups: dict[tuple[uuid.UUID, ...], list[CompiledRule]] = defaultdict(list)
+    for rule_id, holding in devices_of.items():
+        if len(holding) > 1:
+            groups[tuple(sorted(holding))].append(rule_of[rule_id])
+    out: dict[uuid.UUID, dict[uuid.UUID, tuple[bytes, bytes]]] = defaultdict(dict)
+    for devices, group in groups.items():
+        fields = sorted({f for r in group for f in r.fields})
+        total = sum(len(by_device[d]) for d in devices)
+        columns = [
+            ExpressionColumn(
+                f, f in BOOLEAN_FIELDS, b"".join(by_device[d].columns[f].tobytes() for d in devices)
+            )
+            for f in fields
+        ]
+        exprs = [e for r in group for e in (r.raise_expr, r.clear_expr)]
+        values, done = evaluate_conditions(exprs, columns, total, budget_us)
+        if done < total:
+            continue
+        at = 0
+        for d in devices:
+            n = len(by_device[d])
+            for i, r in enumerate(group):
+                raising = values[2 * i * total + at : 2 * i * total + at + n]
+                clearing = values[(2 * i + 1) * total + at : (2 * i + 1) * total + at + n]
+                out[d][r.rule.id] = (raising, clearing)
+            at += n
+    return out
 
 
 def keeps_time(rule: Rule) -> bool:
@@ -470,6 +526,7 @@ class AlarmEvaluator:
         watermarks: dict[uuid.UUID, datetime] = {}
         late_counts: dict[uuid.UUID, int] = {}
         again: dict[uuid.UUID, _Due] = {}
+        precomputed = shared(scoped, by_device, self.budget_us)
         for cursor in cursors:
             device_rows = by_device.get(cursor.device_id)
             if device_rows is None or not device_rows:
@@ -478,7 +535,7 @@ class AlarmEvaluator:
             found, _, done = evaluate_device(
                 cursor.device_id, str(cursor.device_id), scoped[cursor.device_id],
                 device_rows, states[cursor.device_id], self.budget_us,
-                history.get(cursor.device_id), lateness,
+                history.get(cursor.device_id), lateness, precomputed.get(cursor.device_id),
             )  # fmt: skip
             if lateness and done:
                 late_counts[cursor.device_id] = min(len(lateness), done)

@@ -189,3 +189,68 @@ async def test_a_rule_scoped_by_type_or_metadata_matches_exactly_those_devices(
             await wait_evaluated(owner_conn, device, at(base, 0))
     assert [e["device_id"] for e in await events_of(owner_conn, by_site)] == [cairo]
     assert [e["device_id"] for e in await events_of(owner_conn, by_type)] == [pump]
+
+
+def test_rules_shared_by_devices_evaluated_in_one_call_give_the_per_device_events() -> None:
+    """shared() evaluates a rule several devices share over all their readings at once; the
+    events are those of evaluating each device alone."""
+    import random
+
+    from lifebox_grpc.alarms.conditions import Rule, compile_rule
+    from lifebox_grpc.alarms.evaluator import evaluate_device, shared
+    from lifebox_grpc.alarms.readings import Readings
+
+    nil = uuid.UUID(int=0)
+    a, b = uuid.uuid4(), uuid.uuid4()
+
+    def rule(device: uuid.UUID | None, expression: str) -> Rule:
+        return Rule(
+            uuid.uuid4(), nil, "r", "", "expression", device, None, None, None, None, None,
+            None, expression, None, 0.0, 1, 0, None, None, "minor", None, True,
+        )  # fmt: skip
+
+    rules = [
+        compile_rule(rule(None, "temperature_c > 30")),
+        compile_rule(rule(a, "humidity_pct < 20")),
+    ]
+    tenant, only_a = rules
+    assert tenant is not None
+    assert only_a is not None
+    rng = random.Random(3)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    data = {
+        d: Readings.from_rows(
+            [
+                {
+                    "time": start + timedelta(seconds=i),
+                    "temperature_c": rng.uniform(20, 40),
+                    "humidity_pct": None if i % 7 == 0 else rng.uniform(10, 60),
+                }
+                for i in range(n)
+            ],
+            ["humidity_pct", "temperature_c"],
+        )
+        for d, n in ((a, 300), (b, 170))
+    }
+    scoped = {a: [tenant, only_a], b: [tenant]}
+    given = shared(scoped, data, 10_000_000)  # type: ignore[arg-type]
+    assert set(given) == {a, b}
+    assert all(set(g) == {tenant.rule.id} for g in given.values())
+    for d in (a, b):
+        alone, _, _ = evaluate_device(d, "d", scoped[d], data[d], {}, 10_000_000)  # type: ignore[arg-type]
+        together, _, _ = evaluate_device(
+            d,
+            "d",
+            scoped[d],
+            data[d],
+            {},
+            10_000_000,
+            None,
+            (),
+            given[d],  # type: ignore[arg-type]
+        )
+        # The same events (in another order: rules evaluated together come last).
+        assert sorted((str(e.rule_id), e.raised_at, e.cleared_at) for e in together.raised) == (
+            sorted((str(e.rule_id), e.raised_at, e.cleared_at) for e in alone.raised)
+        )
+        assert alone.raised
