@@ -132,21 +132,34 @@ say "checking every port the banner names"
 .venv/bin/python - /root/fresh-make-run.log <<'PY'
 import re
 import sys
+import time
 import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# The banner comes once every child is started; each binds its port soon after (as compose
+# retries a healthcheck): each gets a minute.
 banner = open(sys.argv[1]).read().split("ready in", 1)[1]
 urls = re.findall(r"http://[\d.]+:\d+/\w+", banner)
 assert any(u.endswith("/healthz") for u in urls), banner
 for url in urls:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200, (url, response.status)
-        print("ok", url)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200, (url, response.status)
+                print("ok", url)
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 grpc_address = re.search(r"gRPC\s+(\S+:\d+)", banner).group(1)
 with grpc.insecure_channel(grpc_address) as channel:
-    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    reply = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=60, wait_for_ready=True
+    )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
     print("ok gRPC health", grpc_address)
 PY
