@@ -211,3 +211,26 @@ def test_outside_git_it_says_it_skips(tmp_path: Path) -> None:
     result = _check(tmp_path, GIT_CEILING_DIRECTORIES=str(tmp_path.parent))
     assert result.returncode == 0
     assert "skipped: not a git checkout" in result.stdout
+
+
+# --- make fresh-check ---
+def test_fresh_check_is_a_make_task_outside_make_test_and_parses() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nfresh-check:" in makefile
+    test_line = next(line for line in makefile.splitlines() if line.startswith("test:"))
+    assert "fresh-check" not in test_line, "slow: never part of make test"
+    script = ROOT / "scripts" / "fresh_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    text = script.read_text()
+    # README's commands, as root, from a bare system; mounts undone whatever happens.
+    for needed in (
+        "debootstrap --variant=minbase bookworm",
+        "make run",
+        "make test",
+        "trap cleanup EXIT",
+        "unshare --mount",
+        "apt-get install -y -qq make git",
+    ):
+        assert needed in text, needed
+    readme = (ROOT / "README.md").read_text()
+    assert "apt-get install -y make git ca-certificates" in readme
