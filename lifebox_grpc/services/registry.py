@@ -99,10 +99,12 @@ def _commands_name() -> str:
 # --- alarms (issue 15) ---
 def _add_alarms(server: grpc.aio.Server, deps: Dependencies) -> None:
     from lifebox.v1 import alarms_pb2_grpc
-    from lifebox_grpc.services.alarms import AlarmServicer
+    from lifebox_grpc.services.alarms import AlarmFanout, AlarmServicer
 
+    # One hub per server (process) on its one LISTEN connection, for every StreamAlarmEvents.
+    fanout = AlarmFanout(resolve_endpoints(deps.settings).app_dsn)
     alarms_pb2_grpc.add_AlarmServiceServicer_to_server(
-        AlarmServicer(deps.pool, deps.settings), server
+        AlarmServicer(deps.pool, deps.settings, fanout), server
     )
 
 

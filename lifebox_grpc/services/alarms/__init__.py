@@ -5,9 +5,10 @@ Validation and mapping only; the SQL is in ``store/alarm_*.py``, evaluation in
 from __future__ import annotations
 
 from lifebox_grpc.services.alarms.events import EventRpcs
+from lifebox_grpc.services.alarms.fanout import AlarmFanout
 from lifebox_grpc.services.alarms.rules import RuleRpcs
 
-__all__ = ["AlarmServicer"]
+__all__ = ["AlarmFanout", "AlarmServicer"]
 
 
 class AlarmServicer(RuleRpcs, EventRpcs):

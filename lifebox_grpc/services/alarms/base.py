@@ -9,14 +9,16 @@ import asyncpg
 from lifebox.v1 import alarms_pb2_grpc
 from lifebox_grpc.auth.principal import Principal
 from lifebox_grpc.config import Settings
+from lifebox_grpc.services.alarms.fanout import AlarmFanout
 
 
 class AlarmRpcs(alarms_pb2_grpc.AlarmServiceServicer):
-    """The pool and settings the RPCs of every resource module use."""
+    """The pool, settings and live-change hub the RPCs of every resource module use."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, fanout: AlarmFanout) -> None:
         self.pool = pool
         self.settings = settings
+        self.fanout = fanout
 
 
 def tenant_of(principal: Principal) -> uuid.UUID | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,8 @@ from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
 from lifebox_grpc.interceptors.stream_access import recheck_stream  # --- streams (issue 21)
 from lifebox_grpc.services.alarms import reactions  # --- alarm-reactions (issue 15)
-from lifebox_grpc.services.alarms.base import AlarmRpcs
+from lifebox_grpc.services.alarms.base import AlarmRpcs, tenant_of
+from lifebox_grpc.services.alarms.fanout import Change
 from lifebox_grpc.services.alarms.mapping import (
     STATUS_NAMES,
     acknowledgment_pb,
@@ -39,7 +39,8 @@ MAX_NOTE = 2000
 # Streams re-read changes recorded this long before the last one seen: a change committed
 # late with an earlier recorded_at is still sent (each once: ids seen are remembered).
 STREAM_OVERLAP = timedelta(seconds=10)
-STREAM_POLL_S = 0.25
+# While the process's listener is down, streams read by time this often.
+STREAM_POLL_S = 5.0
 STREAM_MAX_BACK = timedelta(days=1)
 STREAM_PAGE = 500
 
@@ -163,35 +164,48 @@ class EventRpcs(AlarmRpcs):
         # --- end streams ---
         seen: dict[uuid.UUID, datetime] = {}
         cursor = since
-        while True:
-            async with scoped(self.pool, principal) as conn:
-                found = await event_store.changes_since(
-                    conn, scope, devices, cursor - STREAM_OVERLAP, STREAM_PAGE
-                )
-                # --- alarm-reactions (issue 15): notify reactions, written with the change ---
-                fresh = [(c, e) for c, e in found if c.id not in seen and c.recorded_at >= since]
-                notices = (
-                    await reaction_store.notifications(conn, [c.event_id for c, _ in fresh])
-                    if fresh
-                    else []
-                )
-            for change, event in fresh:
-                seen[change.id] = change.recorded_at
-                phase = {"raised": "raise", "cleared": "clear"}.get(change.change)
-                yield alarms_pb2.StreamAlarmEventsResponse(
-                    change=change_pb(change),
-                    event=event_pb(event),
-                    notifications=[
-                        reactions.outcome_pb(n)
-                        for n in notices
-                        if n.event_id == change.event_id and n.phase == phase
-                    ],
-                )
-                # --- end alarm-reactions ---
-            if found:
-                cursor = max(cursor, found[-1][0].recorded_at)
-            horizon = cursor - STREAM_OVERLAP
-            for key in [k for k, at in seen.items() if at < horizon]:
-                del seen[key]
-            if len(found) < STREAM_PAGE:
-                await asyncio.sleep(STREAM_POLL_S)
+        tenant = tenant_of(principal)
+
+        def accepts(change: Change) -> bool:
+            return tenant is None or change.client_id == tenant
+
+        hub = self.fanout
+        async with hub.subscribe(accepts) as sub:
+            while True:
+                # Everything recorded since the cursor (with overlap), then wait for the next
+                # commit that touches this client (any number of notices: one read).
+                while True:
+                    async with scoped(self.pool, principal) as conn:
+                        found = await event_store.changes_since(
+                            conn, scope, devices, cursor - STREAM_OVERLAP, STREAM_PAGE
+                        )
+                        # --- alarm-reactions (issue 15): notify reactions, written with the change
+                        fresh = [
+                            (c, e) for c, e in found if c.id not in seen and c.recorded_at >= since
+                        ]
+                        notices = (
+                            await reaction_store.notifications(conn, [c.event_id for c, _ in fresh])
+                            if fresh
+                            else []
+                        )
+                    for change, event in fresh:
+                        seen[change.id] = change.recorded_at
+                        phase = {"raised": "raise", "cleared": "clear"}.get(change.change)
+                        yield alarms_pb2.StreamAlarmEventsResponse(
+                            change=change_pb(change),
+                            event=event_pb(event),
+                            notifications=[
+                                reactions.outcome_pb(n)
+                                for n in notices
+                                if n.event_id == change.event_id and n.phase == phase
+                            ],
+                        )
+                        # --- end alarm-reactions ---
+                    if found:
+                        cursor = max(cursor, found[-1][0].recorded_at)
+                    horizon = cursor - STREAM_OVERLAP
+                    for key in [k for k, at in seen.items() if at < horizon]:
+                        del seen[key]
+                    if len(found) < STREAM_PAGE:
+                        break
+                await sub.wait(None if hub.listening else STREAM_POLL_S)
