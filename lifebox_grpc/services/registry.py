@@ -32,7 +32,7 @@ from lifebox_grpc.services.billing import BillingServicer  # billing (issue 16)
 from lifebox_grpc.services.clients import ClientServicer
 from lifebox_grpc.services.devices import DeviceServicer
 from lifebox_grpc.services.telemetry import TelemetryServicer
-from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
+from lifebox_grpc.streams.telemetry import TelemetryHub
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _add_devices(server: grpc.aio.Server, deps: Dependencies) -> None:
 
 def _add_telemetry(server: grpc.aio.Server, deps: Dependencies) -> None:
     # One LISTEN hub per server (process), shared by every StreamTelemetry call.
-    fanout = TelemetryFanout(resolve_endpoints(deps.settings).app_dsn)
+    fanout = TelemetryHub(resolve_endpoints(deps.settings).app_dsn)
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(
         TelemetryServicer(deps.pool, fanout, max_cells=deps.settings.telemetry_max_cells_per_call),
         server,

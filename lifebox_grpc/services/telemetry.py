@@ -38,7 +38,6 @@ from lifebox_grpc.services.device_access import (
     require_devices,
     require_found,
 )
-from lifebox_grpc.services.telemetry_fanout import TelemetryFanout
 from lifebox_grpc.services.telemetry_requests import (
     FUNCTION_FROM_PB,
     MAX_CELLS,
@@ -57,6 +56,7 @@ from lifebox_grpc.services.telemetry_stream import LiveStream, micros, runs
 from lifebox_grpc.store import partitions
 from lifebox_grpc.store import telemetry as store
 from lifebox_grpc.store import unknown_fields as unknown_field_store
+from lifebox_grpc.streams.telemetry import TelemetryHub
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     """The TelemetryService handlers."""
 
     def __init__(
-        self, pool: asyncpg.Pool, fanout: TelemetryFanout, *, max_cells: int = MAX_CELLS
+        self, pool: asyncpg.Pool, fanout: TelemetryHub, *, max_cells: int = MAX_CELLS
     ) -> None:
         self.pool = pool
         self.fanout = fanout
