@@ -40,14 +40,19 @@ from lifebox_grpc.native import Expression, ExpressionColumn, evaluate_condition
 from lifebox_grpc.store.pool import tenant_transaction
 
 # Rules that are evaluated on every reading but rarely hold (an alarm storm would measure
-# the database writing events, not evaluation).
+# the database writing events, not evaluation). The load generator cycles 64 distinct
+# readings: `co2_ppm > 1195 && !relay_on` held on one of them (1197.1 ppm, relay off), so its
+# 30 rules raised and cleared every 64 readings on every device (~0.5 raises per reading).
 EXPRESSIONS = [
     "temperature_c > 33 && humidity_pct < 22",
     "abs(voltage_l1 - voltage_l2) > 9 || abs(voltage_l2 - voltage_l3) > 9",
     "active_power_w / max(apparent_power_va, 1) < 0.9",
     "current_l1 + current_l2 + current_l3 > 55",
-    "co2_ppm > 1195 && !relay_on",
+    "co2_ppm > 1199 && !relay_on",
 ]
+# Held by that one reading in 64: 3 of the 150 expression rules raise and clear with it, so
+# (3) has events to time (~0.05 raises per reading) without a storm.
+RAISING = "co2_ppm > 1195 && !relay_on"
 
 
 async def create_rules(bench: Bench, devices: list[tuple[object, str]]) -> int:
@@ -63,7 +68,8 @@ async def create_rules(bench: Bench, devices: list[tuple[object, str]]) -> int:
             (device, None, "range", "frequency_hz", "outside", 49.93, 50.07, None, 0),
         ]
     for i in range(150):
-        rows.append((None, "generic", "expression", None, None, None, None, EXPRESSIONS[i % 5], 0))
+        source = RAISING if i % 50 == 0 else EXPRESSIONS[i % 5]
+        rows.append((None, "generic", "expression", None, None, None, None, source, 0))
     for i in range(50):
         rows.append((None, None, "threshold", "temperature_c", "gt", None, 33.0 + i / 10, None, 60))
     try:
