@@ -34,8 +34,16 @@ for pkg in postgresql-15 postgresql-15-partman mosquitto; do
 done
 if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   need_apt python3 python3-venv
-elif ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-  need_apt python3-venv # Debian ships ensurepip separately; `python3 -m venv` needs it
+else
+  python3 -c 'import ensurepip, venv' 2>/dev/null \
+    || need_apt python3-venv # Debian ships ensurepip separately; `python3 -m venv` needs it
+  # `cargo test` links the extension's tests against libpython (pyo3 without
+  # extension-module): Debian has the linker's libpython3.X.so in python3-dev only.
+  python3 - 2>/dev/null <<'PY' || need_apt python3-dev
+import os, sys, sysconfig
+library = os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY"))
+sys.exit(0 if os.path.exists(library) else 1)
+PY
 fi
 # cargo (libcurl) and git check servers' certificates against the system's store.
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt ca-certificates
