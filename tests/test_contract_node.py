@@ -6,9 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import PIPE
@@ -16,14 +13,11 @@ from subprocess import PIPE
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
-from lifebox_grpc.runtime.ports import free_port
-from tests.helpers import factories
+from tests.helpers import factories, processes
 from tests.helpers.grpc import PASSWORD, SIGNING_KEY, make_account
 from tests.helpers.services import Database
-from tests.helpers.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "contract" / "auth_contract.mjs"
@@ -37,44 +31,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def serve_process(database: Database, broker: EmbeddedMosquitto) -> Iterator[str]:
     """`lifebox serve` as its own process, as deployments run it; yields host:port."""
-    port = free_port("127.0.0.1")
-    home = tempfile.mkdtemp(prefix="lifebox-contract-home-")
-    env = {
-        **os.environ,
-        "LIFEBOX_DATABASE_URL": database.app_dsn,
-        "LIFEBOX_OWNER_DATABASE_URL": database.owner_dsn,
-        "LIFEBOX_INGEST_DATABASE_URL": database.ingest_dsn,
-        "LIFEBOX_MQTT_URL": broker.url,
-        "LIFEBOX_GRPC_PORT": str(port),
-        "LIFEBOX_HTTP_PORT": "0",
-        "LIFEBOX_JWT_SIGNING_KEY": SIGNING_KEY,
-        "LIFEBOX_HOME": home,
-        # --- alarms (issue 15): the session's other tests sign in from this same address
-        # (hundreds of logins by the matrices); the per-address limit is not under test here.
-        "LIFEBOX_LOGIN_ATTEMPTS_PER_ADDRESS": "100000",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "serve"], env=env)
-    address = f"127.0.0.1:{port}"
-
-    def serving() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}")
-        try:
-            with grpc.insecure_channel(address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    try:
-        wait_until(serving, 30, "lifebox serve to be SERVING")
+    with processes.serve_process(database, broker, SIGNING_KEY, timeout=30) as address:
         yield address
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 async def test_node_client_logs_in_gets_me_and_meets_tenant_isolation(

@@ -7,78 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lifebox.v1 import auth_pb2, auth_pb2_grpc, telemetry_pb2_grpc
 from lifebox.v1 import telemetry_pb2 as T
 from lifebox_grpc.loadgen.run import LoadPlan, run_loadgen
 from lifebox_grpc.runtime.mosquitto import EmbeddedMosquitto
-from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers.grpc import PASSWORD, make_account
 from tests.helpers.ingest import IngestProcess, register_fleet
+from tests.helpers.processes import serve_process
 from tests.helpers.services import TEST_PUBLISHER, Database
-from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 SIGNING_KEY = "streams-exactly-once-" + "k" * 40
 DEVICES = 10
 MESSAGES = 3_000  # of 4 readings each: 12,000 readings
-
-
-@contextlib.contextmanager
-def serve_process(database: Database, broker: EmbeddedMosquitto) -> Iterator[str]:
-    """`lifebox serve` as its own process; yields host:port once it is SERVING."""
-    port = free_port("127.0.0.1")
-    home = tempfile.mkdtemp(prefix="lifebox-streams-home-")
-    env = {
-        **os.environ,
-        "LIFEBOX_DATABASE_URL": database.app_dsn,
-        "LIFEBOX_OWNER_DATABASE_URL": database.owner_dsn,
-        "LIFEBOX_INGEST_DATABASE_URL": database.ingest_dsn,
-        "LIFEBOX_MQTT_URL": broker.url,
-        "LIFEBOX_GRPC_PORT": str(port),
-        "LIFEBOX_HTTP_PORT": "0",
-        "LIFEBOX_JWT_SIGNING_KEY": SIGNING_KEY,
-        "LIFEBOX_HOME": home,
-        "LIFEBOX_LOGIN_ATTEMPTS_PER_ADDRESS": "100000",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "serve"], env=env)
-    address = f"127.0.0.1:{port}"
-
-    def serving() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}")
-        try:
-            with grpc.insecure_channel(address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    try:
-        wait_until(serving, 60, "lifebox serve to be SERVING")
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 async def collect(call: Any, into: dict[uuid.UUID, list[int]]) -> None:
@@ -118,7 +69,9 @@ async def test_every_stream_sends_each_reading_once_with_two_workers_and_two_ser
             # Its persistent session would keep taking a share of later tests' telemetry.
             stack.callback(worker.forget_session, broker.port)
             stack.callback(worker.stop)
-        addresses = [stack.enter_context(serve_process(database, broker)) for _ in range(2)]
+        addresses = [
+            stack.enter_context(serve_process(database, broker, SIGNING_KEY)) for _ in range(2)
+        ]
         channels = [grpc.aio.insecure_channel(a) for a in addresses]
         start = timestamp_pb2.Timestamp()
         start.GetCurrentTime()
