@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -26,8 +25,7 @@ from lifebox_grpc.alarms.reactions.worker import ReactionWorker, http_session
 from lifebox_grpc.config import Settings
 from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.store.pool import tenant_transaction
-from tests.helpers.ingest import _metrics, metric_value
-from tests.helpers.wait import wait_until
+from tests.helpers.processes import MetricsProcess
 
 
 async def make_reaction(
@@ -208,7 +206,7 @@ async def reaction_worker(app_dsn: str, settings: Settings) -> AsyncIterator[Rea
 
 
 @dataclass
-class ReactionsProcess:
+class ReactionsProcess(MetricsProcess):
     """One `lifebox reactions` subprocess."""
 
     database_url: str
@@ -226,36 +224,7 @@ class ReactionsProcess:
             "LIFEBOX_LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lifebox_grpc.cli", "reactions"], env=env
-        )
-        wait_until(
-            lambda: (
-                self.proc is not None
-                and (self.proc.poll() is not None or self.metric("lifebox_alarm_reactions_up") == 1)
-            ),
-            60,
-            "reaction worker up",
-        )
-        assert self.proc.poll() is None, "reaction worker exited"
-
-    def metric(self, name: str) -> float:
-        text = _metrics(self.metrics_port)
-        return metric_value(text, name) if text else float("nan")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._launch("reactions", env, "lifebox_alarm_reactions_up", "reaction worker up", None)
 
 
 @contextmanager

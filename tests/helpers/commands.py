@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,9 +25,8 @@ from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.runtime.postgres import dsn
 from lifebox_grpc.store import command_templates as template_store
 from lifebox_grpc.store.pool import tenant_transaction
-from tests.helpers.ingest import _metrics, metric_value
+from tests.helpers.processes import MetricsProcess
 from tests.helpers.services import Database
-from tests.helpers.wait import wait_until
 
 DISPATCH_ROLE = "lifebox_dispatch"
 _ROLES: dict[int, str] = {}
@@ -94,7 +92,7 @@ async def drop_dispatch_role(database: Database) -> None:
 
 
 @dataclass
-class DispatcherProcess:
+class DispatcherProcess(MetricsProcess):
     """One `lifebox dispatch` subprocess."""
 
     database_url: str
@@ -115,42 +113,13 @@ class DispatcherProcess:
         }
         for name in ("LIFEBOX_DATABASE_URL", "LIFEBOX_MQTT_URL"):
             env.pop(name, None)
-        command = [sys.executable, "-m", "lifebox_grpc.cli", "dispatch"]
-        if self.log_path is None:
-            self.proc = subprocess.Popen(command, env=env)
-        else:
-            with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(command, env=env, stderr=log)
-        wait_until(
-            lambda: (
-                self.proc is not None
-                and (
-                    self.proc.poll() is not None
-                    or self.metric("lifebox_dispatch_mqtt_connected") == 1
-                )
-            ),
-            60,
+        self._launch(
+            "dispatch",
+            env,
+            "lifebox_dispatch_mqtt_connected",
             "dispatcher connected",
+            self.log_path,
         )
-        assert self.proc.poll() is None, "dispatcher exited"
-
-    def metric(self, name: str) -> float:
-        text = _metrics(self.metrics_port)
-        return metric_value(text, name) if text else float("nan")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @contextmanager

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,28 +19,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from lifebox_grpc.runtime.ports import free_port
 from lifebox_grpc.store.fleet import Fleet
 from lifebox_grpc.store.fleet import register_fleet as store_register_fleet
+from tests.helpers.processes import MetricsProcess
 from tests.helpers.services import TEST_PUBLISHER, Database, broker_on
-from tests.helpers.wait import wait_until
-
-
-def _metrics(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            return str(r.read().decode())
-    except OSError:
-        return None
-
-
-def metric_value(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @dataclass
-class IngestProcess:
+class IngestProcess(MetricsProcess):
     """One worker subprocess with its own MQTT session id and metrics port."""
 
     database: Database
@@ -66,25 +47,7 @@ class IngestProcess:
             "LIFEBOX_LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
-        command = [sys.executable, "-m", "lifebox_grpc.cli", "ingest"]
-        if self.log_path is None:
-            self.proc = subprocess.Popen(command, env=env)
-        else:
-            with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(command, env=env, stderr=log)
-        wait_until(
-            lambda: (
-                self.proc is not None
-                and (self.proc.poll() is not None or self.metric("lifebox_mqtt_subscribed") == 1)
-            ),
-            60,
-            "ingest subscribed",
-        )
-        assert self.proc.poll() is None, "ingest worker exited"
-
-    def metric(self, name: str) -> float:
-        text = _metrics(self.metrics_port)
-        return metric_value(text, name) if text else float("nan")
+        self._launch("ingest", env, "lifebox_mqtt_subscribed", "ingest subscribed", self.log_path)
 
     def rss_bytes(self) -> int:
         """The worker's resident set size now (VmRSS in /proc/<pid>/status)."""
@@ -93,20 +56,6 @@ class IngestProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS line")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def forget_session(self, port: int) -> None:
         """Drop the broker's persistent session of this worker (clean start, no expiry), as

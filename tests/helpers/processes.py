@@ -1,5 +1,5 @@
-"""Processes the tests start or look for: `lifebox serve` as its own process, and leak checks
-by what command lines name after a stop."""
+"""Processes the tests start or look for: `lifebox serve` as its own process, the worker
+processes' shared start/metrics/stop, and leak checks by what command lines name."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,68 @@ def serve_process(
         proc.terminate()
         proc.wait(20)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def scrape_metrics(port: int) -> str | None:
+    """The Prometheus text a process serves on ``port`` (None: nothing answers yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
+def metric_value(text: str, name: str) -> float:
+    """The sum of every sample of ``name`` (all label sets) in Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class MetricsProcess:
+    """What every `lifebox` worker subprocess of the tests shares (ingest, dispatch,
+    reactions): started until one of its gauges says it is up, read through its metrics,
+    killed or stopped. Subclasses hold ``metrics_port`` and ``proc``."""
+
+    metrics_port: int
+    proc: subprocess.Popen[bytes] | None
+
+    def _launch(
+        self, command: str, env: dict[str, str], ready: str, what: str, log_path: Path | None
+    ) -> None:
+        """Run ``lifebox <command>`` with ``env`` (stderr to ``log_path`` when set) and wait
+        until its gauge ``ready`` is 1."""
+        argv = [sys.executable, "-m", "lifebox_grpc.cli", command]
+        if log_path is None:
+            self.proc = subprocess.Popen(argv, env=env)
+        else:
+            with log_path.open("ab") as log:
+                self.proc = subprocess.Popen(argv, env=env, stderr=log)
+        wait_until(
+            lambda: (
+                self.proc is not None and (self.proc.poll() is not None or self.metric(ready) == 1)
+            ),
+            60,
+            what,
+        )
+        assert self.proc.poll() is None, f"lifebox {command} exited"
+
+    def metric(self, name: str) -> float:
+        text = scrape_metrics(self.metrics_port)
+        return metric_value(text, name) if text else float("nan")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
