@@ -312,6 +312,22 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             "FROM alarm_events WHERE client_id = $1",
             client,
         ),
+        (
+            "INSERT INTO alarm_rule_webhook_secrets (rule_id, client_id, secret) "
+            "SELECT id, $1, decode(repeat('ab', 32), 'hex') FROM alarm_rules WHERE client_id = $1",
+            client,
+        ),
+        (
+            "INSERT INTO alarm_reaction_outcomes (client_id, event_id, reaction_id, phase, kind, "
+            "outcome) SELECT $1, e.id, r.id, 'raise', 'command', 'sent' "
+            "FROM alarm_events e, alarm_reactions r WHERE e.client_id = $1 AND r.client_id = $1",
+            client,
+        ),
+        (
+            "INSERT INTO alarm_webhook_health (reaction_id, client_id) "
+            "SELECT id, $1 FROM alarm_reactions WHERE client_id = $1",
+            client,
+        ),
         # --- end alarms ---
     ]
     async with tenant_transaction(conn, None, staff=True):
