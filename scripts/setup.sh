@@ -2,7 +2,8 @@
 # Installs what this machine lacks to run and test LifeBox; safe to run again (fast no-op).
 # It checks every prerequisite first and, for each one missing, prints the one line that fixes
 # it; as root it installs the apt ones itself (README: "Two commands" lists them for Debian 12):
-#   system packages (apt): PostgreSQL 15 server + pg_partman, mosquitto, python3 with venv,
+#   system packages (apt): PostgreSQL 15 server + pg_partman, mosquitto and its clients,
+#     python3 with venv (and python3-dev: cargo test links libpython),
 #     a C toolchain, git, node/npm, and a Rust toolchain >= the workspace's rust-version
 #     (Debian's rustc-web/cargo-web 1.96 from bookworm-security; a rustup toolchain is kept)
 #   .venv with the Python dependencies at the versions in constraints.txt (the generated code
@@ -29,7 +30,7 @@ need_apt() {
   done
 }
 
-for pkg in postgresql-15 postgresql-15-partman mosquitto; do
+for pkg in postgresql-15 postgresql-15-partman mosquitto mosquitto-clients; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt "$pkg"
 done
 if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
