@@ -41,6 +41,6 @@ ENV LIFEBOX_MODE=prod \
 USER lifebox
 WORKDIR /app
 # gRPC, HTTP (health, metrics), and the metrics of ingest, broker-sync and dispatch.
-EXPOSE 50051 8080 9108 9109 9110
+EXPOSE 50051 8080 9108 9109 9110 9111
 ENTRYPOINT ["lifebox"]
 CMD ["serve"]

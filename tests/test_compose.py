@@ -51,7 +51,17 @@ def _runs() -> list[tuple[str, list[str]]]:
 def test_every_service_of_our_image_runs_lifebox_commands_only() -> None:
     runs = _runs()
     assert sorted({argv[1] for _, argv in runs}) == sorted(
-        ["broker-sync", "dispatch", "ingest", "maintain", "migrate", "pki", "seed", "serve"]
+        [
+            "broker-sync",
+            "dispatch",
+            "ingest",
+            "maintain",
+            "migrate",
+            "pki",
+            "reactions",
+            "seed",
+            "serve",
+        ]
     )
     # The one-shot that migrates also seeds, in that order, and stops at the first failure.
     assert [argv[1:] for name, argv in runs if name == "migrate"] == [["migrate"], ["seed"]]
@@ -177,6 +187,7 @@ def _port_of(text: str) -> int:
         ("ingest", "ingest_metrics_port"),
         ("broker-sync", "broker_sync_metrics_port"),
         ("dispatch", "dispatch_metrics_port"),
+        ("reactions", "reactions_metrics_port"),
     ],
 )
 def test_each_healthcheck_asks_its_own_process_on_its_port_with_the_images_python(
@@ -195,6 +206,7 @@ def test_each_healthcheck_asks_its_own_process_on_its_port_with_the_images_pytho
         from prometheus_client import REGISTRY
 
         import lifebox_grpc.broker.sync
+        import lifebox_grpc.alarms.reactions.worker
         import lifebox_grpc.commands.dispatcher
         import lifebox_grpc.metrics  # noqa: F401
 

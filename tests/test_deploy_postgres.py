@@ -90,6 +90,7 @@ async def test_the_init_script_prepares_a_bare_server_for_the_migrations(
         "LIFEBOX_APP_PASSWORD": secrets.token_urlsafe(16),
         "LIFEBOX_INGEST_PASSWORD": secrets.token_urlsafe(16),
         "LIFEBOX_DISPATCH_PASSWORD": secrets.token_urlsafe(16),  # --- commands (issue 14)
+        "LIFEBOX_BACKUP_PASSWORD": secrets.token_urlsafe(16),  # --- backups (issue 19)
     }
     _run_init(server, passwords)
     owner = await asyncpg.connect(dsn(server.port, OWNER_ROLE, passwords["LIFEBOX_OWNER_PASSWORD"]))
@@ -133,6 +134,21 @@ async def test_the_init_script_prepares_a_bare_server_for_the_migrations(
         assert await conn.fetchval("SELECT count(*) FROM command_outbox") == 0
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetchval("SELECT count(*) FROM users")
+    finally:
+        await conn.close()
+    # --- backups (issue 19): `lifebox db backup`'s role reads every tenant's rows (RLS is
+    # forced, so only through BYPASSRLS) and writes nothing.
+    conn = await asyncpg.connect(
+        dsn(server.port, "lifebox_backup", passwords["LIFEBOX_BACKUP_PASSWORD"])
+    )
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") > 0
+        assert await conn.fetchval(
+            "SELECT rolbypassrls AND pg_has_role('lifebox_backup', 'pg_read_all_data', 'member') "
+            "AND NOT rolsuper FROM pg_roles WHERE rolname = 'lifebox_backup'"
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM schema_migrations")
     finally:
         await conn.close()
 

@@ -149,6 +149,7 @@ def test_every_compose_service_runs_a_real_lifebox_command() -> None:
         "maintain",
         "migrate",
         "pki",
+        "reactions",
         "seed",
         "serve",
     ]
@@ -187,6 +188,7 @@ def test_each_compose_service_holds_only_its_own_credentials() -> None:
         "maintain",
         "migrate",
         "pki",
+        "reactions",
         "serve",
     ]
 

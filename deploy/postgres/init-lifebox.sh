@@ -81,6 +81,21 @@ GRANT CONNECT ON DATABASE lifebox TO lifebox_dispatch;
 SQL
 fi
 
+# --- backups (issue 19) ---
+# `lifebox db backup`'s role when LIFEBOX_BACKUP_PASSWORD is set (compose sets it): it reads
+# every tenant's rows (BYPASSRLS: row-level security is forced) through pg_read_all_data
+# (every table, partition and chunk) and writes nothing. Only a superuser can make it.
+if [ -n "${LIFEBOX_BACKUP_PASSWORD:-}" ]; then
+  run_psql --dbname postgres <<'SQL'
+\getenv backup_pw LIFEBOX_BACKUP_PASSWORD
+SELECT format('CREATE ROLE lifebox_backup LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB '
+              'NOCREATEROLE PASSWORD %L', :'backup_pw')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'lifebox_backup') \gexec
+GRANT CONNECT ON DATABASE lifebox TO lifebox_backup;
+GRANT pg_read_all_data TO lifebox_backup;
+SQL
+fi
+
 run_psql --dbname lifebox -v storage="$storage" <<'SQL'
 REVOKE ALL ON DATABASE lifebox FROM PUBLIC;
 GRANT CONNECT ON DATABASE lifebox TO lifebox_app, lifebox_ingest;
