@@ -205,8 +205,8 @@ def test_each_healthcheck_asks_its_own_process_on_its_port_with_the_images_pytho
     if wanted:
         from prometheus_client import REGISTRY
 
-        import lifebox_grpc.broker.sync
         import lifebox_grpc.alarms.reactions.worker
+        import lifebox_grpc.broker.sync
         import lifebox_grpc.commands.dispatcher
         import lifebox_grpc.metrics  # noqa: F401
 
