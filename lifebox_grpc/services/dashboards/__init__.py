@@ -1,0 +1,1 @@
+"""DashboardService (issue 17): quick-view pages, shares, widgets, layouts, page data."""
