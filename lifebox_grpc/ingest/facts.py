@@ -1,14 +1,14 @@
-"""Facts derived from committed batches: the unknown-field catalogue, devices' last seen and
-the NOTIFY that live streams follow (per device, the commits that added its rows).
+"""Facts derived from committed batches: the unknown-field catalogue and devices' last seen.
 
 They are merged across batches and written at most every ``interval`` seconds, in one
 statement: per batch they cost PostgreSQL more than the rows themselves (one device update
-and one notification per device and batch; measured: 31k → 45k rows/s without them at 50
-readings per message). Readings are committed and acknowledged before any of this. Facts a
+per device and batch). Readings are committed and acknowledged before any of this. Facts a
 failed write did not record are kept and written with the next flush (up to
-:data:`MAX_RETAINED_COMMITS` commits, then dropped with an error log); a fact lost to a crash
-is refreshed by the device's next reading, but its notification is gone (a live stream then
-misses that commit's rows if they are older than ones it has already sent).
+:data:`MAX_RETAINED_FACTS`, then dropped with an error log); a fact lost to a crash is
+refreshed by the device's next reading (last seen, catalogue count and type), so it is
+recoverable. The NOTIFY that live streams follow is NOT deferred: it is sent inside the
+batch's own transaction (:func:`lifebox_grpc.store.ingest.announce_commit`, issue 18), so a
+crash after COMMIT cannot lose it.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from lifebox_grpc.ingest.unknown_fields import FieldDevices, client_totals
 from lifebox_grpc.native import DecodedBatch
 from lifebox_grpc.store import ingest as store
 from lifebox_grpc.store.ingest import CatalogRow
-from lifebox_grpc.store.telemetry_notices import Commit, encode_notices
 
 log = logging.getLogger(__name__)
 
-# Commits kept for a retry after failed writes; past this, the failed facts are dropped.
-MAX_RETAINED_COMMITS = 100_000
+# Facts (catalogue rows + devices) kept for a retry after failed writes; past this, dropped.
+MAX_RETAINED_FACTS = 100_000
 
 
 @dataclass
@@ -41,12 +40,10 @@ class _Facts:
 
     catalog: dict[tuple[uuid.UUID, str], CatalogRow] = field(default_factory=dict)
     latest_us: dict[uuid.UUID, int] = field(default_factory=dict)
-    # device → (client, its commits in commit order)
-    commits: dict[uuid.UUID, tuple[uuid.UUID, list[Commit]]] = field(default_factory=dict)
 
     @property
-    def commit_count(self) -> int:
-        return sum(len(c) for _, c in self.commits.values())
+    def count(self) -> int:
+        return len(self.catalog) + len(self.latest_us)
 
     def add_catalog(self, row: CatalogRow) -> None:
         key = (row.client_id, row.name)
@@ -64,17 +61,35 @@ class _Facts:
         if us > self.latest_us.get(device, -(2**63)):
             self.latest_us[device] = us
 
-    def add_commit(self, device: uuid.UUID, client: uuid.UUID, commit: Commit) -> None:
-        self.commits.setdefault(device, (client, []))[1].append(commit)
-
     def absorb(self, newer: _Facts) -> None:
         """Merge facts gathered after these."""
         for row in newer.catalog.values():
             self.add_catalog(row)
         for device, us in newer.latest_us.items():
             self.add_latest(device, us)
-        for device, (client, commits) in newer.commits.items():
-            self.commits.setdefault(device, (client, []))[1].extend(commits)
+
+
+def device_spans(
+    decoded: DecodedBatch, device_clients: list[tuple[uuid.UUID, uuid.UUID]]
+) -> dict[uuid.UUID, tuple[uuid.UUID, int, int, int]]:
+    """Per device of a batch: (client, oldest µs, newest µs, rows) of the rows it inserts,
+    what the batch's commit announcement says (:func:`store.announce_commit`).
+    `device_clients` is (device, client) per input message."""
+    times = array("q")
+    times.frombytes(decoded.row_times_us)
+    spans: dict[uuid.UUID, tuple[uuid.UUID, int, int, int]] = {}
+    first = 0
+    for (device, client), count in zip(device_clients, decoded.rows_per_message, strict=True):
+        if not count:
+            continue
+        run = times[first : first + count]
+        first += count
+        lo, hi, rows = min(run), max(run), count
+        if device in spans:
+            _, known_lo, known_hi, known_rows = spans[device]
+            lo, hi, rows = min(lo, known_lo), max(hi, known_hi), rows + known_rows
+        spans[device] = (client, lo, hi, rows)
+    return spans
 
 
 class BatchFacts:
@@ -94,36 +109,18 @@ class BatchFacts:
         decoded: DecodedBatch,
         device_clients: list[tuple[uuid.UUID, uuid.UUID]],
         committed_at: datetime,
-        xid: int,
     ) -> None:
-        """Merge one committed batch. `device_clients` is (device, client) per input message;
-        `xid` is the id of the transaction that inserted its rows."""
+        """Merge one committed batch. `device_clients` is (device, client) per input message."""
         facts = self._facts
         self.field_devices.note(decoded.unknown_fields, committed_at)
         for client, name, json_type, count, example in client_totals(decoded.unknown_fields):
             facts.add_catalog(CatalogRow(client, name, json_type, count, example, committed_at))
         for device, us in decoded.latest_us.items():
             facts.add_latest(device, us)
-        times = array("q")
-        times.frombytes(decoded.row_times_us)
-        spans: dict[uuid.UUID, tuple[uuid.UUID, int, int, int]] = {}
-        first = 0
-        for (device, client), count in zip(device_clients, decoded.rows_per_message, strict=True):
-            if not count:
-                continue
-            run = times[first : first + count]
-            first += count
-            lo, hi, rows = min(run), max(run), count
-            if device in spans:
-                _, known_lo, known_hi, known_rows = spans[device]
-                lo, hi, rows = min(lo, known_lo), max(hi, known_hi), rows + known_rows
-            spans[device] = (client, lo, hi, rows)
-        for device, (client, lo, hi, rows) in spans.items():
-            facts.add_commit(device, client, Commit(xid, lo, hi, rows))
 
     @property
     def pending(self) -> bool:
-        return bool(self._facts.latest_us or self._facts.catalog or self._facts.commits)
+        return bool(self._facts.latest_us or self._facts.catalog)
 
     async def flush(self) -> None:
         if not self.pending:
@@ -132,27 +129,22 @@ class BatchFacts:
         # Sorted, so that workers updating the same rows lock them in one order (no deadlock).
         catalog = [facts.catalog[key] for key in sorted(facts.catalog, key=str)]
         latest_us = dict(sorted(facts.latest_us.items()))
-        notices = [
-            notice
-            for device, (client, commits) in facts.commits.items()
-            for notice in encode_notices(device, client, commits)
-        ]
         try:
             async with self.pool.acquire() as conn:
                 # First: a failure here leaves every fact of this flush to retry.
                 await self.field_devices.flush(conn)
-                await store.record_batch_facts(conn, catalog, latest_us, notices)
+                await store.record_batch_facts(conn, catalog, latest_us)
         except self.errors as exc:
             facts.absorb(self._facts)
-            if facts.commit_count > MAX_RETAINED_COMMITS:
+            if facts.count > MAX_RETAINED_FACTS:
                 log.error(
-                    "post-commit facts not recorded and dropped: live streams may miss rows",
-                    extra={"error": type(exc).__name__, "commits": facts.commit_count},
+                    "post-commit facts not recorded and dropped",
+                    extra={"error": type(exc).__name__, "facts": facts.count},
                 )
                 return
             log.warning(
                 "post-commit facts not recorded; retrying with the next flush",
-                extra={"error": type(exc).__name__, "commits": facts.commit_count},
+                extra={"error": type(exc).__name__, "facts": facts.count},
             )
             self._facts = facts
 

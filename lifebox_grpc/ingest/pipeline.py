@@ -30,7 +30,7 @@ from lifebox_grpc import metrics
 from lifebox_grpc.alarms.evaluator import AlarmEvaluator, batch_devices  # --- alarms (issue 15)
 from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
-from lifebox_grpc.ingest.facts import BatchFacts
+from lifebox_grpc.ingest.facts import BatchFacts, device_spans
 from lifebox_grpc.ingest.messages import MessageError, decode_ack, decode_alarm
 from lifebox_grpc.ingest.reject_cap import RejectCap
 from lifebox_grpc.ingest.reporting import RateLimitedLog, WindowStats
@@ -253,7 +253,11 @@ class Pipeline:
                 else:
                     await store.copy_telemetry(conn, decoded.copy_data, COLUMNS)
                     rows = decoded.rows
-                xid = await store.current_xact_id(conn)
+                # The commit announcement, delivered at COMMIT (issue 18).
+                xid = await store.announce_commit(
+                    conn,
+                    device_spans(decoded, [(r.device_id, r.client_id) for _, r in batch.telemetry]),
+                )
             await store.insert_alarms(conn, batch.alarms)
             await presence_store.apply_events(conn, batch.presence)  # presence (issue 13)
             # --- commands (issue 14): a batch's acks in one round trip ---
@@ -368,7 +372,6 @@ class Pipeline:
                 batch.decoded,
                 [(ref.device_id, ref.client_id) for _, ref in batch.telemetry],
                 _utc(committed_us),
-                xid,
             )
             # --- alarms (issue 15) ---
             if self.alarms is not None:

@@ -293,7 +293,8 @@ async def apply_acks(conn: asyncpg.Connection, acks: Sequence[AckRow]) -> list[A
 
 # One statement, one round trip, its own implicit transaction: the catalogue upsert, the
 # devices' last-seen move (a provisioned device turns active with its first accepted
-# reading) and the NOTIFY that live streams follow (delivered when the statement commits).
+# reading). The NOTIFY live streams follow is sent by announce_commit, in the batch's
+# transaction.
 _BATCH_FACTS = """
 WITH catalog AS (
     INSERT INTO unknown_field_catalog AS c (client_id, field_name, inferred_type,
@@ -314,7 +315,7 @@ WITH catalog AS (
     WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.seen
                            OR d.status = 'provisioned')
 )
-SELECT count(pg_notify($9, p)) FROM unnest($10::text[]) AS p
+SELECT 1  -- both data-modifying CTEs run, referenced or not
 """
 
 
@@ -322,10 +323,8 @@ async def record_batch_facts(
     conn: asyncpg.Connection,
     catalog: Sequence[CatalogRow],
     latest_us: dict[uuid.UUID, int],
-    notices: Sequence[str],
 ) -> None:
-    """After batches committed: unknown-field catalogue, devices' last seen (Unix µs), and
-    the NOTIFY payloads (:mod:`telemetry_notices`) live streams follow."""
+    """After batches committed: unknown-field catalogue and devices' last seen (Unix µs)."""
     await conn.execute(
         _BATCH_FACTS,
         [r.client_id for r in catalog],
@@ -336,6 +335,39 @@ async def record_batch_facts(
         [r.example for r in catalog],
         list(latest_us),
         list(latest_us.values()),
-        CHANNEL,
-        list(notices),
     )
+
+
+# The commit announcement (issue 18): one notification per device of the batch, in the
+# batch's transaction, so PostgreSQL delivers it at COMMIT (and never for a rolled-back
+# batch). Same payload as telemetry_notices.encode_notices, with the transaction's own id.
+_ANNOUNCE = """
+SELECT x, count(pg_notify($1, json_build_object(
+    'device_id', d, 'client_id', c, 'commits', json_build_array(json_build_array(x, lo, hi, n))
+)::text))
+FROM (SELECT pg_current_xact_id()::text::int8 AS x) AS t,
+     unnest($2::uuid[], $3::uuid[], $4::int8[], $5::int8[], $6::int8[]) AS u(d, c, lo, hi, n)
+GROUP BY x
+"""
+
+
+async def announce_commit(
+    conn: asyncpg.Connection, spans: dict[uuid.UUID, tuple[uuid.UUID, int, int, int]]
+) -> int:
+    """Inside the batch's transaction, after its COPY: queue the ``lifebox_telemetry``
+    notifications of its rows (`spans`: device → (client, min µs, max µs, rows)) and return
+    the transaction's id, in one round trip."""
+    if not spans:
+        return await current_xact_id(conn)
+    row = await conn.fetchrow(
+        _ANNOUNCE,
+        CHANNEL,
+        list(spans),
+        [s[0] for s in spans.values()],
+        [s[1] for s in spans.values()],
+        [s[2] for s in spans.values()],
+        [s[3] for s in spans.values()],
+    )
+    assert row is not None
+    xid: int = row["x"]
+    return xid
