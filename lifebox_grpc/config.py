@@ -81,8 +81,12 @@ class Settings(BaseSettings):
         None, description="mqtt://user:pass@host:port of the broker. Unset: embedded."
     )
     mqtt_port: int = Field(0, description="Embedded mosquitto port; 0 picks a free one.")
-    mqtt_max_queued_messages: int = Field(
-        100_000, description="Embedded broker: messages kept per offline persistent session."
+    mqtt_max_queued_mb: int = Field(
+        256,
+        ge=1,
+        description="Embedded broker: payload MiB kept per persistent session beyond those in "
+        "flight (ingest while it is slow or down); past it the broker drops what it has "
+        "acknowledged, and lifebox_broker_dropped_messages counts it (README: Overload).",
     )
     mqtt_max_inflight_messages: int = Field(
         10_000,

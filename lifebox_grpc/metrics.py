@@ -62,6 +62,12 @@ INGEST_LATENCY_P50 = Gauge(
 INGEST_LATENCY_P99 = Gauge(
     "lifebox_ingest_latency_p99_seconds", "99th percentile publish-to-commit latency, last 10 s"
 )
+BROKER_DROPPED = Gauge(
+    "lifebox_broker_dropped_messages",
+    "Messages the broker acknowledged to their publisher and then dropped (a full session "
+    "queue), since the broker started, as its $SYS count says; every ingest worker reports "
+    "the same broker-wide figure (take the max)",
+)
 
 # --- broker reconciler (issue 13) ---
 BROKER_SYNC_LEASE = Gauge(

@@ -299,7 +299,12 @@ async def test_loadgen_registers_devices_and_its_readings_are_committed(
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        assert "sent 200 messages / 600 readings" in result.stdout
+        assert "sent 200 messages, 200 acknowledged by the broker / 600 readings" in result.stdout
+        # It waited for ingest and says where every reading went.
+        assert (
+            "readings: sent 600, committed 600, rejected 0, dropped by the broker 0, "
+            "unaccounted 0" in result.stdout
+        ), result.stdout
         await wait_rows(
             staff,
             "SELECT count(*) FROM telemetry_events t JOIN devices d ON d.id = t.device_id "

@@ -40,6 +40,8 @@ SERVICE_RULES: dict[str, tuple[str, ...]] = {
         "topic read lifebox/v1/+/alarms",
         "topic read lifebox/v1/+/status",
         "topic read lifebox/v1/+/commands/+/ack",
+        # What the broker dropped (README: Overload), exported by every worker.
+        "topic read $SYS/broker/publish/messages/dropped",
     ),
     # --- commands (issue 14): serve publishes nothing (it holds no broker credential; the
     # dispatcher publishes commands), so its account has no topic rights.

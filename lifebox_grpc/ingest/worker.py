@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 
 from lifebox_grpc.alarms.evaluator import AlarmEvaluator  # --- alarms (issue 15)
 from lifebox_grpc.alarms.sweeper import sweep_forever  # --- alarms (issue 15)
+from lifebox_grpc.broker.drops import report_drops
 from lifebox_grpc.config import Settings
 from lifebox_grpc.ingest.consumer import MqttConsumer
 from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
@@ -131,6 +132,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
             retained=retained_reader(endpoints.mqtt_url, settings.presence_retained_quiet_seconds),
         )
     )
+    drops = asyncio.create_task(report_drops(endpoints.mqtt_url, stop))
     consumer.start()
     log.info("ingest started", extra={"client_id": client_id(settings), "flush_at": flush_at})
     backlog = False  # messages left over by the last take: they have waited long enough
@@ -183,6 +185,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         stop.set()
         await listener
         await presence  # presence (issue 13)
+        await drops
         await pool.close()
 
 

@@ -1,4 +1,5 @@
-"""`lifebox loadgen`: register devices if asked, publish, print what was sent."""
+"""`lifebox loadgen`: register devices if asked, publish, print what was sent and then
+where it went (committed, rejected, dropped by the broker: :mod:`.accounting`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import asyncpg
 
 from lifebox_grpc.config import Settings
+from lifebox_grpc.loadgen.accounting import RunLedger
 from lifebox_grpc.loadgen.credentials import (
     BrokerRefusedError,
     issue_credentials,
@@ -16,6 +18,7 @@ from lifebox_grpc.loadgen.credentials import (
 )
 from lifebox_grpc.loadgen.run import LoadgenError, LoadPlan, print_progress, run_loadgen
 from lifebox_grpc.runtime.endpoints import resolve_endpoints
+from lifebox_grpc.runtime.mosquitto import SYS_INTERVAL_S
 from lifebox_grpc.store.fleet import register_fleet
 
 
@@ -41,6 +44,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "a fresh credential of its own and open one connection per device, logged in as it",
     )
     parser.add_argument("--serial-prefix", default="LG-", help="device serials: <prefix>000001…")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="after publishing, wait until every reading is committed, rejected or counted "
+        "as dropped by the broker, or until nothing changed for this many seconds (0: don't "
+        "wait, print only what was sent)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -74,16 +85,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         qos=args.qos,
         credentials=credentials,
     )
+    ledger = (
+        RunLedger(endpoints.owner_dsn, endpoints.mqtt_url, serials, 2 * SYS_INTERVAL_S + 1)
+        if args.settle > 0
+        else None
+    )
     try:
         report = run_loadgen(plan, print_progress)
+        print(
+            f"sent {report.sent:,} messages, {report.messages:,} acknowledged by the broker / "
+            f"{report.readings:,} readings in {report.seconds:.1f}s: "
+            f"{report.messages_per_s:,.0f} messages/s, {report.readings_per_s:,.0f} readings/s",
+            flush=True,
+        )
+        if ledger is not None:
+            accounting = asyncio.run(
+                ledger.settle(report.readings, args.per_message, args.settle, print_progress)
+            )
+            print("\n".join(accounting.lines()))
     except LoadgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"sent {report.messages:,} messages / {report.readings:,} readings in "
-        f"{report.seconds:.1f}s: {report.messages_per_s:,.0f} messages/s, "
-        f"{report.readings_per_s:,.0f} readings/s"
-    )
+    finally:
+        if ledger is not None:
+            ledger.close()
     return 0
 
 

@@ -49,8 +49,9 @@ class LoadPlan:
 @dataclass(frozen=True)
 class LoadReport:
     messages: int  # acknowledged by the broker (QoS 1) or sent (QoS 0)
-    readings: int
+    readings: int  # in the acknowledged messages
     seconds: float
+    sent: int = 0  # messages published (acknowledged or not)
 
     @property
     def messages_per_s(self) -> float:
@@ -158,7 +159,12 @@ def run_loadgen(plan: LoadPlan, progress: Callable[[str], None] | None = None) -
     if proc.returncode != 0 or not summary.strip():
         raise LoadgenError("; ".join(errors) or f"{BINARY} exited with {proc.returncode}")
     result = json.loads(summary.strip().splitlines()[-1])
-    return LoadReport(int(result["messages"]), int(result["readings"]), float(result["seconds"]))
+    return LoadReport(
+        int(result["messages"]),
+        int(result["readings"]),
+        float(result["seconds"]),
+        int(result.get("sent", result["messages"])),
+    )
 
 
 def print_progress(line: str) -> None:

@@ -164,7 +164,7 @@ def run_dev(settings: Settings, *, with_demo: bool, fake_fawry: bool = False) ->
             broker = EmbeddedMosquitto(
                 home / "mqtt",
                 settings.mqtt_port,
-                settings.mqtt_max_queued_messages,
+                settings.mqtt_max_queued_mb * 1024 * 1024,
                 settings.mqtt_max_inflight_messages,
                 tls_dir=home / "tls",  # the device CA serve and broker-sync find by default
                 tls_port=settings.mqtt_tls_port,

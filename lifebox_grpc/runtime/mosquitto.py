@@ -2,10 +2,13 @@
 
 Loopback only, on its own port (never the machine's 1883), persistence on with a short
 autosave interval, and queue/in-flight limits set deliberately (mosquitto's defaults keep only
-1000 messages per offline session and 20 in flight per client). No anonymous access: every
-client logs in. The service accounts get generated passwords kept in ``accounts.json``
-(0600) under the broker's folder; the password and ACL files are rendered by the
-reconciler's own code (:mod:`lifebox_grpc.broker`), with no device yet: ``lifebox
+1000 messages per offline session and 20 in flight per client). A session's queue is bounded
+in bytes (``max_queued_bytes``, the memory budget of ``LIFEBOX_MQTT_MAX_QUEUED_MB``), not by a
+message count, and the broker publishes its counters (``$SYS``, among them the drops that
+ingest reports: :mod:`lifebox_grpc.broker.drops`) every ``SYS_INTERVAL_S`` seconds. No
+anonymous access: every client logs in. The service accounts get generated passwords kept
+in ``accounts.json`` (0600) under the broker's folder; the password and ACL files are
+rendered by the reconciler's own code (:mod:`lifebox_grpc.broker`), with no device yet: ``lifebox
 broker-sync`` adds the devices' credentials from the database.
 """
 
@@ -39,6 +42,9 @@ DEFAULT_ACCOUNTS = (
     files.BROKER_ADMIN,
     files.DISPATCH,  # --- commands (issue 14)
 )
+# How often the broker publishes $SYS (its drop count among them).
+SYS_INTERVAL_S = 2
+DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
 # Names the embedded broker's server certificate is valid for.
 BROKER_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -87,9 +93,10 @@ class EmbeddedMosquitto:
         self,
         base_dir: Path,
         port: int = 0,
-        max_queued_messages: int = 100_000,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_inflight_messages: int = 10_000,
         *,
+        max_queued_messages: int = 0,
         accounts: Sequence[str] = DEFAULT_ACCOUNTS,
         extra_acl: str = "",
         tls_dir: Path | None = None,
@@ -100,9 +107,12 @@ class EmbeddedMosquitto:
         for accounts beyond the platform's own (tests' publisher), kept in ``extra.acl``
         so that the reconciler renders them too. ``tls_dir``: the device CA and the broker's
         certificate (made there once; default ``base_dir/tls``); ``tls_port``/``mtls_port``:
-        the TLS listeners' ports (0: free ones)."""
+        the TLS listeners' ports (0: free ones). ``max_queued_bytes``: payload bytes kept per
+        session beyond those in flight; ``max_queued_messages``: a count limit on top (0:
+        none)."""
         self.base_dir = base_dir.resolve()
         self.requested_port = port
+        self.max_queued_bytes = max_queued_bytes
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
         self.account_names = tuple(accounts)
@@ -228,10 +238,12 @@ class EmbeddedMosquitto:
             f"persistence_location {data}/\n"
             "autosave_interval 30\n"
             "autosave_on_changes false\n"
+            f"max_queued_bytes {self.max_queued_bytes}\n"
             f"max_queued_messages {self.max_queued_messages}\n"
             f"max_inflight_messages {self.max_inflight_messages}\n"
             "max_packet_size 1048576\n"
             "persistent_client_expiration 7d\n"
+            f"sys_interval {SYS_INTERVAL_S}\n"
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"

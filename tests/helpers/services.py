@@ -148,14 +148,16 @@ def broker_on(port: int) -> EmbeddedMosquitto:
 
 
 @contextmanager
-def running_broker() -> Iterator[EmbeddedMosquitto]:
+def running_broker(**options: int) -> Iterator[EmbeddedMosquitto]:
     """An embedded mosquitto with anonymous access off: the platform's service accounts and
-    the test publisher (``broker.url_for(TEST_PUBLISHER)``)."""
+    the test publisher (``broker.url_for(TEST_PUBLISHER)``); ``options``: its limits
+    (:class:`EmbeddedMosquitto`'s keyword arguments, e.g. ``max_queued_bytes``)."""
     base = private_tmpdir("lifebox-test-mqtt-")
     broker = EmbeddedMosquitto(
         base / "mqtt",
         accounts=(*DEFAULT_ACCOUNTS, TEST_PUBLISHER),
         extra_acl=TEST_PUBLISHER_ACL,
+        **options,
     )
     try:
         broker.start()
