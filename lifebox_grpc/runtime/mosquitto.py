@@ -45,6 +45,9 @@ DEFAULT_ACCOUNTS = (
 # How often the broker publishes $SYS (its drop count among them).
 SYS_INTERVAL_S = 2
 DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
+# The bytes are the limit; the count only has to stay out of their way. Not 0 ("no limit"):
+# mosquitto 2.0.11 then closes the connection of a client whose QoS 1 publish is denied.
+DEFAULT_MAX_QUEUED_MESSAGES = 1_000_000
 # Names the embedded broker's server certificate is valid for.
 BROKER_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -96,7 +99,7 @@ class EmbeddedMosquitto:
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_inflight_messages: int = 10_000,
         *,
-        max_queued_messages: int = 0,
+        max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
         accounts: Sequence[str] = DEFAULT_ACCOUNTS,
         extra_acl: str = "",
         tls_dir: Path | None = None,
@@ -108,8 +111,7 @@ class EmbeddedMosquitto:
         so that the reconciler renders them too. ``tls_dir``: the device CA and the broker's
         certificate (made there once; default ``base_dir/tls``); ``tls_port``/``mtls_port``:
         the TLS listeners' ports (0: free ones). ``max_queued_bytes``: payload bytes kept per
-        session beyond those in flight; ``max_queued_messages``: a count limit on top (0:
-        none)."""
+        session beyond those in flight; ``max_queued_messages``: a count limit on top."""
         self.base_dir = base_dir.resolve()
         self.requested_port = port
         self.max_queued_bytes = max_queued_bytes
