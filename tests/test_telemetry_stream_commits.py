@@ -225,7 +225,7 @@ async def test_a_batch_is_retried_after_a_lost_connection(
     assert count == 2
 
 
-async def test_notifications_a_failed_facts_write_did_not_send_go_out_with_the_next(
+async def test_a_failed_facts_write_does_not_delay_or_lose_the_commit_announcements(
     one_device: OneDevice, grpc_server: Server, owner_conn: asyncpg.Connection, pipeline: Pipeline
 ) -> None:
     client_id, device, serial, base = one_device
