@@ -8,6 +8,7 @@ __all__ = [
     "Decoder",
     "Expression",
     "ExpressionError",
+    "FormulaSet",
     "LimitsError",
     "NativeError",
     "check_expression",
@@ -16,6 +17,8 @@ __all__ = [
     "evaluate_conditions",
     "expression_error_codes",
     "expression_functions",
+    "point_columns",
+    "point_skip_codes",
     "version",
 ]
 
@@ -44,7 +47,11 @@ class Decoder:
         max_future_seconds: int,
     ) -> Decoder: ...
     def decode(
-        self, messages: list[tuple[UUID | bytes, UUID | bytes, int, bytes]], now_us: int
+        self,
+        messages: list[tuple[UUID | bytes, UUID | bytes, int, bytes]],
+        now_us: int,
+        formulas: FormulaSet | None = None,
+        device_types: list[str | None] | None = None,
     ) -> tuple[
         bytes,  # copy_data
         int,  # rows
@@ -55,9 +62,13 @@ class Decoder:
         dict[UUID | bytes, int],  # latest_us: the caller's device id object -> unix us
         bytes,  # row_times_us: little-endian i64 per row
         list[int],  # rows_per_message
+        bytes,  # points_copy_data: device_data_points COPY (empty without points)
+        int,  # points
+        list[tuple[int, str, int]],  # skipped points: (formula index, code, count)
     ]:
         """Decodes `(device_id, client_id, received_at_us, payload)` messages; ids are
-        `uuid.UUID` or their 16 bytes."""
+        `uuid.UUID` or their 16 bytes. With `formulas`, evaluates them on every accepted
+        reading; `device_types` has one entry per message."""
 
 # --- expressions (issue 15): ingest_native/src/cel_py.rs ---
 
@@ -111,3 +122,24 @@ def evaluate_conditions(
     rows: int,
     budget_us: int,
 ) -> tuple[bytes, int]: ...
+
+# --- calculated metrics (issue 17): ingest_native/src/formulas_py.rs ---
+
+@final
+class FormulaSet:
+    """Enabled formulas, compiled; immutable, shareable between threads."""
+
+    def __new__(
+        cls,
+        formulas: list[
+            tuple[bytes, int, bytes, bytes | None, str | None, str, str | None, Expression]
+        ],
+        budget_us: int,
+    ) -> FormulaSet: ...
+    def __len__(self) -> int: ...
+
+def point_columns() -> list[tuple[str, str]]:
+    """`device_data_points` columns in COPY order, as (name, PostgreSQL type)."""
+
+def point_skip_codes() -> list[str]:
+    """Every skipped-point code, in a fixed order."""

@@ -28,7 +28,11 @@ __all__ = [
     "ExpressionColumn",
     "ExpressionError",
     "ExpressionProblem",
+    "FormulaSet",
     "LimitsError",
+    "POINT_COLUMNS",
+    "POINT_COLUMN_TYPES",
+    "POINT_SKIP_CODES",
     "NativeError",
     "Reject",
     "UnknownField",
@@ -112,6 +116,13 @@ class DecodedBatch:
     """One little-endian i64 per row: its time in Unix epoch microseconds."""
     rows_per_message: list[int] = field(default_factory=list)
     """Accepted rows of each input message, in input order."""
+    points_copy_data: bytes = b""
+    """``device_data_points`` COPY data (columns :data:`POINT_COLUMNS`) of the formulas
+    evaluated on the accepted rows; empty without points."""
+    points: int = 0
+    skipped_points: list[tuple[int, str, int]] = field(default_factory=list)
+    """(index of the formula in its :class:`FormulaSet`, skip code, count) of the values that
+    became no point (codes: :data:`POINT_SKIP_CODES`)."""
 
 
 class Decoder:
@@ -135,12 +146,16 @@ class Decoder:
         self,
         messages: Sequence[tuple[uuid.UUID, uuid.UUID, int, bytes]],
         now_us: int | None = None,
+        formulas: FormulaSet | None = None,
+        device_types: list[str | None] | None = None,
     ) -> DecodedBatch:
         """Decodes ``(device_id, client_id, received_at_unix_us, payload)`` messages.
 
         Reading times are judged against ``now_us`` (Unix microseconds; default: the clock).
         Bad payloads become :class:`Reject` entries, never exceptions; :class:`NativeError`
-        means the call itself was malformed.
+        means the call itself was malformed. With ``formulas``, each accepted reading is
+        evaluated in the same native call (``device_types``: each message's device type,
+        for formulas scoped to a type).
         """
         if now_us is None:
             now_us = time.time_ns() // 1000
@@ -148,9 +163,18 @@ class Decoder:
         # devices and clients in its results by message index or by the caller's own objects:
         # no uuid is converted or built per message here.
         inputs = messages if isinstance(messages, list) else list(messages)
-        copy_data, rows, rejects, unknown, latest_us, row_times_us, per_message = (
-            self._native.decode(inputs, now_us)
-        )
+        (
+            copy_data,
+            rows,
+            rejects,
+            unknown,
+            latest_us,
+            row_times_us,
+            per_message,
+            points_copy,
+            points,
+            skipped,
+        ) = self._native.decode(inputs, now_us, formulas, device_types)
         return DecodedBatch(
             copy_data=copy_data,
             rows=rows,
@@ -163,6 +187,9 @@ class Decoder:
             latest_us=cast("dict[uuid.UUID, int]", latest_us),
             row_times_us=row_times_us,
             rows_per_message=per_message,
+            points_copy_data=points_copy,
+            points=points,
+            skipped_points=skipped,
         )
 
 
@@ -229,3 +256,17 @@ def evaluate_numbers(
     return _ingest_native.evaluate(
         list(expressions), [(c.name, c.is_bool, c.values) for c in columns], rows, budget_us
     )
+
+
+# --- calculated metrics (issue 17) --------------------------------------------------------
+# Formulas are evaluated by Decoder.decode on each accepted reading
+# (ingest_native/src/formulas.rs), with the expression engine above.
+
+FormulaSet = _ingest_native.FormulaSet
+"""Enabled formulas, compiled once: ``FormulaSet([(id16, version, client16, device16 | None,
+device_type | None, metric, unit | None, Expression), ...], budget_us)``."""
+POINT_COLUMN_TYPES: tuple[tuple[str, str], ...] = tuple(_ingest_native.point_columns())
+"""``device_data_points`` columns in COPY order with their PostgreSQL types."""
+POINT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in POINT_COLUMN_TYPES)
+POINT_SKIP_CODES: tuple[str, ...] = tuple(_ingest_native.point_skip_codes())
+"""Why a formula's value became no point: missing_field, non_finite, ..."""

@@ -490,6 +490,56 @@ impl Walk<'_> {
     }
 }
 
+impl CheckedExpr {
+    /// Evaluates the expression on one reading: `field(i)` is the value of `self.fields[i]`
+    /// (None: absent). [`Val::Error`](crate::cel_fast::Val::Error) when the value is unknown
+    /// (an absent field, an error). The direct evaluator answers when it can, the `cel`
+    /// interpreter otherwise, exactly as [`evaluate`] does.
+    pub fn evaluate_one(
+        &self,
+        field: &dyn Fn(usize) -> Option<crate::cel_fast::Val>,
+    ) -> crate::cel_fast::Val {
+        use crate::cel_fast::{eval, Outcome, Val};
+        if let Some(node) = &self.fast {
+            if let Outcome::Value(v) = eval(node, field) {
+                return v;
+            }
+        }
+        let resolver = OneReading {
+            fields: &self.fields,
+            values: (0..self.fields.len()).map(field).collect(),
+        };
+        let mut context = Context::with_env(Arc::clone(env()));
+        context.set_variable_resolver(&resolver);
+        match Value::resolve(&self.expr, &context) {
+            Ok(Value::Bool(b)) => Val::Bool(b),
+            Ok(Value::Float(f)) => Val::Num(f),
+            _ => Val::Error,
+        }
+    }
+}
+
+/// One reading's fields, for the interpreter, by the expression's field indices.
+struct OneReading<'a> {
+    fields: &'a [String],
+    values: Vec<Option<crate::cel_fast::Val>>,
+}
+
+impl VariableResolver for OneReading<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        use crate::cel_fast::Val;
+        let index = self
+            .fields
+            .binary_search_by(|f| f.as_str().cmp(variable))
+            .ok()?;
+        match self.values[index]? {
+            Val::Num(x) => Some(CowVal::owned(CelDouble::from(x))),
+            Val::Bool(b) => Some(CowVal::owned(CelBool::from(b))),
+            Val::Error => None,
+        }
+    }
+}
+
 /// How a column's values are bound: as doubles, or as booleans (non-zero is true).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnKind {

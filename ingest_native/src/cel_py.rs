@@ -53,8 +53,8 @@ fn check_expression(source: &str) -> (Vec<String>, Vec<Problem>) {
 
 /// A checked expression; immutable, shareable between threads.
 #[pyclass(frozen, module = "lifebox_grpc._ingest_native")]
-struct Expression {
-    inner: CheckedExpr,
+pub(crate) struct Expression {
+    pub(crate) inner: CheckedExpr,
 }
 
 #[pymethods]

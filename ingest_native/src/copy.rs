@@ -107,12 +107,14 @@ impl CopyWriter {
     }
 }
 
-fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends one non-NULL field: its length, then its bytes.
+pub(crate) fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     buf.extend_from_slice(bytes);
 }
 
-fn put_null(buf: &mut Vec<u8>) {
+/// Appends a NULL field.
+pub(crate) fn put_null(buf: &mut Vec<u8>) {
     buf.extend_from_slice(&(-1_i32).to_be_bytes());
 }
 

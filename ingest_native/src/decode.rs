@@ -46,6 +46,7 @@ use crate::extra::{self, ExtraLimits};
 use crate::fields::{
     field_index, FIELDS, FIELD_COUNT, KEY_PATTERNS, RESERVED_KEYS, TS_KEY, TS_SLOT,
 };
+use crate::formulas::{FormulaSet, PointMark, PointWriter, Points};
 use crate::json::{self, Scanner};
 use crate::limits::Limits;
 use crate::reject::{quoted, Fault, Reject, RejectCode};
@@ -101,6 +102,8 @@ pub struct Batch {
     pub row_times_us: Vec<i64>,
     /// Accepted rows of each input message, in input order.
     pub rows_per_message: Vec<usize>,
+    /// The calculated points of the accepted rows (empty without formulas).
+    pub points: Points,
 }
 
 impl Batch {
@@ -112,8 +115,29 @@ impl Batch {
 
 /// Decodes `messages` under `limits`, judging reading times against `now_us`.
 pub fn decode_batch(messages: &[Message<'_>], limits: &Limits, now_us: i64) -> Batch {
+    decode_batch_with_formulas(messages, limits, now_us, None)
+}
+
+/// The formulas a batch evaluates on its accepted readings, and each message's device type
+/// (parallel to the messages; the formulas' scopes may name a type).
+#[derive(Clone, Copy)]
+pub struct BatchFormulas<'f> {
+    pub set: &'f FormulaSet,
+    pub device_types: &'f [Option<&'f str>],
+}
+
+/// As [`decode_batch`], and evaluates `formulas` on every accepted reading as it is encoded
+/// ([`crate::formulas`]): their points come back in [`Batch::points`].
+pub fn decode_batch_with_formulas(
+    messages: &[Message<'_>],
+    limits: &Limits,
+    now_us: i64,
+    formulas: Option<BatchFormulas<'_>>,
+) -> Batch {
     let bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
     let mut state = BatchState::new(limits, now_us, bytes / 2);
+    let formulas = formulas.filter(|f| !f.set.is_empty());
+    state.points = formulas.map(|f| (PointWriter::new(f.set), f.device_types));
     for (index, message) in messages.iter().enumerate() {
         state.message(index, message);
     }
@@ -181,10 +205,13 @@ struct Marks {
     copy: usize,
     rows: usize,
     rejects: usize,
+    points: Option<PointMark>,
 }
 
 struct BatchState<'l> {
     limits: &'l Limits,
+    /// The formulas' writer and the messages' device types, when the batch has formulas.
+    points: Option<(PointWriter<'l>, &'l [Option<&'l str>])>,
     window: (i64, i64),
     copy: CopyWriter,
     row_times: Vec<i64>,
@@ -206,6 +233,7 @@ impl<'l> BatchState<'l> {
         let future = limits.max_future_seconds.saturating_mul(1_000_000);
         BatchState {
             limits,
+            points: None,
             window: (now_us.saturating_sub(past), now_us.saturating_add(future)),
             copy: CopyWriter::with_capacity(capacity),
             row_times: Vec::new(),
@@ -228,6 +256,7 @@ impl<'l> BatchState<'l> {
             latest: self.latest.into_values().collect(),
             row_times_us: self.row_times,
             rows_per_message: self.rows_per_message,
+            points: self.points.map(|(w, _)| w.finish()).unwrap_or_default(),
         }
     }
 
@@ -273,6 +302,7 @@ impl<'l> BatchState<'l> {
             copy: self.copy.len(),
             rows: self.row_times.len(),
             rejects: self.rejects.len(),
+            points: self.points.as_ref().map(|(w, _)| w.mark()),
         };
         self.pending_unknown.clear();
         let mut cursor = Cursor {
@@ -342,10 +372,16 @@ impl<'l> BatchState<'l> {
             }
         }
         self.rows_per_message.push(cursor.rows);
+        if let Some((w, _)) = &mut self.points {
+            w.commit();
+        }
     }
 
     fn rollback(&mut self, marks: &Marks, device: &[u8; 16]) {
         self.copy.truncate(marks.copy);
+        if let (Some((w, _)), Some(mark)) = (&mut self.points, marks.points) {
+            w.rollback(mark);
+        }
         for &t in &self.row_times[marks.rows..] {
             self.seen_times.remove(&(*device, t));
         }
@@ -596,6 +632,16 @@ impl<'l> BatchState<'l> {
             text: &r.text,
             extra,
         });
+        if let Some((w, device_types)) = &mut self.points {
+            let device_type = device_types.get(cursor.index).copied().flatten();
+            w.reading(
+                &message.client_id,
+                &message.device_id,
+                device_type,
+                time,
+                &r.values,
+            );
+        }
         for key in &r.unknown {
             let name = String::from_utf8_lossy(&r.text[key.name.clone()]).into_owned();
             let example = String::from_utf8_lossy(&r.extra[key.example.clone()]).into_owned();

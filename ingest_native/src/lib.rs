@@ -15,6 +15,10 @@ pub mod decode;
 pub mod errors;
 pub mod extra;
 pub mod fields;
+// --- calculated metrics (issue 17) ---
+pub mod formulas;
+mod formulas_py;
+// ---
 pub mod json;
 pub mod limits;
 pub mod reject;
@@ -29,7 +33,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
-use crate::decode::Message;
+use crate::decode::{BatchFormulas, Message};
 use crate::errors::NativeError;
 use crate::limits::Limits;
 
@@ -227,19 +231,51 @@ impl Decoder {
     /// `uuid.UUID` or 16 bytes.
     ///
     /// Returns `(copy_data, rows, rejects, unknown_fields, latest_us, row_times_us,
-    /// rows_per_message)`; see `_ingest_native.pyi`. Unknown fields are per device and name
-    /// it by a message index, and `latest_us` is keyed by the caller's device id objects, so
-    /// no id object is built.
+    /// rows_per_message, points_copy_data, points, skipped_points)`; see `_ingest_native.pyi`.
+    /// Unknown fields are per device and name it by a message index, and `latest_us` is keyed
+    /// by the caller's device id objects, so no id object is built. With `formulas`, every
+    /// accepted reading is evaluated while it is encoded; `device_types` (one per message, or
+    /// None) is what the formulas' type scopes are matched against.
+    #[pyo3(signature = (messages, now_us, formulas=None, device_types=None))]
+    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts the list into an owned value
     fn decode<'py>(
         &self,
         py: Python<'py>,
         messages: &Bound<'py, PyList>,
         now_us: i64,
+        formulas: Option<&Bound<'py, formulas_py::FormulaSet>>,
+        device_types: Option<Vec<Option<String>>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let owned = copy_inputs(messages)?;
         let limits = self.limits;
         let inputs = owned.messages();
-        let batch = py.detach(|| decode::decode_batch(&inputs, &limits, now_us));
+        let types: Vec<Option<&str>> = device_types
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(Option::as_deref)
+            .collect();
+        if formulas.is_some() && device_types.is_some() && types.len() != inputs.len() {
+            return Err(PyErr::from(NativeError::InvalidInput(format!(
+                "{} device types for {} messages",
+                types.len(),
+                inputs.len()
+            ))));
+        }
+        let set = formulas.map(|f| &f.get().inner);
+        let batch = py.detach(|| {
+            let with = set.map(|set| BatchFormulas {
+                set,
+                device_types: &types,
+            });
+            decode::decode_batch_with_formulas(&inputs, &limits, now_us, with)
+        });
+        let skipped: Vec<_> = batch
+            .points
+            .skipped
+            .iter()
+            .map(|&(f, code, count)| (f, code.as_str(), count))
+            .collect();
         let rejects: Vec<_> = batch
             .rejects
             .iter()
@@ -284,6 +320,9 @@ impl Decoder {
             latest,
             PyBytes::new(py, &times),
             &batch.rows_per_message,
+            PyBytes::new(py, &batch.points.copy_data),
+            batch.points.points,
+            skipped,
         )
             .into_pyobject(py)
     }
@@ -298,6 +337,8 @@ fn _ingest_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LimitsError", m.py().get_type::<LimitsError>())?;
     // --- expressions (issue 15) ---
     cel_py::register(m)?;
+    // --- calculated metrics (issue 17) ---
+    formulas_py::register(m)?;
     // ---
     Ok(())
 }
