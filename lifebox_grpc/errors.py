@@ -85,6 +85,13 @@ class FailedPrecondition(DomainError):
     default_reason = "ERROR_REASON_FAILED_PRECONDITION"
 
 
+class Aborted(DomainError):
+    """A conditional write lost a race: the resource changed since the caller read it
+    (AIP-154: a stale etag). Read it again and retry."""
+
+    default_reason = "ERROR_REASON_FAILED_PRECONDITION"
+
+
 class ResourceExhausted(DomainError):
     """Too many attempts; retry after ``retry_after`` seconds.
 

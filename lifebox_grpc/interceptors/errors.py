@@ -24,6 +24,7 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from lifebox_grpc.errors import (
+    Aborted,
     AlreadyExists,
     DeadlineExceeded,
     DomainError,
@@ -48,6 +49,7 @@ _CODES: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Aborted, grpc.StatusCode.ABORTED),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
