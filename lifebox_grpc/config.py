@@ -534,6 +534,20 @@ class Settings(BaseSettings):
 
     # --- end billing (issue 16) ---
 
+    # --- calculated metrics (issue 17) ---
+    formulas_enabled: bool = Field(
+        True,
+        description="Ingest workers evaluate enabled calculation formulas on each batch's "
+        "accepted readings and commit their device_data_points with the readings.",
+    )
+    formula_budget_ms: int = Field(
+        50,
+        ge=1,
+        description="CEL time budget per batch for formulas; values past it become no point "
+        '(counted in lifebox_ingest_points_skipped_total{reason="over_budget"}).',
+    )
+    # --- end calculated metrics (issue 17) ---
+
     # --- alarms (issue 15) ---
     alarm_evaluation: bool = Field(
         True, description="Ingest workers evaluate alarm rules on committed readings."

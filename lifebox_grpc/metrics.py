@@ -22,6 +22,15 @@ INGEST_MESSAGES = Counter(
     "lifebox_ingest_messages_total", "MQTT messages received by ingest", ["kind"]
 )
 INGEST_ROWS = Counter("lifebox_ingest_rows_total", "Telemetry rows committed")
+INGEST_POINTS = Counter(
+    "lifebox_ingest_points_total", "Calculated data points committed with their readings"
+)
+INGEST_POINTS_SKIPPED = Counter(
+    "lifebox_ingest_points_skipped_total",
+    "Formula values on committed readings that became no point, by reason (missing_field, "
+    "non_finite: division by zero included, not_a_number, error, over_budget)",
+    ["reason"],
+)
 INGEST_REJECTS = Counter(
     "lifebox_ingest_rejects_total", "Readings or messages rejected, by reason", ["reason"]
 )

@@ -31,11 +31,19 @@ from lifebox_grpc.alarms.evaluator import AlarmEvaluator, batch_devices  # --- a
 from lifebox_grpc.ingest.consumer import Received
 from lifebox_grpc.ingest.devices import DeviceDirectory
 from lifebox_grpc.ingest.facts import BatchFacts, device_spans
+from lifebox_grpc.ingest.formulas import BatchFormulas, FormulaCache  # calculated metrics
 from lifebox_grpc.ingest.messages import MessageError, decode_ack, decode_alarm
 from lifebox_grpc.ingest.reject_cap import RejectCap
 from lifebox_grpc.ingest.reporting import RateLimitedLog, WindowStats
 from lifebox_grpc.ingest.topics import KEPT_TOPIC_CHARS, ParsedTopic, TopicKind, parse_topic
-from lifebox_grpc.native import COLUMN_TYPES, COLUMNS, DecodedBatch, Decoder
+from lifebox_grpc.native import (
+    COLUMN_TYPES,
+    COLUMNS,
+    POINT_COLUMN_TYPES,
+    POINT_COLUMNS,
+    DecodedBatch,
+    Decoder,
+)
 from lifebox_grpc.presence.status import decode_status  # presence (issue 13)
 from lifebox_grpc.serials import MAX_SERIAL
 from lifebox_grpc.store import ingest as store
@@ -89,6 +97,10 @@ class PreparedBatch:
     unstored: list[RejectRow] = field(default_factory=list)  # past the cap: counted only
     # --- presence (issue 13) --- statuses, applied in the batch's transaction
     presence: list[presence_store.PresenceEvent] = field(default_factory=list)
+    # --- calculated metrics (issue 17) --- the formulas its readings were evaluated with,
+    # and the points the committing attempt inserted
+    formulas: BatchFormulas | None = None
+    points_written: int = 0
 
 
 class Pipeline:
@@ -105,6 +117,7 @@ class Pipeline:
         stop: asyncio.Event | None = None,
         cap: RejectCap | None = None,
         alarms: AlarmEvaluator | None = None,  # --- alarms (issue 15) ---
+        formulas: FormulaCache | None = None,  # --- calculated metrics (issue 17) ---
     ) -> None:
         self.pool = pool
         self.decoder = decoder
@@ -118,6 +131,8 @@ class Pipeline:
         self.stats = WindowStats()
         # --- alarms (issue 15): committed devices are evaluated after commit (alarms/) ---
         self.alarms = alarms
+        # --- calculated metrics (issue 17): evaluated natively while a batch decodes ---
+        self.formulas = formulas
 
     # -- preparation (no database writes) ----------------------------------------------------
 
@@ -215,7 +230,20 @@ class Pipeline:
             # Called inline: the native decoder releases the GIL, so the paho thread keeps
             # receiving meanwhile, and a batch decodes in about a millisecond. A thread pool
             # would only add two GIL hand-offs per batch (measured: slower).
-            batch.decoded = self.decoder.decode(inputs)
+            # Formulas (issue 17) are read per batch (a version check) and evaluated in the
+            # same native call, on the accepted readings only.
+            cache = self.formulas
+            if cache is not None:
+                clients = {ref.client_id for _, ref in batch.telemetry}
+                batch.formulas = await self._retrying(lambda conn: cache.for_clients(conn, clients))
+            if batch.formulas is None:
+                batch.decoded = self.decoder.decode(inputs)
+            else:
+                batch.decoded = self.decoder.decode(
+                    inputs,
+                    formulas=batch.formulas.native,
+                    device_types=[ref.device_type for _, ref in batch.telemetry],
+                )
             for reject in batch.decoded.rejects:
                 index, ref = batch.telemetry[reject.message_index]
                 item = messages[index]
@@ -253,6 +281,16 @@ class Pipeline:
                 else:
                     await store.copy_telemetry(conn, decoded.copy_data, COLUMNS)
                     rows = decoded.rows
+                # Calculated points (issue 17): with their readings, exactly once.
+                batch.points_written = 0
+                if decoded.points:
+                    if dedupe:
+                        batch.points_written = await store.copy_points_deduplicated(
+                            conn, decoded.points_copy_data, POINT_COLUMN_TYPES
+                        )
+                    else:
+                        await store.copy_points(conn, decoded.points_copy_data, POINT_COLUMNS)
+                        batch.points_written = decoded.points
                 # The commit announcement, delivered at COMMIT (issue 18).
                 xid = await store.announce_commit(
                     conn,
@@ -387,6 +425,10 @@ class Pipeline:
         """Metrics and reject log lines of a committed batch (once, whatever the retries)."""
         for kind, count in batch.kinds.items():
             metrics.INGEST_MESSAGES.labels(kind.value).inc(count)
+        if batch.decoded is not None:  # calculated metrics (issue 17)
+            metrics.INGEST_POINTS.inc(batch.points_written)
+            for _formula, code, count in batch.decoded.skipped_points:
+                metrics.INGEST_POINTS_SKIPPED.labels(code).inc(count)
         for row in (*batch.rejects, *batch.ack_rejects, *batch.unstored):
             metrics.INGEST_REJECTS.labels(row.code).inc()
             self.reject_log.reject(row)

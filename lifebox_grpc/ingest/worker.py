@@ -26,6 +26,7 @@ from lifebox_grpc.broker.drops import report_drops
 from lifebox_grpc.config import Settings
 from lifebox_grpc.ingest.consumer import MqttConsumer
 from lifebox_grpc.ingest.devices import DeviceDirectory, follow_device_changes
+from lifebox_grpc.ingest.formulas import FormulaCache  # calculated metrics (issue 17)
 from lifebox_grpc.ingest.pipeline import Pipeline, ShutdownError
 from lifebox_grpc.ingest.reject_cap import RejectCap
 from lifebox_grpc.native import DecodeLimits, Decoder
@@ -107,6 +108,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
         stop,
         cap,
         alarms,  # --- alarms (issue 15)
+        FormulaCache(settings.formula_budget_ms * 1000) if settings.formulas_enabled else None,
     )
     facts_stop = asyncio.Event()  # set once the last batch is in: its facts still get written
     facts = asyncio.create_task(pipeline.facts.run(facts_stop))

@@ -24,6 +24,7 @@ class DeviceRef:
     client_id: uuid.UUID
     status: str
     client_status: str
+    device_type: str = "generic"  # calculated metrics (issue 17): formulas scope by type
 
     @property
     def accepts_data(self) -> bool:
@@ -77,7 +78,7 @@ class CatalogRow:
 
 
 _DEVICES_BY_SERIAL = """
-SELECT d.serial, d.id, d.client_id, d.status, c.status AS client_status
+SELECT d.serial, d.id, d.client_id, d.status, c.status AS client_status, d.device_type
 FROM devices d JOIN clients c ON c.id = d.client_id
 WHERE d.serial = ANY($1::text[])
 """
@@ -88,7 +89,9 @@ async def devices_by_serial(
 ) -> dict[str, DeviceRef]:
     rows = await conn.fetch(_DEVICES_BY_SERIAL, list(serials))
     return {
-        r["serial"]: DeviceRef(r["id"], r["client_id"], r["status"], r["client_status"])
+        r["serial"]: DeviceRef(
+            r["id"], r["client_id"], r["status"], r["client_status"], r["device_type"]
+        )
         for r in rows
     }
 
@@ -128,6 +131,38 @@ async def copy_telemetry_deduplicated(
     status = await conn.execute(
         f"INSERT INTO telemetry_events ({names}) SELECT {names} FROM telemetry_staging "
         "ON CONFLICT (device_id, time) DO NOTHING"
+    )
+    return int(status.split()[-1])
+
+
+# --- calculated metrics (issue 17): points COPYed with their readings ---
+POINTS_TABLE = "device_data_points"
+
+
+async def copy_points(conn: asyncpg.Connection, data: bytes, columns: Sequence[str]) -> None:
+    """The calculated points of a batch, by binary COPY (the fast path)."""
+    await conn.copy_to_table(
+        POINTS_TABLE, source=_BytesSource(data), columns=list(columns), format="binary"
+    )
+
+
+async def copy_points_deduplicated(
+    conn: asyncpg.Connection, data: bytes, column_types: Sequence[tuple[str, str]]
+) -> int:
+    """The redelivery path, as :func:`copy_telemetry_deduplicated`: points already committed
+    with their readings stay as they are (with the formula version that computed them)."""
+    definition = ", ".join(f'"{name}" {pg_type}' for name, pg_type in column_types)
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS points_staging ({definition}) ON COMMIT DELETE ROWS"
+    )
+    columns = [name for name, _ in column_types]
+    await conn.copy_to_table(
+        "points_staging", source=_BytesSource(data), columns=columns, format="binary"
+    )
+    names = ", ".join(columns)
+    status = await conn.execute(
+        f"INSERT INTO {POINTS_TABLE} ({names}) SELECT {names} FROM points_staging "
+        "ON CONFLICT (device_id, metric, time) DO NOTHING"
     )
     return int(status.split()[-1])
 
