@@ -363,5 +363,47 @@ METHOD_RULES.update(
 )
 # --- end commands ---
 
+# --- dashboards (issue 17): a page is found first (another tenant's, or one not shared
+# with the caller, reads NOT_FOUND), then dashboards.write where the RPC edits; a user's own
+# layout of a page takes only dashboards.read; page data takes telemetry.read too ---
+DASHBOARDS_READ = "dashboards.read"
+DASHBOARDS_WRITE = "dashboards.write"
+CATALOGUE.update(
+    {
+        DASHBOARDS_READ: (
+            "Read the quick-view pages one owns or that are shared with one (client "
+            "administrators: the client's), their widgets and data, and arrange them."
+        ),
+        DASHBOARDS_WRITE: "Create pages, edit them (owner or edit share), share and delete them.",
+    }
+)
+_DASHBOARDS = "/lifebox.v1.DashboardService/"
+_DASH_READ = Rule(Access.AUTHENTICATED, DASHBOARDS_READ)
+_DASH_EDIT = Rule(Access.AUTHENTICATED, DASHBOARDS_READ, after_lookup=DASHBOARDS_WRITE)
+METHOD_RULES.update(
+    {
+        _DASHBOARDS + "CreatePage": Rule(Access.AUTHENTICATED, DASHBOARDS_WRITE),
+        _DASHBOARDS + "GetPage": _DASH_READ,
+        _DASHBOARDS + "ListPages": _DASH_READ,
+        _DASHBOARDS + "UpdatePage": _DASH_EDIT,
+        _DASHBOARDS + "DeletePage": _DASH_EDIT,
+        _DASHBOARDS + "SharePage": _DASH_EDIT,
+        _DASHBOARDS + "RevokePageShare": _DASH_EDIT,
+        _DASHBOARDS + "ListPageShares": _DASH_READ,
+        _DASHBOARDS + "CreateWidget": _DASH_EDIT,
+        _DASHBOARDS + "GetWidget": _DASH_READ,
+        _DASHBOARDS + "ListWidgets": _DASH_READ,
+        _DASHBOARDS + "UpdateWidget": _DASH_EDIT,
+        _DASHBOARDS + "DeleteWidget": _DASH_EDIT,
+        _DASHBOARDS + "GetPageLayout": _DASH_READ,
+        _DASHBOARDS + "UpdatePageLayout": _DASH_READ,
+        _DASHBOARDS + "DeletePageLayout": _DASH_READ,
+        _DASHBOARDS + "GetPageData": Rule(
+            Access.AUTHENTICATED, DASHBOARDS_READ, after_lookup=TELEMETRY_READ
+        ),
+    }
+)
+# --- end dashboards (issue 17) ---
+
 # Services outside our API (health, reflection) need no token.
 UNGUARDED_PREFIXES = ("/grpc.",)

@@ -127,6 +127,25 @@ def _add_billing(server: grpc.aio.Server, deps: Dependencies) -> None:
 # --- end billing (issue 16) ---
 
 
+# --- dashboards (issue 17) ---
+def _add_dashboards(server: grpc.aio.Server, deps: Dependencies) -> None:
+    from lifebox.v1 import dashboards_pb2_grpc
+    from lifebox_grpc.services.dashboards import DashboardServicer
+
+    dashboards_pb2_grpc.add_DashboardServiceServicer_to_server(
+        DashboardServicer(deps.pool, deps.settings), server
+    )
+
+
+def _dashboards_name() -> str:
+    from lifebox.v1 import dashboards_pb2
+
+    return str(dashboards_pb2.DESCRIPTOR.services_by_name["DashboardService"].full_name)
+
+
+# --- end dashboards (issue 17) ---
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, _add_auth),
     ServiceSpec(clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name, _add_clients),
@@ -138,6 +157,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name, _add_billing),
     ServiceSpec(_commands_name(), _add_commands),  # --- commands (issue 14)
     ServiceSpec(_alarms_name(), _add_alarms),  # --- alarms (issue 15)
+    ServiceSpec(_dashboards_name(), _add_dashboards),  # --- dashboards (issue 17)
 )
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from lifebox_grpc.auth.permissions import DASHBOARDS_READ, DASHBOARDS_WRITE
 from lifebox_grpc.auth.principal import CLIENT, Principal
 from lifebox_grpc.errors import NotFound, PermissionDenied
 from lifebox_grpc.store import dashboard_access as access_store
 
-DASHBOARDS_READ = "dashboards.read"
-DASHBOARDS_WRITE = "dashboards.write"
+__all__ = ["DASHBOARDS_READ", "DASHBOARDS_WRITE", "PageAccess", "PageRole", "page_access"]
 
 
 class PageRole(enum.Enum):
@@ -92,10 +92,11 @@ async def require_page(
 ) -> PageAccess:
     """The caller's access, NOT_FOUND when it may not see the page, PERMISSION_DENIED when
     it must ``edit`` (owner or edit share) or ``share`` (owner) and may not."""
-    principal.require(DASHBOARDS_WRITE if edit or share else DASHBOARDS_READ)
+    # Found first: another tenant's page is NOT_FOUND whatever the caller's permissions.
     access = await page_access(conn, principal, page_id)
     if access is None:
         raise NotFound("page not found")
+    principal.require(DASHBOARDS_WRITE if edit or share else DASHBOARDS_READ)
     if share and not access.may_share:
         raise PermissionDenied("only the page's owner may share, revoke or delete it")
     if edit and not access.may_edit:
