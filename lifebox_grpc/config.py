@@ -548,6 +548,41 @@ class Settings(BaseSettings):
     )
     # --- end calculated metrics (issue 17) ---
 
+    # --- files (issue 17) ---
+    files_store: str = Field(
+        "postgres",
+        pattern="^(postgres|local)$",
+        description="Where uploaded files' bytes go: postgres (chunked rows, seen by every "
+        "serve replica, included in backups) or local (files_dir, one node only).",
+    )
+    files_dir: Path | None = Field(
+        None, description="The local store's directory. Unset: <home>/files."
+    )
+    files_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="The largest file an upload may carry."
+    )
+    files_quota_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="Bytes each tenant's files may use in all, unless its "
+        "client_file_usage.quota_bytes says otherwise.",
+    )
+    files_allowed_types: list[str] = Field(
+        [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/webp",
+            "application/pdf",
+            "text/plain",
+            "text/csv",
+            "application/json",
+        ],
+        description="Content types an upload may claim (JSON list); each is also checked "
+        "against the bytes (magic numbers; text types must be UTF-8 with no signature).",
+    )
+    # --- end files (issue 17) ---
+
     # --- alarms (issue 15) ---
     alarm_evaluation: bool = Field(
         True, description="Ingest workers evaluate alarm rules on committed readings."
