@@ -405,5 +405,32 @@ METHOD_RULES.update(
 )
 # --- end dashboards (issue 17) ---
 
+# --- calculations (issue 17): a formula is found first (another tenant's reads NOT_FOUND),
+# then formulas.write where the RPC changes it; a dry run takes telemetry.read on its device ---
+FORMULAS_READ = "formulas.read"
+FORMULAS_WRITE = "formulas.write"
+CATALOGUE.update(
+    {
+        FORMULAS_READ: "Read the client's calculation formulas and try them on stored readings.",
+        FORMULAS_WRITE: "Create, change, enable and delete calculation formulas.",
+    }
+)
+_CALCULATIONS = "/lifebox.v1.CalculationService/"
+_FORMULA_EDIT = Rule(Access.AUTHENTICATED, FORMULAS_READ, after_lookup=FORMULAS_WRITE)
+METHOD_RULES.update(
+    {
+        _CALCULATIONS + "CreateFormula": Rule(Access.AUTHENTICATED, FORMULAS_WRITE),
+        _CALCULATIONS + "GetFormula": Rule(Access.AUTHENTICATED, FORMULAS_READ),
+        _CALCULATIONS + "ListFormulas": Rule(Access.AUTHENTICATED, FORMULAS_READ),
+        _CALCULATIONS + "UpdateFormula": _FORMULA_EDIT,
+        _CALCULATIONS + "DeleteFormula": _FORMULA_EDIT,
+        _CALCULATIONS + "EnableFormula": _FORMULA_EDIT,
+        _CALCULATIONS + "TestFormula": Rule(
+            Access.AUTHENTICATED, FORMULAS_READ, after_lookup=TELEMETRY_READ
+        ),
+    }
+)
+# --- end calculations (issue 17) ---
+
 # Services outside our API (health, reflection) need no token.
 UNGUARDED_PREFIXES = ("/grpc.",)

@@ -146,6 +146,25 @@ def _dashboards_name() -> str:
 # --- end dashboards (issue 17) ---
 
 
+# --- calculations (issue 17) ---
+def _add_calculations(server: grpc.aio.Server, deps: Dependencies) -> None:
+    from lifebox.v1 import calculations_pb2_grpc
+    from lifebox_grpc.services.calculations import CalculationServicer
+
+    calculations_pb2_grpc.add_CalculationServiceServicer_to_server(
+        CalculationServicer(deps.pool, deps.settings), server
+    )
+
+
+def _calculations_name() -> str:
+    from lifebox.v1 import calculations_pb2
+
+    return str(calculations_pb2.DESCRIPTOR.services_by_name["CalculationService"].full_name)
+
+
+# --- end calculations (issue 17) ---
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, _add_auth),
     ServiceSpec(clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name, _add_clients),
@@ -158,6 +177,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(_commands_name(), _add_commands),  # --- commands (issue 14)
     ServiceSpec(_alarms_name(), _add_alarms),  # --- alarms (issue 15)
     ServiceSpec(_dashboards_name(), _add_dashboards),  # --- dashboards (issue 17)
+    ServiceSpec(_calculations_name(), _add_calculations),  # --- calculations (issue 17)
 )
 
 
