@@ -34,7 +34,8 @@ async def test_page_create_get_list_update_delete(
     page = await make_page(s, md, [d2, d1], [reboot])
     assert page.device_ids == [str(d2), str(d1)]
     assert page.command_template_ids == [str(reboot)]
-    assert page.caller_role == pb.PAGE_ROLE_OWNER and page.etag
+    assert page.caller_role == pb.PAGE_ROLE_OWNER
+    assert page.etag
     got = (await s.GetPage(pb.GetPageRequest(page_id=page.id), metadata=md)).page
     assert got == page
     listed = await s.ListPages(pb.ListPagesRequest(), metadata=md)
@@ -51,7 +52,8 @@ async def test_page_create_get_list_update_delete(
             metadata=md,
         )
     ).page
-    assert updated.title == "Renamed" and updated.device_ids == [str(d1)]
+    assert updated.title == "Renamed"
+    assert updated.device_ids == [str(d1)]
     assert updated.etag != page.etag
 
     # The first etag is stale now: ABORTED, for update and delete alike.
@@ -173,7 +175,8 @@ async def test_widgets_of_every_type_layouts_and_etags(
             pb.UpdateWidgetRequest(widget=changed, update_mask=mask("title", "config")), metadata=md
         )
     ).widget
-    assert saved.title == "Temp" and saved.gauge.field == "humidity_pct"
+    assert saved.title == "Temp"
+    assert saved.gauge.field == "humidity_pct"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await s.UpdateWidget(
             pb.UpdateWidgetRequest(widget=changed, update_mask=mask("title")), metadata=md
@@ -188,13 +191,15 @@ async def test_widgets_of_every_type_layouts_and_etags(
 
     # Layouts: the default is the widgets' positions; the caller's own replaces it for them.
     default = (await s.GetPageLayout(pb.GetPageLayoutRequest(page_id=page.id), metadata=md)).layout
-    assert default.is_default and default.positions[made[0].id] == POS
+    assert default.is_default
+    assert default.positions[made[0].id] == POS
     moved = pb.WidgetPosition(x=5, y=6, width=2, height=2)
     mine = pb.PageLayout(page_id=page.id, positions={made[0].id: moved})
     saved_layout = (
         await s.UpdatePageLayout(pb.UpdatePageLayoutRequest(layout=mine), metadata=md)
     ).layout
-    assert not saved_layout.is_default and saved_layout.positions[made[0].id] == moved
+    assert not saved_layout.is_default
+    assert saved_layout.positions[made[0].id] == moved
     other = await s.GetPageLayout(
         pb.GetPageLayoutRequest(page_id=page.id), metadata=a.users["client"].md
     )
@@ -284,7 +289,8 @@ async def test_shares_view_edit_expiry_revoke_and_same_tenant_only(
             metadata=owner.md,
         )
     ).share  # fmt: skip
-    assert share.permission == pb.SHARE_PERMISSION_EDIT and not share.expired
+    assert share.permission == pb.SHARE_PERMISSION_EDIT
+    assert not share.expired
     seen = (await s.GetPage(get, metadata=op.md)).page
     assert seen.caller_role == pb.PAGE_ROLE_EDIT
     await s.UpdatePage(
