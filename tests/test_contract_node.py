@@ -297,3 +297,55 @@ async def test_node_client_creates_tries_and_acknowledges_alarms(
 
 
 # --- end alarms (issue 15) ---
+
+
+# --- calculations (issue 17) ---
+async def test_node_client_creates_updates_tries_and_deletes_a_formula(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    from datetime import UTC, datetime, timedelta  # imports of this region kept in it
+
+    from tests.calculations.test_ingest_points import make_formula
+
+    client = await factories.make_client(owner_conn)
+    account = await make_account(owner_conn, "client", client)
+    device, _ = await factories.make_device(owner_conn, client)
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    for i, t in enumerate([100.0, 0.0]):
+        await factories.make_reading(
+            owner_conn, client, device, since + timedelta(seconds=i), temperature_c=t
+        )
+    await factories.make_reading(owner_conn, client, device, since + timedelta(seconds=2))
+    other = await factories.make_client(owner_conn)
+    other_formula = await make_formula(owner_conn, other, "secret", "temperature_c")
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_DEVICE_ID": str(device),
+        "LIFEBOX_CONTRACT_OTHER_FORMULA_ID": str(other_formula),
+        "LIFEBOX_CONTRACT_SINCE": since.isoformat(),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests" / "contract" / "calculations_contract.mjs"),
+        serve_process,
+        env=env,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert report["bad"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert report["scope"] == "FORMULA_SCOPE_DEVICE"
+    assert report["versions"] == [1, 2, 3]
+    assert report["formulas"] == ["temperature_f"]
+    assert report["tested"] == [212, 32]
+    assert report["skipped"] == {"missing_field": "1"}
+    assert report["isolation"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert report["deleted"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+# --- end calculations (issue 17) ---
