@@ -1,7 +1,9 @@
 """An embedded mosquitto broker with a generated configuration.
 
-Loopback only, on its own port (never the machine's 1883), persistence on with a short
-autosave interval, and queue/in-flight limits set deliberately (mosquitto's defaults keep only
+Loopback only, on its own port (never the machine's 1883), persistence on and saved every
+second (``AUTOSAVE_INTERVAL_S``: a ``kill -9`` of the broker loses at most what it accepted in
+the last second and had not delivered yet; benchmarks/broker_durability.py measured the
+choices), and queue/in-flight limits set deliberately (mosquitto's defaults keep only
 1000 messages per offline session and 20 in flight per client). A session's queue is bounded
 in bytes (``max_queued_bytes``, the memory budget of ``LIFEBOX_MQTT_MAX_QUEUED_MB``), not by a
 message count, and the broker publishes its counters (``$SYS``, among them the drops that
@@ -42,6 +44,12 @@ DEFAULT_ACCOUNTS = (
     files.BROKER_ADMIN,
     files.DISPATCH,  # --- commands (issue 14)
 )
+# Seconds between saves of the broker's store. Measured (benchmarks/broker_durability.py):
+# saving by time every second kept all but the last second's messages through kill -9 at
+# full publishing speed, also with 300,000 queued; every 30 s kept none of a 100,000 queue
+# filled in 1 s; saving every N changes slowed publishing 16x (N = 1000) or 2x (10,000) at
+# 100,000 queued, since each save writes the whole store.
+AUTOSAVE_INTERVAL_S = 1
 # How often the broker publishes $SYS (its drop count among them).
 SYS_INTERVAL_S = 2
 DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
@@ -238,7 +246,7 @@ class EmbeddedMosquitto:
             + f"pid_file {self.pid_path}\n"
             "persistence true\n"
             f"persistence_location {data}/\n"
-            "autosave_interval 30\n"
+            f"autosave_interval {AUTOSAVE_INTERVAL_S}\n"
             "autosave_on_changes false\n"
             f"max_queued_bytes {self.max_queued_bytes}\n"
             f"max_queued_messages {self.max_queued_messages}\n"
@@ -304,6 +312,13 @@ class EmbeddedMosquitto:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is saved beyond the last autosave."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
 
