@@ -432,5 +432,31 @@ METHOD_RULES.update(
 )
 # --- end calculations (issue 17) ---
 
+# --- files (issue 17) ---
+FILES_READ = "files.read"
+FILES_WRITE = "files.write"
+CATALOGUE.update(
+    {
+        FILES_READ: (
+            "Read and download the files one may see (one's own, the tenant's, those of pages "
+            "shared with one) and the tenant's file quota."
+        ),
+        FILES_WRITE: "Upload files, and delete one's own (client administrators: any).",
+    }
+)
+_FILES = "/lifebox.v1.FileService/"
+METHOD_RULES.update(
+    {
+        _FILES + "UploadFile": Rule(Access.AUTHENTICATED, FILES_WRITE),
+        _FILES + "GetFile": Rule(Access.AUTHENTICATED, FILES_READ),
+        _FILES + "ListFiles": Rule(Access.AUTHENTICATED, FILES_READ),
+        _FILES + "DownloadFile": Rule(Access.AUTHENTICATED, FILES_READ),
+        # Found first (another tenant's reads NOT_FOUND), then files.write and ownership.
+        _FILES + "DeleteFile": Rule(Access.AUTHENTICATED, FILES_READ, after_lookup=FILES_WRITE),
+        _FILES + "GetFileQuota": Rule(Access.AUTHENTICATED, FILES_READ),
+    }
+)
+# --- end files (issue 17) ---
+
 # Services outside our API (health, reflection) need no token.
 UNGUARDED_PREFIXES = ("/grpc.",)

@@ -165,6 +165,23 @@ def _calculations_name() -> str:
 # --- end calculations (issue 17) ---
 
 
+# --- files (issue 17) ---
+def _add_files(server: grpc.aio.Server, deps: Dependencies) -> None:
+    from lifebox.v1 import files_pb2_grpc
+    from lifebox_grpc.services.files import FileServicer
+
+    files_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(deps.pool, deps.settings), server)
+
+
+def _files_name() -> str:
+    from lifebox.v1 import files_pb2
+
+    return str(files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name)
+
+
+# --- end files (issue 17) ---
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, _add_auth),
     ServiceSpec(clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name, _add_clients),
@@ -178,6 +195,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(_alarms_name(), _add_alarms),  # --- alarms (issue 15)
     ServiceSpec(_dashboards_name(), _add_dashboards),  # --- dashboards (issue 17)
     ServiceSpec(_calculations_name(), _add_calculations),  # --- calculations (issue 17)
+    ServiceSpec(_files_name(), _add_files),  # --- files (issue 17)
 )
 
 
