@@ -8,7 +8,7 @@ from google.protobuf import json_format
 
 from lifebox.v1 import dashboards_pb2 as pb
 from lifebox_grpc.auth.principal import require_principal
-from lifebox_grpc.errors import ErrorCollector, NotFound
+from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
 from lifebox_grpc.services.common import parse_uuid, require_uuid, scoped
 from lifebox_grpc.services.dashboards.base import DashboardRpcs
 from lifebox_grpc.services.dashboards.mapping import check_etag, layout_pb, position_dict
@@ -51,6 +51,9 @@ class LayoutRpcs(DashboardRpcs):
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
             _, page = await load_page(conn, principal, page_id)
+            if principal.client_id != page.client_id:
+                # A layout is a row of the page's tenant, for a user of it (0008's key).
+                raise FailedPrecondition("platform staff keep no layouts of a tenant's pages")
             current = await store.get_layout(conn, principal.user_id, page_id, lock=True)
             if layout.etag:
                 if current is None:
