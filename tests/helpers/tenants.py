@@ -262,6 +262,13 @@ async def populate_tenant(conn: asyncpg.Connection) -> uuid.UUID:
             device,
             factories.unique("files/key"),
         ),
+        # --- files (issue 17): its bytes in the default store (0095); the trigger counts
+        # them in client_file_usage ---
+        (
+            "INSERT INTO file_chunks (client_id, storage_key, start_byte, data) "
+            "SELECT $1, storage_key, 0, 'x' FROM files WHERE client_id = $1",
+            client,
+        ),
         (
             "INSERT INTO dashboard_layouts (client_id, user_id) VALUES ($1, $2)",
             client,

@@ -1,0 +1,1 @@
+"""FileService and the file stores."""
