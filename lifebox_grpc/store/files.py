@@ -126,7 +126,7 @@ async def list_files(
 ) -> list[File]:
     """Files of ``client_id`` (None: every tenant) newest first; only those ``viewer`` may
     see unless None (administrators see every file of their scope)."""
-    visible = _VISIBLE.format(u="$2") if viewer is not None else "true"
+    visible = f"($2::uuid IS NULL OR {_VISIBLE.format(u='$2')})"
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM files f WHERE ($1::uuid IS NULL OR f.client_id = $1) "
         f"AND {visible} "
