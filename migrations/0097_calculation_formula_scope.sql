@@ -4,7 +4,7 @@
 -- A formula is a CEL expression over one reading's fields (checked by the native code that
 -- evaluates it in ingest), its `name` is the metric its points carry and `unit` their unit.
 -- It applies to one device (device_id), the devices of a type (device_type) or, with
--- neither, every device of its tenant; the generated `scope` says which.
+-- neither, every device of its tenant.
 --
 -- `version` starts at 1 and is bumped by the database on every update, whatever the writer:
 -- ingest caches compiled formulas by (id, version), and each data point records the version
@@ -21,11 +21,6 @@ ALTER TABLE calculation_formulas
     -- A device's formulas go with it.
     ADD CONSTRAINT calculation_formulas_device_fkey FOREIGN KEY (device_id, client_id)
         REFERENCES devices (id, client_id) ON DELETE CASCADE;
-ALTER TABLE calculation_formulas
-    ADD COLUMN scope text GENERATED ALWAYS AS (CASE
-        WHEN device_id IS NOT NULL THEN 'device'
-        WHEN device_type IS NOT NULL THEN 'device_type'
-        ELSE 'tenant' END) STORED;
 -- Ingest reads the enabled formulas of the tenants in a batch.
 CREATE INDEX calculation_formulas_enabled_idx ON calculation_formulas (client_id) WHERE enabled;
 CREATE INDEX calculation_formulas_device_idx ON calculation_formulas (device_id);
