@@ -349,3 +349,42 @@ async def test_node_client_creates_updates_tries_and_deletes_a_formula(
 
 
 # --- end calculations (issue 17) ---
+
+
+# --- dashboards (issue 17) ---
+DASHBOARDS_CLIENT = ROOT / "tests" / "contract" / "dashboards_contract.mjs"
+
+
+async def test_node_client_builds_a_page_reads_its_data_and_meets_a_stale_etag(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    client = await factories.make_client(owner_conn)
+    account = await make_account(owner_conn, "client", client)
+    device, _ = await factories.make_device(owner_conn, client)
+    await factories.make_reading(owner_conn, client, device, voltage_l1=231.5)
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_DEVICE_ID": str(device),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", str(DASHBOARDS_CLIENT), serve_process, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert "widget.gauge.field" in report["bad"]
+    assert report["latest_devices"] == [str(device)]
+    assert report["column"] == {
+        "field": "voltage_l1",
+        "type": "FIELD_TYPE_DOUBLE",
+        "doubles": [231.5],
+    }
+    assert report["renamed"] == "Renamed"
+    assert report["stale"] == grpc.StatusCode.ABORTED.value[0]
+    assert report["gone"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+# --- end dashboards (issue 17) ---
