@@ -15,6 +15,7 @@ __all__ = [
     "columns",
     "evaluate",
     "evaluate_conditions",
+    "evaluate_formula",
     "expression_error_codes",
     "expression_functions",
     "point_columns",
@@ -143,3 +144,9 @@ def point_columns() -> list[tuple[str, str]]:
 
 def point_skip_codes() -> list[str]:
     """Every skipped-point code, in a fixed order."""
+
+def evaluate_formula(
+    expression: Expression, columns: list[tuple[str, bool, bytes]], rows: int
+) -> tuple[bytes, list[str | None]]:
+    """One expression on stored readings as ingest evaluates a formula: (f64 values, NaN where
+    no point; each row's skip code or None)."""

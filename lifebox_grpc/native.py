@@ -38,6 +38,7 @@ __all__ = [
     "UnknownField",
     "check_expression",
     "evaluate_conditions",
+    "evaluate_formula",
     "evaluate_numbers",
     "version",
 ]
@@ -270,3 +271,13 @@ POINT_COLUMN_TYPES: tuple[tuple[str, str], ...] = tuple(_ingest_native.point_col
 POINT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in POINT_COLUMN_TYPES)
 POINT_SKIP_CODES: tuple[str, ...] = tuple(_ingest_native.point_skip_codes())
 """Why a formula's value became no point: missing_field, non_finite, ..."""
+
+
+def evaluate_formula(
+    expression: Expression, columns: Sequence[ExpressionColumn], rows: int
+) -> tuple[bytes, list[str | None]]:
+    """One expression on ``rows`` stored readings exactly as ingest evaluates a formula:
+    f64 bytes (NaN where no point) and, per row, the skip code or None (a point)."""
+    return _ingest_native.evaluate_formula(
+        expression, [(c.name, c.is_bool, c.values) for c in columns], rows
+    )

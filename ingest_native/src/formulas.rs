@@ -168,8 +168,9 @@ impl FormulaSet {
         })
     }
 
-    /// One formula on one reading's values.
-    fn value(&self, formula: usize, values: &[Value; FIELD_COUNT]) -> Result<f64, SkipCode> {
+    /// One formula on one reading's values: exactly what ingest makes a point of, or why not
+    /// (the dry run uses it on stored readings).
+    pub fn value(&self, formula: usize, values: &[Value; FIELD_COUNT]) -> Result<f64, SkipCode> {
         let slots = &self.slots[formula];
         let field = |i: usize| match values[slots[i]?] {
             Value::Float(x) => Some(Val::Num(x)),

@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::cel_py::Expression;
+use crate::copy::Value;
 use crate::errors::NativeError;
+use crate::fields::FIELD_COUNT;
 use crate::formulas::{self, Formula, Scope, SkipCode};
 
 /// Enabled formulas, compiled; immutable, shareable between threads.
@@ -70,6 +72,76 @@ impl FormulaSet {
     }
 }
 
+/// Evaluates one expression as ingest would on `rows` stored readings: `columns` are (name,
+/// is_bool, little-endian f64 bytes with NaN for none) of known fields. Returns (values as f64
+/// bytes, NaN where no point; the skip code of each row, None where a point).
+#[pyfunction]
+fn evaluate_formula<'py>(
+    py: Python<'py>,
+    expression: &Bound<'py, Expression>,
+    columns: &Bound<'py, PyList>,
+    rows: usize,
+) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, Vec<Option<&'static str>>)> {
+    let mut owned: Vec<(usize, bool, Vec<f64>)> = Vec::with_capacity(columns.len());
+    for item in columns.iter() {
+        let (name, is_bool, values): (String, bool, pyo3::pybacked::PyBackedBytes) =
+            item.extract()?;
+        let Some(index) = crate::fields::field_index(&name) else {
+            return Err(PyErr::from(NativeError::InvalidInput(format!(
+                "{name} is not a known field"
+            ))));
+        };
+        if values.len() != rows * 8 {
+            return Err(PyErr::from(NativeError::InvalidInput(format!(
+                "column {name} holds {} bytes; {rows} rows take {}",
+                values.len(),
+                rows * 8
+            ))));
+        }
+        let values = values
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8")))
+            .collect();
+        owned.push((index, is_bool, values));
+    }
+    let nil = [0; 16];
+    let set = formulas::FormulaSet::new(
+        vec![Formula {
+            id: nil,
+            version: 1,
+            client_id: nil,
+            scope: Scope::Tenant,
+            metric: String::new(),
+            unit: None,
+            expr: expression.get().inner.clone(),
+        }],
+        Duration::MAX,
+    );
+    let (values, codes): (Vec<f64>, Vec<Option<&'static str>>) = py.detach(|| {
+        (0..rows)
+            .map(|row| {
+                let mut reading = [Value::Null; FIELD_COUNT];
+                for (index, is_bool, values) in &owned {
+                    let v = values[row];
+                    if !v.is_nan() {
+                        reading[*index] = if *is_bool {
+                            Value::Bool(v != 0.0)
+                        } else {
+                            Value::Float(v)
+                        };
+                    }
+                }
+                match set.value(0, &reading) {
+                    Ok(x) => (x, None),
+                    Err(code) => (f64::NAN, Some(code.as_str())),
+                }
+            })
+            .unzip()
+    });
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok((pyo3::types::PyBytes::new(py, &bytes), codes))
+}
+
 /// `device_data_points` columns in COPY order, as (name, PostgreSQL type).
 #[pyfunction]
 fn point_columns() -> Vec<(&'static str, &'static str)> {
@@ -84,6 +156,7 @@ fn point_skip_codes() -> Vec<&'static str> {
 
 /// Adds this module's functions and class to the extension module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(evaluate_formula, m)?)?;
     m.add_function(wrap_pyfunction!(point_columns, m)?)?;
     m.add_function(wrap_pyfunction!(point_skip_codes, m)?)?;
     m.add_class::<FormulaSet>()?;

@@ -163,6 +163,15 @@ async def test_test_formula_evaluates_stored_readings_and_counts_what_it_skips(
     assert [(p.time.ToDatetime(UTC), p.value) for p in reply.points] == [(base, 0.5)]
     assert dict(reply.skipped) == {"non_finite": 1, "missing_field": 1}
     assert (reply.readings_evaluated, reply.truncated) == (3, False)
+    boolean = await s.TestFormula(
+        C.TestFormulaRequest(
+            expression="active_power_w > 1",
+            device_id=str(device),
+            start_time=_ts(base - timedelta(seconds=1)),
+        ),
+        metadata=tenant.users["client"].md,
+    )
+    assert (list(boolean.points), dict(boolean.skipped)) == ([], {"not_a_number": 3})
     async with owner_conn.transaction():
         saved = await owner_conn.fetchval(
             "SELECT count(*) FROM device_data_points WHERE device_id = $1", device

@@ -1,8 +1,8 @@
 """CalculationService: TestFormula, a formula evaluated on stored readings, nothing saved.
 
-The same checked expression and evaluator as ingest (the native CEL core); the reasons a
-value is no point are ingest's: a field absent (missing_field), a non-finite result
-(non_finite: division by zero). Unlike ingest, a boolean result counts as 1 or 0 here."""
+The same checked expression and the same native evaluation as ingest
+(``ingest_native/src/formulas.rs``): a value is a point, or skipped for ingest's reasons
+(missing_field, non_finite: division by zero, not_a_number, error)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lifebox_grpc.auth.permissions import TELEMETRY_READ
 from lifebox_grpc.auth.principal import require_principal
 from lifebox_grpc.errors import ErrorCollector
 from lifebox_grpc.native import Expression as NativeExpression
-from lifebox_grpc.native import ExpressionColumn, evaluate_numbers
+from lifebox_grpc.native import ExpressionColumn, evaluate_formula
 from lifebox_grpc.services.alarms.validation import check_cel
 from lifebox_grpc.services.calculations.base import CalculationRpcs, require_formula
 from lifebox_grpc.services.common import parse_uuid, scoped, timestamp
@@ -28,7 +28,6 @@ from lifebox_grpc.store import calculation_formulas as store
 DEFAULT_POINTS = 1000
 MAX_POINTS = 10_000
 MAX_SPAN = timedelta(days=31)
-BUDGET_US = 2_000_000
 
 
 class TestRpcs(CalculationRpcs):
@@ -82,20 +81,15 @@ class TestRpcs(CalculationRpcs):
             )
             for name in names
         ]
+        raw, codes = evaluate_formula(expression, columns, len(rows))
         values = array("d")
-        values.frombytes(evaluate_numbers([expression], columns, len(rows), BUDGET_US)[0])
-        points = []
-        skipped: Counter[str] = Counter()
-        absent = set(expression.fields) - set(names)
-        for row, value in zip(rows, values, strict=False):
-            if math.isfinite(value):
-                points.append(
-                    calculations_pb2.TestedPoint(time=timestamp(row["time"]), value=value)
-                )
-            elif absent or any(row[name] is None for name in names):
-                skipped["missing_field"] += 1
-            else:  # ±inf, or NaN with every field present (0 / 0)
-                skipped["non_finite"] += 1
+        values.frombytes(raw)
+        points = [
+            calculations_pb2.TestedPoint(time=timestamp(row["time"]), value=value)
+            for row, value, code in zip(rows, values, codes, strict=True)
+            if code is None
+        ]
+        skipped = Counter(code for code in codes if code is not None)
         return calculations_pb2.TestFormulaResponse(
             points=points, readings_evaluated=len(values), skipped=dict(skipped),
             truncated=truncated,
