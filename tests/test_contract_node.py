@@ -388,3 +388,50 @@ async def test_node_client_builds_a_page_reads_its_data_and_meets_a_stale_etag(
 
 
 # --- end dashboards (issue 17) ---
+
+
+# --- files (issue 17) ---
+FILES_CLIENT = ROOT / "tests" / "contract" / "files_contract.mjs"
+
+
+async def test_node_client_uploads_downloads_ranges_and_deletes_a_file(
+    serve_process: str, owner_conn: asyncpg.Connection
+) -> None:
+    import hashlib  # imports of this region kept in it (a shared file)
+
+    from lifebox_grpc.store.pool import tenant_transaction
+
+    account = await make_account(owner_conn, "client", await factories.make_client(owner_conn))
+    other = await factories.make_client(owner_conn)
+    async with tenant_transaction(owner_conn, other):
+        other_file = await owner_conn.fetchval(
+            "INSERT INTO files (client_id, name, content_type, size_bytes, sha256, storage_key) "
+            "VALUES ($1, 'b.png', 'image/png', 0, $2, $3) RETURNING id",
+            other,
+            hashlib.sha256(b"").digest(),
+            factories.unique("contract/files"),
+        )
+    env = {
+        **os.environ,
+        "LIFEBOX_CONTRACT_EMAIL": account.email,
+        "LIFEBOX_CONTRACT_PASSWORD": PASSWORD,
+        "LIFEBOX_CONTRACT_OTHER_FILE_ID": str(other_file),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", str(FILES_CLIENT), serve_process, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, (out + err).decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert report["access_level"] == "FILE_ACCESS_LEVEL_TENANT"
+    assert report["range_bytes"] == 5000
+    assert report["refused"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert report["refused_field"] is True
+    assert report["used_bytes"] == 20_016
+    assert len(report["listed"]) == 1
+    assert report["gone"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert report["other"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+# --- end files (issue 17) ---
