@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,24 +43,11 @@ from tests.helpers import factories
 from tests.helpers.dashboards import agg, hours, minutes, seed_readings, ts
 from tests.helpers.services import running_database
 
+sys.path.insert(0, str(Path(__file__).parent))
+from api import start_serve
+
 PASSWORD = "bench password " + "x" * 8
 EMAIL = "dash-bench@lifebox.local"
-
-
-def start_serve(db: Any, port: int, home: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "LIFEBOX_DATABASE_URL": db.app_dsn,
-        "LIFEBOX_OWNER_DATABASE_URL": db.owner_dsn,
-        "LIFEBOX_INGEST_DATABASE_URL": db.ingest_dsn,
-        "LIFEBOX_MQTT_URL": "mqtt://127.0.0.1:1",  # serve never connects to the broker
-        "LIFEBOX_GRPC_PORT": str(port),
-        "LIFEBOX_HTTP_PORT": str(free_port()),
-        "LIFEBOX_JWT_SIGNING_KEY": "bench-signing-key-" + "k" * 40,
-        "LIFEBOX_HOME": str(home),
-        "LIFEBOX_LOG_LEVEL": os.environ.get("LIFEBOX_LOG_LEVEL", "WARNING"),
-    }
-    return subprocess.Popen([sys.executable, "-m", "lifebox_grpc.cli", "serve"], env=env)
 
 
 async def load(

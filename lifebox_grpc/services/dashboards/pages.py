@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -16,8 +15,6 @@ from lifebox_grpc.auth.principal import CLIENT, Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector, NotFound
 from lifebox_grpc.services.common import (
     check_text,
-    decode_page_token,
-    encode_page_token,
     mask_paths,
     page_size,
     parse_uuid,
@@ -28,6 +25,7 @@ from lifebox_grpc.services.dashboards.access import PageAccess, PageRole, requir
 from lifebox_grpc.services.dashboards.base import DashboardRpcs, sees_device
 from lifebox_grpc.services.dashboards.mapping import check_etag, page_pb
 from lifebox_grpc.services.device_access import ASSIGNED_ONLY_ROLES
+from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.store import command_templates as template_store
 from lifebox_grpc.store import dashboards_pages as store
 
@@ -147,13 +145,7 @@ class PageRpcs(DashboardRpcs):
         principal = require_principal()
         errors = ErrorCollector()
         size = page_size(errors, request.page_size)
-        key = decode_page_token(errors, request.page_token, 2)
-        after = None
-        if key:
-            try:
-                after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                errors.add("page_token", "is not a token this API returned")
+        after = time_id_cursor(errors, request.page_token)
         errors.raise_if_any()
         every = principal.is_staff or principal.role == CLIENT
         client = None if principal.is_staff else principal.client_id
@@ -161,10 +153,7 @@ class PageRpcs(DashboardRpcs):
             rows = await store.list_pages(
                 conn, principal.user_id, client, every=every, after=after, limit=size + 1
             )
-        page, more = rows[:size], len(rows) > size
-        token = (
-            encode_page_token([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else ""
-        )
+        page, token = time_id_page(rows, size, lambda r: r.created_at)
         sees = sees_device(principal)
         return pb.ListPagesResponse(
             pages=[page_pb(p, _role(principal, p), sees) for p in page], next_page_token=token

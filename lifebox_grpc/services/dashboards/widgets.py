@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -13,8 +12,6 @@ from lifebox_grpc.auth.principal import Principal, require_principal
 from lifebox_grpc.errors import ErrorCollector, FailedPrecondition, NotFound
 from lifebox_grpc.services.common import (
     check_text,
-    decode_page_token,
-    encode_page_token,
     mask_paths,
     page_size,
     parse_uuid,
@@ -31,6 +28,7 @@ from lifebox_grpc.services.dashboards.mapping import (
 )
 from lifebox_grpc.services.dashboards.pages import load_page
 from lifebox_grpc.services.dashboards.widget_config import PageContext, check_config, check_position
+from lifebox_grpc.services.devices.paging import time_id_cursor, time_id_page
 from lifebox_grpc.store import dashboards_pages as page_store
 from lifebox_grpc.store import dashboards_widgets as store
 
@@ -95,21 +93,12 @@ class WidgetRpcs(DashboardRpcs):
         errors = ErrorCollector()
         page_id = parse_uuid(errors, "page_id", request.page_id)
         size = page_size(errors, request.page_size)
-        key = decode_page_token(errors, request.page_token, 2)
-        after = None
-        if key:
-            try:
-                after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                errors.add("page_token", "is not a token this API returned")
+        after = time_id_cursor(errors, request.page_token)
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
             await load_page(conn, principal, page_id)
             rows = await store.page_widgets(conn, page_id, after=after, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
-        token = (
-            encode_page_token([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else ""
-        )
+        page, token = time_id_page(rows, size, lambda r: r.created_at)
         return pb.ListWidgetsResponse(widgets=[widget_pb(w) for w in page], next_page_token=token)
 
     async def UpdateWidget(
