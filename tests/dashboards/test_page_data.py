@@ -8,7 +8,9 @@ import asyncpg
 from lifebox.v1 import dashboards_pb2 as pb
 from lifebox.v1 import telemetry_pb2 as tpb
 from lifebox.v1 import telemetry_pb2_grpc
+from lifebox_grpc.store.pool import tenant_transaction
 from tests.helpers import factories
+from tests.helpers.alarms import make_rule
 from tests.helpers.dashboards import (
     agg,
     assign,
@@ -146,3 +148,44 @@ async def test_a_viewer_sees_no_data_of_unassigned_devices_on_a_shared_page(
     # The page itself lists only the viewer's device.
     got = (await s.GetPage(pb.GetPageRequest(page_id=page.id), metadata=viewer.md)).page
     assert list(got.device_ids) == [ids[0]]
+
+
+async def test_alarm_list_counts_open_events_per_device_and_severity(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    a = await make_tenant(grpc_server, owner_conn)
+    md = a.users["client"].md
+    s = stub(grpc_server)
+    d1, _ = await factories.make_device(owner_conn, a.client_id)
+    d2, _ = await factories.make_device(owner_conn, a.client_id)
+    rules = [
+        await make_rule(owner_conn, a.client_id, severity=sev)
+        for sev in ("major", "major", "critical")
+    ]
+    events = [
+        (rules[0], d1, "major", "active_unack", None),
+        (rules[1], d1, "major", "active_ack", None),
+        (rules[2], d1, "critical", "cleared_unack", "now()"),  # cleared: not open
+        (rules[2], d2, "critical", "active_unack", None),
+    ]
+    async with tenant_transaction(owner_conn, a.client_id):
+        for rule, device, severity, status, cleared in events:
+            await owner_conn.execute(
+                "INSERT INTO alarm_events (client_id, rule_id, device_id, severity, status, "
+                f"cleared_at) VALUES ($1, $2, $3, $4, $5, {cleared or 'NULL'})",
+                a.client_id, rule, device, severity, status,
+            )  # fmt: skip
+    page = await make_page(s, md, [d1, d2])
+    widget = await make_widget(
+        s, md, page.id, alarm_list=pb.AlarmListConfig(device_ids=[str(d2), str(d1)])
+    )
+    start, end = hour_window()
+    data = await s.GetPageData(
+        pb.GetPageDataRequest(page_id=page.id, start_time=ts(start), end_time=ts(end)), metadata=md
+    )
+    (part,) = data.widgets
+    assert part.widget_id == widget.id
+    assert part.alarms == pb.AlarmCounts(
+        device_ids=[str(d2), str(d1)], severities=["critical", "major"], counts=[1, 2],
+        unacknowledged=[1, 1],
+    )  # fmt: skip
