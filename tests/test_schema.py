@@ -65,7 +65,8 @@ FOREIGN_KEYS = {
     "device_alarms": {"devices"},
     "telemetry_events": {"devices"},
     "unknown_field_catalog": {"clients"},
-    "device_data_points": {"devices", "calculation_formulas"},
+    # formula_id names the formula that computed a point, without a foreign key (0098).
+    "device_data_points": {"devices"},
     "control_commands": {"devices", "command_templates", "users"},
     "command_acknowledgments": {"control_commands"},
     "command_templates": {"clients", "command_permissions"},
