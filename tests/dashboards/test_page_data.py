@@ -145,7 +145,12 @@ async def test_a_viewer_sees_no_data_of_unassigned_devices_on_a_shared_page(
     assert by_id[chart.id].hidden_device_count == 2
     text = seen.SerializeToString()
     assert all(d.encode() not in text for d in ids[1:])
-    # The page itself lists only the viewer's device.
+    # The page and its widgets' configs name only the viewer's device.
+    listed = await s.ListWidgets(pb.ListWidgetsRequest(page_id=page.id), metadata=viewer.md)
+    assert [list(w.table.device_ids) or list(w.time_series.device_ids) for w in listed.widgets] == [
+        [ids[0]],
+        [],
+    ]
     got = (await s.GetPage(pb.GetPageRequest(page_id=page.id), metadata=viewer.md)).page
     assert list(got.device_ids) == [ids[0]]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -69,7 +71,9 @@ def page_pb(page: Page, role: PageRole, visible: Any) -> pb.QuickViewPage:
     )
 
 
-def widget_pb(widget: Widget) -> pb.Widget:
+def widget_pb(widget: Widget, visible: Callable[[uuid.UUID], bool] | None = None) -> pb.Widget:
+    """The widget; with ``visible``, its config names only the devices the caller may see
+    (a share never shows devices the caller may not see)."""
     out = pb.Widget(
         id=str(widget.id),
         page_id=str(widget.page_id),
@@ -82,7 +86,18 @@ def widget_pb(widget: Widget) -> pb.Widget:
     _, field = TYPES[out.type]
     json_format.ParseDict(widget.config, getattr(out, field))
     json_format.ParseDict(widget.position, out.position)
+    if visible is not None:
+        _cut_devices(getattr(out, field), visible)
     return out
+
+
+def _cut_devices(config: Any, visible: Callable[[uuid.UUID], bool]) -> None:
+    if hasattr(config, "device_ids"):
+        shown = [d for d in config.device_ids if visible(uuid.UUID(d))]
+        del config.device_ids[:]
+        config.device_ids.extend(shown)
+    elif getattr(config, "device_id", "") and not visible(uuid.UUID(config.device_id)):
+        config.device_id = ""
 
 
 def config_dict(widget: pb.Widget) -> dict[str, Any]:

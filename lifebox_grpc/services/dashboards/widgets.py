@@ -84,7 +84,7 @@ class WidgetRpcs(DashboardRpcs):
         widget_id = require_uuid("widget_id", request.widget_id)
         async with scoped(self.pool, principal) as conn:
             widget, _ = await require_widget(conn, principal, widget_id)
-        return pb.GetWidgetResponse(widget=widget_pb(widget))
+        return pb.GetWidgetResponse(widget=widget_pb(widget, sees_device(principal)))
 
     async def ListWidgets(
         self, request: pb.ListWidgetsRequest, context: Any
@@ -99,7 +99,9 @@ class WidgetRpcs(DashboardRpcs):
             await load_page(conn, principal, page_id)
             rows = await store.page_widgets(conn, page_id, after=after, limit=size + 1)
         page, token = time_id_page(rows, size, lambda r: r.created_at)
-        return pb.ListWidgetsResponse(widgets=[widget_pb(w) for w in page], next_page_token=token)
+        return pb.ListWidgetsResponse(
+            widgets=[widget_pb(w, sees_device(principal)) for w in page], next_page_token=token
+        )
 
     async def UpdateWidget(
         self, request: pb.UpdateWidgetRequest, context: Any
