@@ -4,6 +4,7 @@ for that widget returns; a share never shows data of devices the caller may not 
 from __future__ import annotations
 
 import asyncpg
+from google.protobuf import field_mask_pb2
 
 from lifebox.v1 import dashboards_pb2 as pb
 from lifebox.v1 import telemetry_pb2 as tpb
@@ -194,3 +195,30 @@ async def test_alarm_list_counts_open_events_per_device_and_severity(
         device_ids=[str(d2), str(d1)], severities=["critical", "major"], counts=[1, 2],
         unacknowledged=[1, 1],
     )  # fmt: skip
+
+
+async def test_a_device_taken_off_the_page_leaves_its_widgets_data(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    a = await make_tenant(grpc_server, owner_conn)
+    md = a.users["client"].md
+    s = stub(grpc_server)
+    devices = [(await factories.make_device(owner_conn, a.client_id))[0] for _ in range(2)]
+    ids = [str(d) for d in devices]
+    start, end = hour_window()
+    await seed_readings(owner_conn, a.client_id, devices, start, end)
+    page = await make_page(s, md, devices)
+    await make_widget(s, md, page.id, table=pb.TableConfig(device_ids=ids, fields=["status"]))
+    await s.UpdatePage(
+        pb.UpdatePageRequest(
+            page=pb.QuickViewPage(id=page.id, device_ids=ids[:1]),
+            update_mask=field_mask_pb2.FieldMask(paths=["device_ids"]),
+        ),
+        metadata=md,
+    )
+    data = await s.GetPageData(
+        pb.GetPageDataRequest(page_id=page.id, start_time=ts(start), end_time=ts(end)), metadata=md
+    )
+    (part,) = data.widgets
+    assert list(part.latest.device_ids) == ids[:1]
+    assert part.hidden_device_count == 1

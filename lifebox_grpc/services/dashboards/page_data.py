@@ -145,10 +145,13 @@ class PageDataRpcs(DashboardRpcs):
         start, end = parse_range(errors, request)
         errors.raise_if_any()
         async with scoped(self.pool, principal) as conn:
-            await load_page(conn, principal, page_id)
+            _, page = await load_page(conn, principal, page_id)
             principal.require(TELEMETRY_READ)
             widgets = [widget_pb(w) for w in await widget_store.page_widgets(conn, page_id)]
-            plan = _Plan(widgets, sees_device(principal))
+            # Devices still on the page (a widget may name one removed since) that the
+            # caller may see.
+            on_page, sees = frozenset(page.device_ids), sees_device(principal)
+            plan = _Plan(widgets, lambda d: d in on_page and sees(d))
             require_work_within(
                 "dashboards:page_data_cells",
                 plan.cells(start, end),
