@@ -1208,7 +1208,9 @@ class UpdateWidgetRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Paths to change: title, config (the whole config of the widget's type), position."""
+        """Paths to change: title, config (the whole config of the widget's type, which may name
+        only devices the caller may see: others it named are not kept), position.
+        """
 
     def __init__(
         self,
