@@ -13,19 +13,12 @@ import asyncpg
 import grpc
 import pytest
 
+from lifebox.v1 import dashboards_pb2 as dpb
 from lifebox.v1 import files_pb2 as pb
 from lifebox.v1 import files_pb2_grpc
 from lifebox_grpc.services.registry import method_names
-from lifebox_grpc.store.pool import tenant_transaction
-from tests.helpers import factories
-from tests.helpers.files import (
-    download,
-    leftovers,
-    make_page,
-    share_page,
-    stub,
-    upload,
-)
+from tests.helpers import dashboards, factories
+from tests.helpers.files import download, lapse_share, leftovers, stub, upload
 from tests.helpers.grpc import (
     Account,
     Server,
@@ -55,16 +48,16 @@ class Other:
 
     client: uuid.UUID
     file: str
-    page: uuid.UUID
+    page: str
     device: uuid.UUID
 
 
 async def other_tenant(server: Server, conn: asyncpg.Connection, b: Tenant) -> Other:
     admin = b.users["client"]
-    page = await make_page(conn, b.client_id, admin.user_id)
+    page = (await dashboards.make_page(dashboards.stub(server), admin.md)).id
     device, _ = await factories.make_device(conn, b.client_id)
     f = await upload(
-        stub(server), admin.md, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=str(page),
+        stub(server), admin.md, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=page,
         device_id=str(device),
     )  # fmt: skip
     return Other(b.client_id, f.id, page, device)
@@ -78,14 +71,14 @@ async def _nf(call: Awaitable[Any]) -> None:
 
 
 async def _upload(s: Stub, md: Any, o: Other) -> None:
-    await _nf(upload(s, md, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=str(o.page)))
+    await _nf(upload(s, md, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=o.page))
     await _nf(upload(s, md, device_id=str(o.device)))
 
 
 async def _list(s: Stub, md: Any, o: Other) -> None:
     for request in (
         pb.ListFilesRequest(page_size=500),
-        pb.ListFilesRequest(page_id=str(o.page)),
+        pb.ListFilesRequest(page_id=o.page),
         pb.ListFilesRequest(device_id=str(o.device)),
     ):
         reply = await s.ListFiles(request, metadata=md)
@@ -195,15 +188,22 @@ async def test_a_page_attached_file_follows_the_pages_shares(
     t = await make_tenant(grpc_server, owner_conn)
     s = stub(grpc_server)
     op, viewer = t.users["operator"], t.users["viewer"]
-    page = await make_page(owner_conn, t.client_id, op.user_id)
-    # Attaching takes editing the page: the viewer (no share) does not find it.
-    f = await upload(s, op.md, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=str(page))
-    assert f.page_id == str(page)
+    pages = dashboards.stub(grpc_server)
+    page = (await dashboards.make_page(pages, op.md)).id
+    # Attaching takes editing the page (its owner here).
+    f = await upload(s, op.md, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=page)
+    assert f.page_id == page
     recipient_user = await another(grpc_server, owner_conn, t, "viewer")
     lapsed_user = await another(grpc_server, owner_conn, t, "viewer")
     recipient, lapsed = recipient_user.md, lapsed_user.md
-    await share_page(owner_conn, t.client_id, page, recipient_user.user_id, "view")
-    await share_page(owner_conn, t.client_id, page, lapsed_user.user_id, "view", "-1 hour")
+    for user in (recipient_user, lapsed_user):
+        await pages.SharePage(
+            dpb.SharePageRequest(
+                page_id=page, user_id=str(user.user_id), permission=dpb.SHARE_PERMISSION_VIEW
+            ),
+            metadata=op.md,
+        )
+    await lapse_share(owner_conn, t.client_id, page, lapsed_user.user_id)
 
     async def sees(md: Any) -> bool:
         listed = await s.ListFiles(pb.ListFilesRequest(), metadata=md)
@@ -218,11 +218,10 @@ async def test_a_page_attached_file_follows_the_pages_shares(
     assert not await sees(lapsed)  # the share expired
     # A view share does not let the recipient attach files to the page.
     assert (
-        await _code(upload(s, recipient, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=str(page)))
+        await _code(upload(s, recipient, access_level=pb.FILE_ACCESS_LEVEL_PAGE, page_id=page))
         is grpc.StatusCode.PERMISSION_DENIED
     )
     # The page goes: the file stays, seen by its owner only.
-    async with tenant_transaction(owner_conn, t.client_id):
-        await owner_conn.execute("DELETE FROM quick_view_pages WHERE id = $1", page)
+    await pages.DeletePage(dpb.DeletePageRequest(page_id=page), metadata=op.md)
     assert not await sees(recipient)
     assert await sees(op.md)

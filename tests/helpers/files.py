@@ -99,32 +99,14 @@ async def set_quota(conn: asyncpg.Connection, client_id: uuid.UUID, quota: int) 
         )
 
 
-async def make_page(conn: asyncpg.Connection, client_id: uuid.UUID, owner: uuid.UUID) -> uuid.UUID:
-    async with tenant_transaction(conn, client_id):
-        page: uuid.UUID = await conn.fetchval(
-            "INSERT INTO quick_view_pages (client_id, owner_id, title) VALUES ($1, $2, 'P') "
-            "RETURNING id",
-            client_id,
-            owner,
-        )
-    return page
-
-
-async def share_page(
-    conn: asyncpg.Connection,
-    client_id: uuid.UUID,
-    page: uuid.UUID,
-    user: uuid.UUID,
-    permission: str = "view",
-    expires: str | None = None,
+async def lapse_share(
+    conn: asyncpg.Connection, client_id: uuid.UUID, page_id: str, user_id: uuid.UUID
 ) -> None:
+    """Make a live share of the page lapse (the API only shares until a future time)."""
     async with tenant_transaction(conn, client_id):
         await conn.execute(
-            "INSERT INTO quick_view_page_shares (client_id, page_id, user_id, permission, "
-            "expires_at) VALUES ($1, $2, $3, $4, now() + $5::text::interval)",
-            client_id,
-            page,
-            user,
-            permission,
-            expires,
+            "UPDATE quick_view_page_shares SET expires_at = now() - interval '1 hour' "
+            "WHERE page_id = $1 AND user_id = $2",
+            uuid.UUID(page_id),
+            user_id,
         )
