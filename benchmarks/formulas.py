@@ -5,7 +5,8 @@
 A fresh PostgreSQL cluster and mosquitto, one `lifebox ingest` worker, the Rust load
 generator at 50 readings per message over a fleet of 200 devices (ingest_e2e.py's Bench):
 
-(1) baseline: no formulas (readings/s committed, first publish to last commit)
+(1) baseline: no formulas (readings/s committed, first publish to last commit), measured
+    first and last, the best of both
 (2) the same with 10 enabled tenant-wide formulas (unit conversions and 2-3-field
     arithmetic): 10 points per reading, evaluated in the native decode and COPYed in the
     batch's transaction. Readings/s, data points/s beside them (the worker's own counters),
@@ -101,6 +102,12 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
         runs[label] = max(
             [await measured(bench, serials, args.messages) for _ in range(args.repeat)]
         )
+    # The baseline again, last: the first runs of a fresh cluster are the slowest (the
+    # best of both is (1)), so no row gains from its place in the order.
+    await create_formulas(bench, [])
+    base = max(
+        base, *[(await measured(bench, serials, args.messages))[0] for _ in range(args.repeat)]
+    )
     bench.stop_worker()
     say("")
     title = f"ingest at 50 readings/message, {args.devices} devices"
