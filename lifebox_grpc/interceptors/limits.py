@@ -43,6 +43,9 @@ HEAVY_METHODS: frozenset[str] = frozenset(
         _TELEMETRY + "AggregateTelemetry",
         _TELEMETRY + "GetLatestTelemetry",
         _DEVICES + "BatchCreateDevices",
+        # --- files (issue 17): an upload holds a database connection (its transaction) for
+        # as long as its client streams ---
+        "/lifebox.v1.FileService/UploadFile",
     }
 )
 
