@@ -115,24 +115,10 @@ async def copy_telemetry_deduplicated(
 ) -> int:
     """The redelivery path: COPY into a staging table, then INSERT … ON CONFLICT DO NOTHING.
 
-    Returns the rows actually inserted (the others were committed before). The staging
-    table is declared from the encoder's own column list (the ingest role may not read
-    telemetry_events, so ``LIKE`` is not an option).
-    """
-    definition = ", ".join(f'"{name}" {pg_type}' for name, pg_type in column_types)
-    await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS telemetry_staging ({definition}) ON COMMIT DELETE ROWS"
+    Returns the rows actually inserted (the others were committed before)."""
+    return await _copy_deduplicated(
+        conn, TELEMETRY_TABLE, "telemetry_staging", "device_id, time", data, column_types
     )
-    columns = [name for name, _ in column_types]
-    await conn.copy_to_table(
-        "telemetry_staging", source=_BytesSource(data), columns=columns, format="binary"
-    )
-    names = ", ".join(columns)
-    status = await conn.execute(
-        f"INSERT INTO telemetry_events ({names}) SELECT {names} FROM telemetry_staging "
-        "ON CONFLICT (device_id, time) DO NOTHING"
-    )
-    return int(status.split()[-1])
 
 
 # --- calculated metrics (issue 17): points COPYed with their readings ---
@@ -149,20 +135,35 @@ async def copy_points(conn: asyncpg.Connection, data: bytes, columns: Sequence[s
 async def copy_points_deduplicated(
     conn: asyncpg.Connection, data: bytes, column_types: Sequence[tuple[str, str]]
 ) -> int:
-    """The redelivery path, as :func:`copy_telemetry_deduplicated`: points already committed
-    with their readings stay as they are (with the formula version that computed them)."""
+    """The redelivery path for points, as for readings: points already committed with their
+    readings stay as they are (with the formula version that computed them)."""
+    return await _copy_deduplicated(
+        conn, POINTS_TABLE, "points_staging", "device_id, metric, time", data, column_types
+    )
+
+
+async def _copy_deduplicated(
+    conn: asyncpg.Connection,
+    table: str,
+    staging: str,
+    key: str,
+    data: bytes,
+    column_types: Sequence[tuple[str, str]],
+) -> int:
+    """COPY ``data`` into a temporary ``staging`` table, then insert what ``table`` does not
+    hold yet (ON CONFLICT (``key``) DO NOTHING); the rows inserted. The staging table is
+    declared from the encoder's own column list (the ingest role may not read the tables, so
+    ``LIKE`` is not an option)."""
     definition = ", ".join(f'"{name}" {pg_type}' for name, pg_type in column_types)
     await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS points_staging ({definition}) ON COMMIT DELETE ROWS"
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} ({definition}) ON COMMIT DELETE ROWS"
     )
     columns = [name for name, _ in column_types]
-    await conn.copy_to_table(
-        "points_staging", source=_BytesSource(data), columns=columns, format="binary"
-    )
+    await conn.copy_to_table(staging, source=_BytesSource(data), columns=columns, format="binary")
     names = ", ".join(columns)
     status = await conn.execute(
-        f"INSERT INTO {POINTS_TABLE} ({names}) SELECT {names} FROM points_staging "
-        "ON CONFLICT (device_id, metric, time) DO NOTHING"
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
+        f"ON CONFLICT ({key}) DO NOTHING"
     )
     return int(status.split()[-1])
 
