@@ -641,6 +641,7 @@ class DataPoint(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     FORMULA_ID_FIELD_NUMBER: _builtins.int
+    FORMULA_VERSION_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     """The metric name."""
     value: _builtins.float
@@ -649,6 +650,8 @@ class DataPoint(_message.Message):
     """Its unit, if any."""
     formula_id: _builtins.str
     """The formula that produced it, if any."""
+    formula_version: _builtins.int
+    """The version of that formula which computed it (0: not computed by a formula)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -661,10 +664,11 @@ class DataPoint(_message.Message):
         value: _builtins.float = ...,
         unit: _builtins.str = ...,
         formula_id: _builtins.str = ...,
+        formula_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["formula_id", b"formula_id", "metric", b"metric", "time", b"time", "unit", b"unit", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["formula_id", b"formula_id", "formula_version", b"formula_version", "metric", b"metric", "time", b"time", "unit", b"unit", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -381,6 +381,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                     value=p.value,
                     unit=p.unit or "",
                     formula_id=str(p.formula_id) if p.formula_id else "",
+                    formula_version=p.formula_version or 0,
                 )
                 for p in page
             ],

@@ -332,6 +332,7 @@ class DataPoint:
     value: float
     unit: str | None
     formula_id: uuid.UUID | None
+    formula_version: int | None  # calculated metrics (issue 17)
 
 
 async def list_data_points(
@@ -347,7 +348,7 @@ async def list_data_points(
     """Points by (metric, time), the table's key order."""
     rows = await conn.fetch(
         """
-        SELECT metric, time, value, unit, formula_id FROM device_data_points
+        SELECT metric, time, value, unit, formula_id, formula_version FROM device_data_points
         WHERE device_id = $1 AND ($2::text IS NULL OR metric = $2)
           AND time >= $3 AND time < $4
           AND ($5::text IS NULL OR (metric, time) > ($5, $6))

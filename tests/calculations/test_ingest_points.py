@@ -87,7 +87,9 @@ async def test_points_from_mqtt_ingest_are_served_by_list_data_points(
     fleet = await register_fleet(database.owner_dsn, 2)
     client = fleet.client_id
     (meter, s_meter), (other, s_other) = fleet.devices
-    await make_formula(owner_conn, client, "power_kw", "voltage_l1 * current_l1 / 1000", unit="kW")
+    power = await make_formula(
+        owner_conn, client, "power_kw", "voltage_l1 * current_l1 / 1000", unit="kW"
+    )
     await make_formula(
         owner_conn, client, "pf", "active_power_w / apparent_power_va", device_id=meter
     )
@@ -138,10 +140,11 @@ async def test_points_from_mqtt_ingest_are_served_by_list_data_points(
         ),
         metadata=user.md,
     )
-    assert [(p.metric, p.value, p.unit) for p in reply.points] == [
-        ("power_kw", 2.3, "kW"),
-        ("power_kw", 1.0, "kW"),
+    assert [(p.metric, p.value, p.unit, p.formula_version) for p in reply.points] == [
+        ("power_kw", 2.3, "kW", 1),
+        ("power_kw", 1.0, "kW", 1),
     ]
+    assert reply.points[0].formula_id == str(power)
 
 
 @pytest.fixture
