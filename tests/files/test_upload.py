@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
 import pytest
 
 from lifebox.v1 import files_pb2 as pb
+from lifebox_grpc.store import files as file_store
+from lifebox_grpc.store.pool import tenant_transaction
+from tests.helpers import factories
 from tests.helpers.files import (
     ELF,
     PE,
@@ -18,6 +22,7 @@ from tests.helpers.files import (
     download,
     leftovers,
     metadata,
+    parts,
     png_of,
     set_quota,
     stub,
@@ -31,6 +36,7 @@ from tests.helpers.grpc import (
     sign_in,
     violations,
 )
+from tests.helpers.services import Database
 from tests.helpers.wait import async_wait_until
 
 
@@ -138,10 +144,20 @@ async def test_the_tenant_quota_holds_even_for_concurrent_uploads(
     # run two at once): two fit, one is refused.
     extra = await sign_in(grpc_server, await make_account(owner_conn, "operator", t.client_id))
     uploaders = [t.users["client"].md, t.users["operator"].md, extra.md]
+    # Every stream ends only once all three have sent their bytes, so the three quota
+    # checks meet; only the lock on the tenant's usage row keeps them from all passing.
+    together = asyncio.Barrier(len(uploaders))
+
+    async def held(i: int) -> AsyncIterator[pb.UploadFileRequest]:
+        async for part in parts(metadata(name=f"{i}.png"), png_of(100_000)):
+            yield part
+        await together.wait()
+
     results = await asyncio.gather(
-        *(upload(s, who, png_of(100_000), name=f"{i}.png") for i, who in enumerate(uploaders)),
+        *(s.UploadFile(held(i), metadata=who, timeout=30) for i, who in enumerate(uploaders)),
         return_exceptions=True,
     )
+    results = [r.file if isinstance(r, pb.UploadFileResponse) else r for r in results]
     stored = [r for r in results if isinstance(r, pb.File)]
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert (len(stored), len(refused)) == (2, 1), results
@@ -194,3 +210,34 @@ async def test_an_upload_the_client_cancels_midway_leaves_no_file_and_no_row(
 
     await async_wait_until(ended, what="the upload's transaction to end")
     assert await leftovers(owner_conn, t.client_id) == (0, 0, 0)
+
+
+async def test_a_second_upload_of_the_tenant_waits_for_the_usage_lock(
+    database: Database, app_conn: asyncpg.Connection, owner_conn: asyncpg.Connection
+) -> None:
+    client = await factories.make_client(owner_conn)
+    await set_quota(owner_conn, client, 1000)  # the usage row exists already
+    other = await asyncpg.connect(database.app_dsn)
+    try:
+        async with tenant_transaction(app_conn, client):
+            await file_store.lock_usage(app_conn, client)
+
+            async def second() -> file_store.Usage:
+                async with tenant_transaction(other, client):
+                    return await file_store.lock_usage(other, client)
+
+            waiting = asyncio.create_task(second())
+
+            async def blocked() -> bool:
+                return bool(
+                    await owner_conn.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                        other.get_server_pid(),
+                    )
+                )
+
+            await async_wait_until(blocked, what="the second upload to wait for the lock")
+            assert not waiting.done()
+        assert (await asyncio.wait_for(waiting, 10)).used_bytes == 0
+    finally:
+        await other.close()
