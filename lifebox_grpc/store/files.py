@@ -121,11 +121,13 @@ async def list_files(
     viewer: uuid.UUID | None,
     where: FileFilter,
     *,
+    devices: list[uuid.UUID] | None = None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[File]:
     """Files of ``client_id`` (None: every tenant) newest first; only those ``viewer`` may
-    see unless None (administrators see every file of their scope)."""
+    see unless None (administrators see every file of their scope); files about a device
+    only when it is in ``devices`` (None: any) or ``viewer`` uploaded them."""
     visible = f"($2::uuid IS NULL OR {_VISIBLE.format(u='$2')})"
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM files f WHERE ($1::uuid IS NULL OR f.client_id = $1) "
@@ -133,6 +135,8 @@ async def list_files(
         "AND ($3::uuid IS NULL OR f.device_id = $3) AND ($4::uuid IS NULL OR f.page_id = $4) "
         "AND ($5::uuid IS NULL OR f.owner_id = $5) AND ($6::text IS NULL OR f.content_type = $6) "
         "AND ($7::timestamptz IS NULL OR (f.created_at, f.id) < ($7, $8::uuid)) "
+        "AND ($10::uuid[] IS NULL OR f.device_id IS NULL OR f.device_id = ANY($10) "
+        "OR f.owner_id = $2) "
         "ORDER BY f.created_at DESC, f.id DESC LIMIT $9",
         client_id,
         viewer,
@@ -143,6 +147,7 @@ async def list_files(
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        devices,
     )
     return [_file(r) for r in rows]
 

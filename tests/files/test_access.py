@@ -225,3 +225,24 @@ async def test_a_page_attached_file_follows_the_pages_shares(
     await pages.DeletePage(dpb.DeletePageRequest(page_id=page), metadata=op.md)
     assert not await sees(recipient)
     assert await sees(op.md)
+
+
+async def test_a_file_about_a_device_is_seen_only_by_those_who_see_the_device(
+    grpc_server: Server, owner_conn: asyncpg.Connection
+) -> None:
+    t = await make_tenant(grpc_server, owner_conn)
+    s = stub(grpc_server)
+    admin, viewer = t.users["client"], t.users["viewer"]
+    device, _ = await factories.make_device(owner_conn, t.client_id)
+    f = await upload(s, admin.md, device_id=str(device), access_level=pb.FILE_ACCESS_LEVEL_TENANT)
+
+    async def sees() -> tuple[grpc.StatusCode, bool]:
+        code = await _code(s.GetFile(pb.GetFileRequest(id=f.id), metadata=viewer.md))
+        listed = await s.ListFiles(pb.ListFilesRequest(), metadata=viewer.md)
+        return code, f.id in {x.id for x in listed.files}
+
+    # Tenant-wide, but about a device not assigned to the viewer: not theirs to see.
+    assert await sees() == (grpc.StatusCode.NOT_FOUND, False)
+    assert await _code(download(s, viewer.md, f.id)) is grpc.StatusCode.NOT_FOUND
+    await dashboards.assign(owner_conn, t.client_id, viewer.user_id, device)
+    assert await sees() == (grpc.StatusCode.OK, True)

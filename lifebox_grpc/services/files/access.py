@@ -4,7 +4,9 @@ A file is seen by its owner; by every user of its tenant when its level is the t
 ('client'); when attached to a page ('shared'), by whoever may see that page
 (:func:`lifebox_grpc.services.dashboards.access.page_access`: the page's owner and live
 shares); and always by the tenant's administrators (client role) and by staff. Anything else
-reads NOT_FOUND. Deleting takes files.write and the owner or an administrator.
+reads NOT_FOUND. A file about a device is seen by operators and viewers only when that
+device is assigned to them (or they uploaded it): a file level never widens device access.
+Deleting takes files.write and the owner or an administrator.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from lifebox_grpc.auth.principal import CLIENT, Principal
 from lifebox_grpc.errors import ErrorCollector, NotFound, PermissionDenied
 from lifebox_grpc.services.common import parse_uuid
 from lifebox_grpc.services.dashboards.access import page_access
+from lifebox_grpc.services.device_access import ASSIGNED_ONLY_ROLES
 from lifebox_grpc.store import files as file_store
 
 
@@ -31,9 +34,19 @@ def tenant_of(principal: Principal) -> uuid.UUID | None:
     return None if principal.is_staff else principal.client_id
 
 
+def device_scope(principal: Principal) -> list[uuid.UUID] | None:
+    """The devices whose files an operator or viewer may see; None: any device."""
+    if principal.role in ASSIGNED_ONLY_ROLES:
+        return list(principal.assigned_device_ids)
+    return None
+
+
 async def may_read(conn: asyncpg.Connection, principal: Principal, f: file_store.File) -> bool:
     if administers(principal) or f.owner_id == principal.user_id:
         return True
+    devices = device_scope(principal)
+    if f.device_id is not None and devices is not None and f.device_id not in devices:
+        return False
     if f.access_level == "client":
         return True
     if f.access_level == "shared" and f.page_id is not None:

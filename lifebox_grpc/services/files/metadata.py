@@ -19,6 +19,7 @@ from lifebox_grpc.services.common import (
 )
 from lifebox_grpc.services.files.access import (
     administers,
+    device_scope,
     requested_tenant,
     require_file,
     tenant_of,
@@ -66,7 +67,13 @@ class MetadataRpcs(FileRpcs):
         viewer = None if administers(principal) else principal.user_id
         async with scoped(self.pool, principal) as conn:
             rows = await file_store.list_files(
-                conn, client_id, viewer, where, after=after, limit=size + 1
+                conn,
+                client_id,
+                viewer,
+                where,
+                devices=device_scope(principal),
+                after=after,
+                limit=size + 1,
             )
         page = rows[:size]
         token = ""
