@@ -31,7 +31,8 @@ class FileServiceStub:
     A file is seen by its owner (PRIVATE), by every user of its tenant (TENANT), or by whoever
     may see the page it is attached to (PAGE: the page's owner and live shares). A client
     administrator sees every file of the tenant, staff every tenant's; anyone else reads
-    NOT_FOUND.
+    NOT_FOUND. A file about a device is seen by operators and viewers only when that device
+    is assigned to them (or they uploaded it).
     """
 
     def __init__(self, channel):
@@ -78,7 +79,8 @@ class FileServiceServicer:
     A file is seen by its owner (PRIVATE), by every user of its tenant (TENANT), or by whoever
     may see the page it is attached to (PAGE: the page's owner and live shares). A client
     administrator sees every file of the tenant, staff every tenant's; anyone else reads
-    NOT_FOUND.
+    NOT_FOUND. A file about a device is seen by operators and viewers only when that device
+    is assigned to them (or they uploaded it).
     """
 
     def UploadFile(self, request_iterator, context):
@@ -174,7 +176,8 @@ class FileService:
     A file is seen by its owner (PRIVATE), by every user of its tenant (TENANT), or by whoever
     may see the page it is attached to (PAGE: the page's owner and live shares). A client
     administrator sees every file of the tenant, staff every tenant's; anyone else reads
-    NOT_FOUND.
+    NOT_FOUND. A file about a device is seen by operators and viewers only when that device
+    is assigned to them (or they uploaded it).
     """
 
     @staticmethod

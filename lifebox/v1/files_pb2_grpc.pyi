@@ -34,7 +34,8 @@ class FileServiceStub:
     A file is seen by its owner (PRIVATE), by every user of its tenant (TENANT), or by whoever
     may see the page it is attached to (PAGE: the page's owner and live shares). A client
     administrator sees every file of the tenant, staff every tenant's; anyone else reads
-    NOT_FOUND.
+    NOT_FOUND. A file about a device is seen by operators and viewers only when that device
+    is assigned to them (or they uploaded it).
     """
 
     @_typing.overload
@@ -67,7 +68,8 @@ class FileServiceAsyncStub(FileServiceStub):
     A file is seen by its owner (PRIVATE), by every user of its tenant (TENANT), or by whoever
     may see the page it is attached to (PAGE: the page's owner and live shares). A client
     administrator sees every file of the tenant, staff every tenant's; anyone else reads
-    NOT_FOUND.
+    NOT_FOUND. A file about a device is seen by operators and viewers only when that device
+    is assigned to them (or they uploaded it).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -96,7 +98,8 @@ class FileServiceServicer(metaclass=_abc_1.ABCMeta):
     A file is seen by its owner (PRIVATE), by every user of its tenant (TENANT), or by whoever
     may see the page it is attached to (PAGE: the page's owner and live shares). A client
     administrator sees every file of the tenant, staff every tenant's; anyone else reads
-    NOT_FOUND.
+    NOT_FOUND. A file about a device is seen by operators and viewers only when that device
+    is assigned to them (or they uploaded it).
     """
 
     @_abc_1.abstractmethod
