@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -300,10 +301,12 @@ async def test_loadgen_registers_devices_and_its_readings_are_committed(
         )
         assert result.returncode == 0, result.stderr
         assert "sent 200 messages, 200 acknowledged by the broker / 600 readings" in result.stdout
-        # It waited for ingest and says where every reading went.
-        assert (
-            "readings: sent 600, committed 600, rejected 0, dropped by the broker 0, "
-            "unaccounted 0" in result.stdout
+        # It waited for ingest and says where every reading went. (The drop count is the
+        # shared broker's: tests/test_overload.py checks it on a broker of its own.)
+        assert re.search(
+            r"readings: sent 600, committed 600, rejected 0, dropped by the broker "
+            r"(0|unknown [^,]*), unaccounted 0",
+            result.stdout,
         ), result.stdout
         await wait_rows(
             staff,
