@@ -51,7 +51,7 @@ class LoadReport:
     messages: int  # acknowledged by the broker (QoS 1) or sent (QoS 0)
     readings: int  # in the acknowledged messages
     seconds: float
-    sent: int = 0  # messages published (acknowledged or not)
+    sent: int  # messages published (acknowledged or not)
 
     @property
     def messages_per_s(self) -> float:
@@ -163,7 +163,7 @@ def run_loadgen(plan: LoadPlan, progress: Callable[[str], None] | None = None) -
         int(result["messages"]),
         int(result["readings"]),
         float(result["seconds"]),
-        int(result.get("sent", result["messages"])),
+        int(result["sent"]),
     )
 
 
